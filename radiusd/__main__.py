@@ -1,0 +1,3 @@
+from radiusd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""How the CLI shows results: a readable table by default, JSON with --json."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from decimal import Decimal
+
+
+class UserError(ValueError):
+    """Input the user can correct. The message names the field and the value."""
+
+
+def _plain(value):
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = None, out=None) -> None:
+    """Print one record (dict) or a list of records as a table or as JSON."""
+    out = out or sys.stdout
+    if as_json:
+        json.dump(_plain(rows), out, indent=2, sort_keys=False)
+        out.write("\n")
+        return
+    if isinstance(rows, dict):
+        width = max((len(k) for k in rows), default=0)
+        for key, value in rows.items():
+            out.write(f"{key:<{width}}  {_cell(value)}\n")
+        return
+    if not rows:
+        out.write("(none)\n")
+        return
+    columns = columns or list(rows[0].keys())
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
+    for row in cells:
+        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def _cell(value) -> str:
+    value = _plain(value)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return str(value)

@@ -1,0 +1,115 @@
+"""Server settings: defaults, overridden by a TOML file, overridden by the environment.
+
+`DATABASE_URL` picks the store (default: SQLite file `radiusd.sqlite3` in the working directory).
+The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, one table per concern:
+
+    [server]   bind = ["0.0.0.0", "::"], auth_port = 1812, acct_port = 1813, workers = 0 (= CPUs)
+    [limits]   max_call_duration = 7200, reservation_ttl = 30, stale_call_after = 7200
+    [metrics]  port = 9812 (0 = off), bind = "127.0.0.1"
+    [spool]    path = "spool"
+    [log]      level = "info"
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite:///radiusd.sqlite3"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    bind: tuple[str, ...] = ("0.0.0.0", "::")
+    auth_port: int = 1812
+    acct_port: int = 1813
+    workers: int = 0
+    dictionary_dir: str = str(PROJECT_ROOT / "dictionaries")
+    max_call_duration: int = 7200        # seconds; also the answer for unlimited credit
+    reservation_ttl: int = 30            # seconds an Access-Accept holds capacity without a Start
+    stale_call_after: int = 7200         # seconds without Interim/Stop before a call is closed
+    duplicate_cache_seconds: int = 10    # RFC 5080 reply cache lifetime
+    snapshot_poll_seconds: float = 1.0   # how often the store version counter is read
+    billing_model: str | None = None     # h323-billing-model to send; None = don't send
+    metrics_bind: str = "127.0.0.1"
+    metrics_port: int = 9812             # 0 = no metrics/health endpoint
+    spool_path: str = "spool"
+    log_level: str = "info"
+
+
+_TOML_KEYS = {
+    ("server", "bind"): "bind",
+    ("server", "auth_port"): "auth_port",
+    ("server", "acct_port"): "acct_port",
+    ("server", "workers"): "workers",
+    ("server", "dictionary_dir"): "dictionary_dir",
+    ("server", "duplicate_cache_seconds"): "duplicate_cache_seconds",
+    ("server", "snapshot_poll_seconds"): "snapshot_poll_seconds",
+    ("database", "url"): "database_url",
+    ("limits", "max_call_duration"): "max_call_duration",
+    ("limits", "reservation_ttl"): "reservation_ttl",
+    ("limits", "stale_call_after"): "stale_call_after",
+    ("reply", "billing_model"): "billing_model",
+    ("metrics", "bind"): "metrics_bind",
+    ("metrics", "port"): "metrics_port",
+    ("spool", "path"): "spool_path",
+    ("log", "level"): "log_level",
+}
+
+
+def _coerce(name: str, value, kind):
+    origin = getattr(kind, "__origin__", None)
+    if kind in (int, "int"):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if kind in (float, "float"):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if origin is tuple or kind == "tuple[str, ...]":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(str(v) for v in value)
+    return None if value is None else str(value)
+
+
+def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> Settings:
+    """Build Settings from defaults, then the TOML file, then environment, then overrides."""
+    values: dict = {}
+    config_file = config_file or os.environ.get("RADIUSD_CONFIG")
+    if config_file:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {config_file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from None
+        for (section, key), attr in _TOML_KEYS.items():
+            if key in data.get(section, {}):
+                values[attr] = data[section][key]
+    if os.environ.get("DATABASE_URL"):
+        values["database_url"] = os.environ["DATABASE_URL"]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    types = {f.name: f.type for f in fields(Settings)}
+    for name in list(values):
+        if name not in types:
+            raise ConfigError(f"unknown setting {name}")
+        values[name] = _coerce(name, values[name], types[name])
+    settings = replace(Settings(), **values)
+    for name in ("auth_port", "acct_port", "metrics_port"):
+        port = getattr(settings, name)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{name}: {port} is not a UDP/TCP port")
+    if settings.max_call_duration <= 0:
+        raise ConfigError("max_call_duration must be positive")
+    return settings

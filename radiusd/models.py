@@ -1,0 +1,395 @@
+"""The store's tables: the single source of truth for the schema.
+
+`schema/postgresql.sql` is generated from these models (`radiusd db schema`) and a test fails
+when the two drift apart. The same models create the embedded SQLite store.
+
+Money is always `Decimal`: NUMERIC(20,6) on PostgreSQL; on SQLite (which has no exact decimal
+type) it is stored as an integer count of micro-units so that SQL arithmetic stays exact.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+MONEY_SCALE = 6
+_MICRO = Decimal(10) ** MONEY_SCALE
+
+
+class Money(TypeDecorator):
+    """Exact money: NUMERIC(20,6) on PostgreSQL, integer micro-units on SQLite."""
+
+    impl = Numeric(20, MONEY_SCALE)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(20, MONEY_SCALE, asdecimal=True))
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        value = Decimal(value)
+        if dialect.name == "sqlite":
+            return int((value * _MICRO).to_integral_value())
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)) / _MICRO
+        return Decimal(value)
+
+
+class UTCDateTime(TypeDecorator):
+    """timestamptz on PostgreSQL; on SQLite a naive UTC value. Always returns aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(dt.timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
+
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+NOW = text("CURRENT_TIMESTAMP")
+
+IDENT_BY = ("ip", "name", "ani")
+DIALECTS = ("cisco", "kamailio", "opensips", "yate", "generic")
+CALLER_ADDRESS_SOURCES = ("h323-remote-address", "framed-ip-address", "nas-ip-address", "packet-source")
+PROTOCOLS = ("sip", "h323")
+LEGS = ("orig", "term")
+CALL_STATES = ("reserved", "active")
+CDR_RESULTS = ("success", "busy", "no_channel", "error")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class RateTable(Base):
+    __tablename__ = "rate_tables"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    currency: Mapped[str] = mapped_column(String(3), server_default="USD")
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+    rates: Mapped[list[Rate]] = relationship(back_populates="rate_table", cascade="all, delete-orphan")
+
+
+class Rate(Base):
+    """Price of calls to one destination prefix within a rate table, for a period."""
+
+    __tablename__ = "rates"
+    __table_args__ = (
+        UniqueConstraint("rate_table_id", "prefix", "effective_from"),
+        CheckConstraint("price_per_minute >= 0", name="price_not_negative"),
+        CheckConstraint("connection_fee >= 0", name="fee_not_negative"),
+        CheckConstraint("minimum_seconds >= 0", name="minimum_not_negative"),
+        CheckConstraint("interval_seconds >= 1", name="interval_positive"),
+        CheckConstraint("grace_seconds >= 0", name="grace_not_negative"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rate_table_id: Mapped[int] = mapped_column(ForeignKey("rate_tables.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(String(200), server_default="")
+    price_per_minute: Mapped[Decimal] = mapped_column(Money)
+    connection_fee: Mapped[Decimal] = mapped_column(Money, server_default="0")
+    minimum_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    interval_seconds: Mapped[int] = mapped_column(Integer, server_default="1")
+    grace_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    effective_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    effective_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    rate_table: Mapped[RateTable] = relationship(back_populates="rates")
+
+
+class RoutingPlan(Base):
+    __tablename__ = "routing_plans"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+    rules: Mapped[list[RoutingRule]] = relationship(
+        back_populates="plan", cascade="all, delete-orphan", order_by="RoutingRule.priority"
+    )
+
+
+class RoutingRule(Base):
+    """One ordered rule of a routing plan: calls to `prefix` ('' = any) go to a terminator account."""
+
+    __tablename__ = "routing_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    routing_plan_id: Mapped[int] = mapped_column(ForeignKey("routing_plans.id", ondelete="CASCADE"), index=True)
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    prefix: Mapped[str] = mapped_column(String(32), server_default="")
+    terminator_account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    share: Mapped[int] = mapped_column(Integer, server_default="100")
+
+    plan: Mapped[RoutingPlan] = relationship(back_populates="rules")
+
+
+class Client(Base):
+    """A carrier customer or vendor: holds the money and the client-level limits."""
+
+    __tablename__ = "clients"
+    __table_args__ = (CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity_not_negative"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    balance: Mapped[Decimal] = mapped_column(Money, server_default="0")
+    # NULL credit limit = unlimited credit (max duration falls back to the configured cap).
+    credit_limit: Mapped[Decimal | None] = mapped_column(Money, server_default="0")
+    currency: Mapped[str] = mapped_column(String(3), server_default="USD")
+    orig_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    routing_plan_id: Mapped[int | None] = mapped_column(ForeignKey("routing_plans.id", ondelete="SET NULL"))
+    capacity: Mapped[int | None] = mapped_column(Integer)  # NULL = no client-level limit
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+    accounts: Mapped[list[Account]] = relationship(back_populates="client")
+
+
+class Nas(Base):
+    """A switch or gateway that talks RADIUS to us, known by source address or CIDR."""
+
+    __tablename__ = "nas"
+    __table_args__ = (
+        CheckConstraint(_in("dialect", DIALECTS), name="dialect_known"),
+        CheckConstraint(_in("caller_address_source", CALLER_ADDRESS_SOURCES), name="caller_source_known"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    address: Mapped[str] = mapped_column(String(64), unique=True)  # normalised CIDR, e.g. 10.0.0.1/32
+    secret: Mapped[str] = mapped_column(String(256))
+    require_message_authenticator: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    dialect: Mapped[str] = mapped_column(String(16), server_default="cisco")
+    caller_address_source: Mapped[str] = mapped_column(String(32), server_default="h323-remote-address")
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+account_gateways = Table(
+    "account_gateways",
+    Base.metadata,
+    Column("account_id", ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("nas_id", ForeignKey("nas.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Account(Base):
+    """How a client's traffic is recognised (seed page: Accounts), with orig and term settings."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(_in("ident_by", IDENT_BY), name="ident_by_known"),
+        CheckConstraint("orig_capacity IS NULL OR orig_capacity >= 0", name="orig_capacity_not_negative"),
+        CheckConstraint("term_capacity IS NULL OR term_capacity >= 0", name="term_capacity_not_negative"),
+        CheckConstraint("term_port IS NULL OR (term_port BETWEEN 1 AND 65535)", name="term_port_range"),
+        CheckConstraint("term_protocol IS NULL OR " + _in("term_protocol", PROTOCOLS), name="term_protocol_known"),
+        CheckConstraint("ident_by <> 'ani' OR ani IS NOT NULL", name="ani_account_has_ani"),
+        Index(
+            "uq_accounts_ani_identity", "ani", "tech_prefix", unique=True,
+            postgresql_where=text("ident_by = 'ani'"), sqlite_where=text("ident_by = 'ani'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="RESTRICT"), index=True)
+    # The account name; for ident_by=name it is also the login (User-Name).
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    ident_by: Mapped[str] = mapped_column(String(8))
+    ani: Mapped[str | None] = mapped_column(String(64))
+    tech_prefix: Mapped[str] = mapped_column(String(32), server_default="")
+    password: Mapped[str | None] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    # Originator settings: the account sends calls to us.
+    orig_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    orig_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    orig_routing_plan_id: Mapped[int | None] = mapped_column(ForeignKey("routing_plans.id", ondelete="SET NULL"))
+    orig_tag: Mapped[str] = mapped_column(String(64), server_default="")
+    orig_capacity: Mapped[int | None] = mapped_column(Integer)
+    # Terminator settings: we send calls to the account.
+    term_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    term_tag: Mapped[str] = mapped_column(String(64), server_default="")
+    term_capacity: Mapped[int | None] = mapped_column(Integer)
+    term_protocol: Mapped[str | None] = mapped_column(String(8))
+    term_proxy: Mapped[str | None] = mapped_column(String(255))
+    term_port: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+    client: Mapped[Client] = relationship(back_populates="accounts")
+    networks: Mapped[list[AccountNetwork]] = relationship(
+        back_populates="account", cascade="all, delete-orphan", order_by="AccountNetwork.position"
+    )
+    gateways: Mapped[list[Nas]] = relationship(secondary=account_gateways, order_by="Nas.id")
+
+
+class AccountNetwork(Base):
+    """One entry of an IP-identified account's `;`-list, stored as a normalised CIDR."""
+
+    __tablename__ = "account_networks"
+    __table_args__ = (UniqueConstraint("account_id", "cidr"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    cidr: Mapped[str] = mapped_column(String(64), index=True)
+    position: Mapped[int] = mapped_column(Integer, server_default="0")
+
+    account: Mapped[Account] = relationship(back_populates="networks")
+
+
+class ActiveCall(Base):
+    """A call leg authorized (state=reserved, until expires_at) or started and not yet stopped.
+
+    Every row counts against capacity. The row is deleted when the leg's CDR is written.
+    """
+
+    __tablename__ = "active_calls"
+    __table_args__ = (
+        CheckConstraint(_in("leg", LEGS), name="leg_known"),
+        CheckConstraint(_in("state", CALL_STATES), name="state_known"),
+        Index("ix_active_calls_reserved_expiry", "expires_at",
+              postgresql_where=text("state = 'reserved'"), sqlite_where=text("state = 'reserved'")),
+        Index("ix_active_calls_nas_open", "nas_id",
+              postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
+        Index("ix_active_calls_call_id", "call_id", "leg"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    # Idempotency key of the leg: NAS + Acct-Session-Id (+ Acct-Unique-Session-Id); for a
+    # reservation made at Access-Accept, 'auth:' + NAS + call id until a Start takes it over.
+    leg_key: Mapped[str] = mapped_column(String(255), unique=True)
+    call_id: Mapped[str] = mapped_column(String(255))
+    acct_session_id: Mapped[str | None] = mapped_column(String(255))
+    nas_id: Mapped[int | None] = mapped_column(ForeignKey("nas.id", ondelete="SET NULL"))
+    leg: Mapped[str] = mapped_column(String(4), server_default="orig")
+    state: Mapped[str] = mapped_column(String(8))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    caller: Mapped[str] = mapped_column(String(64), server_default="")
+    called: Mapped[str] = mapped_column(String(64), server_default="")
+    rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    prefix: Mapped[str | None] = mapped_column(String(32))
+    max_cost: Mapped[Decimal] = mapped_column(Money, server_default="0")  # worst case, for exposure
+    max_duration: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    session_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Cdr(Base):
+    """One finished, rated call leg."""
+
+    __tablename__ = "cdrs"
+    __table_args__ = (
+        CheckConstraint(_in("leg", LEGS), name="leg_known"),
+        CheckConstraint(_in("result", CDR_RESULTS), name="result_known"),
+        Index("ix_cdrs_client_time", "client_id", "disconnect_time"),
+        Index("ix_cdrs_account_time", "account_id", "disconnect_time"),
+        Index("ix_cdrs_nas_time", "nas_id", "disconnect_time"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    leg_key: Mapped[str] = mapped_column(String(255), unique=True)  # idempotency: one CDR per leg
+    call_id: Mapped[str] = mapped_column(String(255), index=True)
+    acct_session_id: Mapped[str | None] = mapped_column(String(255))
+    nas_id: Mapped[int | None] = mapped_column(ForeignKey("nas.id", ondelete="SET NULL"))
+    leg: Mapped[str] = mapped_column(String(4))
+    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="SET NULL"))
+    caller: Mapped[str] = mapped_column(String(64), server_default="")
+    called: Mapped[str] = mapped_column(String(64), server_default="")  # tech prefix stripped
+    tech_prefix: Mapped[str] = mapped_column(String(32), server_default="")
+    remote_address: Mapped[str | None] = mapped_column(String(64))
+    setup_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    connect_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    disconnect_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    duration: Mapped[int] = mapped_column(Integer, server_default="0")
+    billed_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    disconnect_cause: Mapped[str] = mapped_column(String(32), server_default="")
+    result: Mapped[str] = mapped_column(String(12))
+    rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    prefix: Mapped[str | None] = mapped_column(String(32))
+    price_per_minute: Mapped[Decimal | None] = mapped_column(Money)
+    cost: Mapped[Decimal] = mapped_column(Money, server_default="0")
+    currency: Mapped[str] = mapped_column(String(3), server_default="USD")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+class AuditEntry(Base):
+    """One admin change: who changed what, from where, and the field-level diff (secrets redacted)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[int | None] = mapped_column(Integer)
+    object_name: Mapped[str] = mapped_column(String(200), server_default="")
+    action: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100))
+    context: Mapped[str] = mapped_column(String(16))  # cli / seed / api
+    changes: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: {field: [before, after]}
+
+
+class StoreVersion(Base):
+    """A counter the admin module bumps on every change: servers reload their snapshot when it moves."""
+
+    __tablename__ = "store_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)

@@ -1,0 +1,1 @@
+"""The RADIUS edge: sockets, dictionaries, NAS lookup, authenticators, dialects -> facts."""

@@ -1,0 +1,1 @@
+"""The store's operations per request: capacity reservations, accounting, the spool, snapshot loading."""
