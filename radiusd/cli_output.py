@@ -57,3 +57,32 @@ def _cell(value) -> str:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return str(value)
+
+
+def common_options():
+    """Options every subcommand accepts after its name too (`radiusd account list --json`)."""
+    import argparse
+
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    parent.add_argument("--database-url", default=argparse.SUPPRESS, help="store URL")
+    parent.add_argument("--config", default=argparse.SUPPRESS, help="TOML settings file")
+    parent.add_argument("--actor", default=argparse.SUPPRESS, help="who makes admin changes")
+    return parent
+
+
+def settings_from_args(args):
+    from radiusd.config import load_settings
+
+    return load_settings(getattr(args, "config", None), database_url=getattr(args, "database_url", None))
+
+
+def actor_from_args(args) -> str:
+    import getpass
+
+    if getattr(args, "actor", None):
+        return args.actor
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"

@@ -56,3 +56,11 @@ def bump_store_version(session: Session) -> None:
 
 def current_store_version(session: Session) -> int:
     return session.scalar(select(StoreVersion.version).where(StoreVersion.id == 1)) or 0
+
+
+def open_store(database_url: str, create: bool = True):
+    """(engine, sessionmaker) for a store URL; creates the schema when asked (embedded default)."""
+    engine = make_engine(database_url)
+    if create:
+        create_schema(engine)
+    return engine, make_sessionmaker(engine)
