@@ -8,8 +8,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiusd.models import Base, StoreVersion
 
 
+def normalise_url(url: str) -> str:
+    """`postgresql://` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3, not installed)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
+    return url
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine configured for our use of each backend."""
+    url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 

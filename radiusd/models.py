@@ -188,7 +188,8 @@ class Client(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     balance: Mapped[Decimal] = mapped_column(Money, server_default="0")
     # NULL credit limit = unlimited credit (max duration falls back to the configured cap).
-    credit_limit: Mapped[Decimal | None] = mapped_column(Money, server_default="0")
+    # No server default on purpose: "unlimited" must be said, and None through the ORM stays NULL.
+    credit_limit: Mapped[Decimal | None] = mapped_column(Money)
     currency: Mapped[str] = mapped_column(String(3), server_default="USD")
     orig_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
     term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))

@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from radiusd.db import create_schema, make_engine, make_sessionmaker
+from radiusd.db import create_schema, make_engine, make_sessionmaker, normalise_url
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("RADIUSD_TEST_PG_URL")
+if PG_ADMIN_URL:
+    PG_ADMIN_URL = normalise_url(PG_ADMIN_URL)
 
 
 def _unavailable(what: str):

@@ -10,7 +10,7 @@ Billing rule (documented in the README):
 from __future__ import annotations
 
 import datetime as dt
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from radiusd.core.snapshot import Rate, RateTableInfo
 
@@ -63,31 +63,33 @@ def min_step_cost(rate: Rate) -> Decimal:
 
 
 def max_duration(available: Decimal | None, rate: Rate, cap: int) -> int:
-    """Longest call (seconds) whose cost stays within `available`; `cap` when credit is unlimited.
+    """Longest call (seconds, at most `cap`) whose cost stays within `available`; `cap` when unlimited.
 
     The answer is a billed-step boundary: a call of exactly that length costs at most
-    `available`, one second more would cross into a step the balance cannot pay. Returns 0 when
-    not even the first billing step is affordable.
+    `available`, one second more would cross into a step the balance cannot pay (unless the cap
+    stops it first). Returns 0 when not even the first charged second (just past the grace
+    period) is affordable: a balance that only covers free grace calls does not admit a call.
+    The cost of a call never decreases with its length, so the boundary is found by bisection
+    over the exact, rounded cost: no floating point, no off-by-one-step from rounding.
     """
-    if available is None or rate.price_per_minute == 0:
-        if available is not None and available < rate.connection_fee:
-            return 0
+    if cap <= 0:
+        return 0
+    if available is None:
         return cap
-    spendable = available - rate.connection_fee
-    if spendable < 0:
+
+    def affordable(seconds: int) -> bool:
+        return cost_of_billed(billed_seconds(seconds, rate), rate) <= available
+
+    first_charged = min(rate.grace_seconds + 1, cap)
+    if not affordable(first_charged):
         return 0
-    affordable = int((spendable * _SIXTY / rate.price_per_minute).to_integral_value(rounding=ROUND_FLOOR))
-    # rounding of the cost to 6 places may let one more second through: check the boundary exactly
-    minimum = rate.minimum_seconds
-    interval = max(1, rate.interval_seconds)
-    if affordable < max(minimum, 1):
-        return 0
-    if affordable <= minimum:
-        seconds = minimum
-    else:
-        seconds = minimum + ((affordable - minimum) // interval) * interval
-    while seconds > 0 and cost_of_billed(billed_seconds(seconds, rate), rate) > available:
-        seconds -= interval
-    if seconds <= 0 or seconds < max(1, min(minimum, 1)):
-        return 0
-    return min(seconds, cap)
+    if affordable(cap):
+        return cap
+    low, high = first_charged, cap  # affordable(low), not affordable(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if affordable(middle):
+            low = middle
+        else:
+            high = middle
+    return low

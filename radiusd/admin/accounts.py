@@ -1,0 +1,370 @@
+"""Accounts: how a client's traffic is recognised, with originator and terminator settings.
+
+Every field of the seed's Accounts page is here. IP lists are `;`-separated addresses and CIDRs,
+stored one normalised CIDR per `account_networks` row (a CIDR with host bits set is rejected).
+
+Deactivate unticks originator and terminator and keeps everything; delete removes the account
+with its CDRs and active calls and refunds the deleted CDRs' cost to the client's balance.
+"""
+from __future__ import annotations
+
+import ipaddress
+from decimal import Decimal
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from radiusd.admin import audit
+from radiusd.admin import fields as F
+from radiusd.admin.clients import credit_balance
+from radiusd.admin.refs import find, find_optional, name_of
+from radiusd.models import (
+    IDENT_BY,
+    PROTOCOLS,
+    Account,
+    AccountNetwork,
+    ActiveCall,
+    Cdr,
+    Client,
+    Nas,
+    RateTable,
+    RoutingPlan,
+    RoutingRule,
+)
+
+ACCOUNT_FIELDS = (
+    "client", "name", "ident_by", "ips", "tech_prefix", "password", "ani", "gateways", "notes", "active",
+    "orig_enabled", "orig_rate_table", "orig_routing_plan", "orig_tag", "orig_capacity",
+    "term_enabled", "term_rate_table", "term_tag", "term_capacity", "term_protocol", "term_proxy", "term_port",
+)
+
+
+def account_state(session: Session, account: Account) -> dict:
+    """Every field, password included (for diffs only: audit.diff redacts it)."""
+    return {
+        "id": account.id,
+        "client": name_of(session, Client, account.client_id),
+        "name": account.name,
+        "ident_by": account.ident_by,
+        "ips": [n.cidr for n in account.networks],
+        "tech_prefix": account.tech_prefix,
+        "password": account.password,
+        "ani": account.ani,
+        "gateways": [g.name for g in account.gateways],
+        "notes": account.notes,
+        "active": account.active,
+        "orig_enabled": account.orig_enabled,
+        "orig_rate_table": name_of(session, RateTable, account.orig_rate_table_id),
+        "orig_routing_plan": name_of(session, RoutingPlan, account.orig_routing_plan_id),
+        "orig_tag": account.orig_tag,
+        "orig_capacity": account.orig_capacity,
+        "term_enabled": account.term_enabled,
+        "term_rate_table": name_of(session, RateTable, account.term_rate_table_id),
+        "term_tag": account.term_tag,
+        "term_capacity": account.term_capacity,
+        "term_protocol": account.term_protocol,
+        "term_proxy": account.term_proxy,
+        "term_port": account.term_port,
+    }
+
+
+def account_record(session: Session, account: Account) -> dict:
+    """What we show: every field, the password as "***"."""
+    return audit.redact(account_state(session, account))
+
+
+class _Draft:
+    """The account's proposed column values, checked as a whole before anything is written."""
+
+    def __init__(self, account: Account | None):
+        self.cols: dict = {}
+        self.networks: list[str] = []
+        self.gateways: list[Nas] = []
+        if account is not None:
+            for column in Account.__table__.columns:
+                self.cols[column.key] = getattr(account, column.key)
+            self.networks = [n.cidr for n in account.networks]
+            self.gateways = list(account.gateways)
+
+
+def _parse(session: Session, draft: _Draft, values: dict) -> None:
+    unknown = set(values) - set(ACCOUNT_FIELDS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not an account field", "value hidden" if field == "password" else values[field])
+    c = draft.cols
+    for key, value in values.items():
+        if key == "client":
+            c["client_id"] = find(session, Client, value, "client").id
+        elif key == "name":
+            c["name"] = F.name("name", value, spaces=False)
+        elif key == "ident_by":
+            c["ident_by"] = F.choice("ident_by", value, IDENT_BY)
+        elif key == "ips":
+            draft.networks = F.networks("ips", value)
+        elif key == "tech_prefix":
+            c["tech_prefix"] = F.tech_prefix("tech_prefix", value)
+        elif key == "password":
+            c["password"] = F.secret("password", value, required=False)
+        elif key == "ani":
+            c["ani"] = F.ani("ani", value)
+        elif key == "gateways":
+            gateways: list[Nas] = []
+            for ref in F.name_list(value):
+                nas = find(session, Nas, ref, "gateways")
+                if nas not in gateways:
+                    gateways.append(nas)
+            draft.gateways = gateways
+        elif key == "notes":
+            c["notes"] = F.text("notes", value, max_len=10000, strip=False)
+        elif key in ("active", "orig_enabled", "term_enabled"):
+            c[key] = F.boolean(key, value)
+        elif key in ("orig_rate_table", "term_rate_table"):
+            table = find_optional(session, RateTable, value, key)
+            c[key + "_id"] = table.id if table else None
+        elif key == "orig_routing_plan":
+            plan = find_optional(session, RoutingPlan, value, key)
+            c["orig_routing_plan_id"] = plan.id if plan else None
+        elif key in ("orig_tag", "term_tag"):
+            c[key] = F.text(key, value, max_len=64)
+        elif key in ("orig_capacity", "term_capacity"):
+            c[key] = F.capacity(key, value)
+        elif key == "term_protocol":
+            c["term_protocol"] = F.choice("term_protocol", value, PROTOCOLS, nullable=True)
+        elif key == "term_proxy":
+            proxy = F.optional_text("term_proxy", value, max_len=255)
+            if proxy is not None and any(ch.isspace() for ch in proxy):
+                raise F.fail("term_proxy", "must not contain spaces", proxy)
+            c["term_proxy"] = proxy
+        elif key == "term_port":
+            c["term_port"] = F.integer("term_port", value, minimum=1, maximum=65535, nullable=True)
+
+
+def _gateways_overlap(a: set[int], b: set[int]) -> bool:
+    return not a or not b or bool(a & b)  # no gateways = valid on every NAS
+
+
+def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
+    """Whole-account rules: what each ident_by needs, and no two accounts with one identity."""
+    c = draft.cols
+    if not c.get("client_id"):
+        raise F.fail("client", "a client is required", "missing")
+    if not c.get("name"):
+        raise F.fail("name", "an account name is required", "missing")
+    ident_by = c.get("ident_by")
+    if ident_by not in IDENT_BY:
+        raise F.fail("ident_by", f"one of {', '.join(IDENT_BY)} is required", ident_by)
+    if ident_by == "ip" and not draft.networks:
+        raise F.fail("ips", "an IP-identified account needs at least one address or CIDR", "empty")
+    if ident_by != "ip" and draft.networks:
+        raise F.fail("ips", f"only used when ident_by is ip, not {ident_by}", ";".join(draft.networks))
+    if ident_by == "name" and not c.get("password"):
+        raise F.fail("password", "a login account (ident_by name) needs a password", "empty")
+    if ident_by == "ani" and not c.get("ani"):
+        raise F.fail("ani", "an ANI-identified account needs an ANI", "empty")
+    others = select(Account)
+    if account_id is not None:
+        others = others.where(Account.id != account_id)
+    same_name = session.scalars(others.where(Account.name == c["name"])).first()
+    if same_name is not None:
+        raise F.fail("name", f"already used by account #{same_name.id}", c["name"])
+    tech = c.get("tech_prefix") or ""
+    if ident_by == "ani":
+        dup = session.scalars(others.where(Account.ident_by == "ani", Account.ani == c["ani"],
+                                           Account.tech_prefix == tech)).first()
+        if dup is not None:
+            raise F.fail("ani", f"account {dup.name} already has this ANI with tech prefix '{tech}'", c["ani"])
+    if ident_by == "ip":
+        mine = {g.id for g in draft.gateways}
+        candidates = session.scalars(
+            others.join(AccountNetwork, AccountNetwork.account_id == Account.id)
+            .where(Account.ident_by == "ip", Account.tech_prefix == tech, AccountNetwork.cidr.in_(draft.networks))
+            .distinct()).all()
+        for other in candidates:
+            if (other.term_protocol, other.term_port) != (c.get("term_protocol"), c.get("term_port")):
+                continue
+            if not _gateways_overlap(mine, {g.id for g in other.gateways}):
+                continue
+            shared = [n.cidr for n in other.networks if n.cidr in draft.networks]
+            raise F.fail("ips", f"account {other.name} already has this network with the same tech prefix "
+                                f"'{tech}', protocol/port and gateways", shared[0])
+
+
+def _write(draft: _Draft, account: Account) -> None:
+    for key, value in draft.cols.items():
+        if key not in ("id", "created_at", "updated_at"):
+            setattr(account, key, value)
+    # keep rows for CIDRs that stay, so the (account, cidr) unique key never sees a transient duplicate
+    existing = {n.cidr: n for n in account.networks}
+    rows = []
+    for position, cidr in enumerate(draft.networks):
+        row = existing.get(cidr) or AccountNetwork(cidr=cidr)
+        row.position = position
+        rows.append(row)
+    account.networks = rows
+    account.gateways = list(draft.gateways)
+
+
+_DEFAULTS = {
+    "tech_prefix": "", "notes": "", "active": True, "orig_enabled": True, "orig_tag": "", "term_enabled": False,
+    "term_tag": "",
+}
+
+
+def create_account(session: Session, *, actor: str, context: str = "cli", **values) -> dict:
+    """Add an account. Required: client, name, ident_by and what it needs (ips / password / ani)."""
+    draft = _Draft(None)
+    draft.cols.update(_DEFAULTS)
+    draft.cols.update(password=None, ani=None)
+    _parse(session, draft, values)
+    _check(session, draft, None)
+    account = Account()
+    _write(draft, account)
+    account.created_at = account.updated_at = audit.utcnow()
+    session.add(account)
+    session.flush()
+    state = account_state(session, account)
+    audit.record(session, object_type="account", object_id=account.id, object_name=account.name, action="create",
+                 actor=actor, context=context, changes=audit.diff({}, state))
+    return audit.redact(state)
+
+
+def _change(session: Session, account: Account, values: dict, *, action: str, actor: str, context: str) -> dict:
+    before = account_state(session, account)
+    draft = _Draft(account)
+    if "ident_by" in values and "ips" not in values and F.choice("ident_by", values["ident_by"], IDENT_BY) != "ip":
+        draft.networks = []  # the address list means nothing once the account is not identified by IP
+    _parse(session, draft, values)
+    _check(session, draft, account.id)
+    _write(draft, account)
+    session.flush()
+    after = account_state(session, account)
+    changes = audit.diff(before, after)
+    if changes:
+        account.updated_at = audit.utcnow()
+        session.flush()
+        audit.record(session, object_type="account", object_id=account.id, object_name=account.name,
+                     action=action, actor=actor, context=context, changes=changes)
+    return audit.redact(after)
+
+
+def update_account(session: Session, ref, *, actor: str, context: str = "cli", **values) -> dict:
+    """Change the given fields; `ips` and `gateways` replace the whole list."""
+    account = find(session, Account, ref, "account")
+    return _change(session, account, values, action="update", actor=actor, context=context)
+
+
+def deactivate_account(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Untick originator and terminator: no new calls either way; everything else is kept."""
+    account = find(session, Account, ref, "account")
+    return _change(session, account, {"orig_enabled": False, "term_enabled": False}, action="deactivate",
+                   actor=actor, context=context)
+
+
+def delete_account(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Delete an account with its CDRs and active calls; refund the deleted CDRs' cost to the client.
+
+    Returns {account, cdrs_deleted, active_calls_removed, routing_rules_removed, refunded, new_balance}.
+    CDRs are deleted with RETURNING so the refund is exactly what was removed, even if a server
+    writes a CDR for this account while we work.
+    """
+    account = find(session, Account, ref, "account", lock=True)
+    prior = account_state(session, account)
+    client = session.get(Client, account.client_id)
+    costs = session.execute(delete(Cdr).where(Cdr.account_id == account.id).returning(Cdr.cost)).scalars().all()
+    refunded = sum((c or Decimal(0) for c in costs), Decimal(0))
+    calls = session.execute(
+        delete(ActiveCall).where(ActiveCall.account_id == account.id).returning(ActiveCall.id)).scalars().all()
+    rules = session.execute(
+        delete(RoutingRule).where(RoutingRule.terminator_account_id == account.id).returning(RoutingRule.id)
+    ).scalars().all()
+    session.refresh(client, ["balance"])
+    balance_before = client.balance
+    new_balance = credit_balance(session, client.id, refunded) if refunded else balance_before
+    session.delete(account)
+    session.flush()
+    changes = audit.diff(prior, {})
+    changes.update({
+        "cdrs_deleted": [None, len(costs)], "active_calls_removed": [None, len(calls)],
+        "routing_rules_removed": [None, len(rules)], "refunded": [None, F.money_out(refunded)],
+        "client_balance": [F.money_out(balance_before), F.money_out(new_balance)],
+    })
+    audit.record(session, object_type="account", object_id=prior["id"], object_name=prior["name"], action="delete",
+                 actor=actor, context=context, changes=changes)
+    return {"account": prior["name"], "id": prior["id"], "client": client.name, "cdrs_deleted": len(costs),
+            "active_calls_removed": len(calls), "routing_rules_removed": len(rules), "refunded": F.money_out(refunded),
+            "new_balance": F.money_out(new_balance), "currency": client.currency}
+
+
+def show_account(session: Session, ref) -> dict:
+    return account_record(session, find(session, Account, ref, "account"))
+
+
+def _ip_matches(query: str):
+    """A predicate on CIDR strings: contains the address, or overlaps the queried network."""
+    try:
+        address = ipaddress.ip_address(query)
+        return lambda cidr: (net := ipaddress.ip_network(cidr)).version == address.version and address in net
+    except ValueError:
+        pass
+    try:
+        wanted = ipaddress.ip_network(query, strict=False)
+    except ValueError:
+        raise F.fail("ip", "not an IP address or CIDR", query) from None
+    return lambda cidr: (net := ipaddress.ip_network(cidr)).version == wanted.version and net.overlaps(wanted)
+
+
+def _ids_by_network(session: Session, predicate) -> set[int]:
+    # Containment is computed here rather than in SQL so that SQLite and PostgreSQL behave the same.
+    return {aid for aid, cidr in session.execute(select(AccountNetwork.account_id, AccountNetwork.cidr))
+            if predicate(cidr)}
+
+
+def search_accounts(session: Session, *, client=None, ip=None, name=None, ani=None, tech_prefix=None, tag=None,
+                    rate_table=None, keyword=None, limit=None) -> list[dict]:
+    """Accounts matching every given filter (records, password shown as "***"), by id.
+
+    name, ani and keyword match parts, case-insensitively; ip finds accounts whose CIDR contains the
+    address (or overlaps the given network); tag matches the orig or term tag; rate_table the orig
+    or term rate table; keyword looks in name, ANI, IP list, notes and the client's name.
+    """
+    query = select(Account).join(Client, Client.id == Account.client_id)
+    if client not in (None, ""):
+        query = query.where(Account.client_id == find(session, Client, client, "client").id)
+    if name not in (None, ""):
+        query = query.where(func.lower(Account.name).contains(str(name).strip().lower(), autoescape=True))
+    if ani not in (None, ""):
+        query = query.where(Account.ani.contains(str(ani).strip(), autoescape=True))
+    if tech_prefix is not None:
+        query = query.where(Account.tech_prefix == F.tech_prefix("tech_prefix", tech_prefix))
+    if tag not in (None, ""):
+        query = query.where(or_(Account.orig_tag == str(tag).strip(), Account.term_tag == str(tag).strip()))
+    if rate_table not in (None, ""):
+        table = find(session, RateTable, rate_table, "rate_table")
+        query = query.where(or_(Account.orig_rate_table_id == table.id, Account.term_rate_table_id == table.id))
+    if ip not in (None, ""):
+        ids = _ids_by_network(session, _ip_matches(str(ip).strip()))
+        query = query.where(Account.id.in_(ids or [-1]))
+    if keyword not in (None, ""):
+        word = str(keyword).strip()
+        lower = word.lower()
+        try:
+            by_net = _ids_by_network(session, _ip_matches(word))
+        except F.UserError:
+            by_net = {aid for aid, cidr in session.execute(select(AccountNetwork.account_id, AccountNetwork.cidr))
+                      if lower in cidr}
+        query = query.where(or_(
+            func.lower(Account.name).contains(lower, autoescape=True),
+            Account.ani.contains(word, autoescape=True),
+            func.lower(Account.notes).contains(lower, autoescape=True),
+            func.lower(Client.name).contains(lower, autoescape=True),
+            Account.id.in_(by_net or [-1]),
+        ))
+    query = query.order_by(Account.id)
+    if limit is not None:
+        query = query.limit(F.integer("limit", limit, minimum=1))
+    return [account_record(session, a) for a in session.scalars(query)]
+
+
+def list_accounts(session: Session, *, client=None) -> list[dict]:
+    return search_accounts(session, client=client)

@@ -1,0 +1,244 @@
+"""Parsing and checking of admin input: one clear `UserError` naming the field and the value.
+
+Values may come from the CLI (strings) or from code (typed); every parser accepts both.
+Errors read `<field>: <problem> (<value>)`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from decimal import Decimal, InvalidOperation
+
+from radiusd.cli_output import UserError  # noqa: F401  (re-exported: F.UserError)
+from radiusd.models import MONEY_SCALE
+
+NONE_WORDS = ("", "none", "null", "-")
+UNLIMITED_WORDS = ("unlimited",) + NONE_WORDS
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f")
+TECH_PREFIX_RE = re.compile(r"^[0-9#*]*$")
+DIGITS_RE = re.compile(r"^[0-9]*$")
+ANI_RE = re.compile(r"^\+?[0-9#*]+$")
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
+def fail(field: str, problem: str, value) -> UserError:
+    return UserError(f"{field}: {problem} ({value})")
+
+
+def text(field: str, value, *, max_len: int = 200, required: bool = False, strip: bool = True) -> str:
+    value = "" if value is None else str(value)
+    if strip:
+        value = value.strip()
+    if required and not value:
+        raise fail(field, "must not be empty", repr(value))
+    if len(value) > max_len:
+        raise fail(field, f"longer than {max_len} characters", value[:40] + "...")
+    if any(ord(c) < 32 and c not in "\t\n" for c in value):
+        raise fail(field, "contains control characters", repr(value))
+    return value
+
+
+def name(field: str, value, max_len: int = 100, spaces: bool = True) -> str:
+    value = text(field, value, max_len=max_len, required=True)
+    if not spaces and any(c.isspace() for c in value):
+        raise fail(field, "must not contain spaces", value)
+    return value
+
+
+def optional_text(field: str, value, max_len: int = 255) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    return text(field, value, max_len=max_len)
+
+
+def boolean(field: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise fail(field, "expected yes or no", value)
+
+
+def integer(field: str, value, *, minimum: int | None = None, maximum: int | None = None,
+            nullable: bool = False) -> int | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS):
+        if nullable:
+            return None
+        raise fail(field, "a whole number is required", value)
+    if isinstance(value, bool):
+        raise fail(field, "expected a whole number", value)
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise fail(field, "expected a whole number", value) from None
+    if minimum is not None and number < minimum:
+        raise fail(field, f"must be {minimum} or more", value)
+    if maximum is not None and number > maximum:
+        raise fail(field, f"must be {maximum} or less", value)
+    return number
+
+
+def capacity(field: str, value) -> int | None:
+    """Simultaneous-call limit: a whole number >= 0, or none/unlimited for no limit."""
+    return integer(field, value, minimum=0, nullable=True)
+
+
+def money(field: str, value, *, nullable: bool = False, minimum: Decimal | None = None) -> Decimal | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS):
+        if nullable:
+            return None
+        raise fail(field, "an amount is required", value)
+    if isinstance(value, (bool, float)):
+        # floats are not exact; ask for a string or Decimal instead of guessing
+        raise fail(field, "give the amount as text or Decimal, not a float", value)
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise fail(field, "expected an amount like 12.50", value) from None
+    if not amount.is_finite():
+        raise fail(field, "expected an amount like 12.50", value)
+    if amount.as_tuple().exponent < -MONEY_SCALE and amount != amount.quantize(Decimal(1).scaleb(-MONEY_SCALE)):
+        raise fail(field, f"more than {MONEY_SCALE} decimal places", value)
+    if abs(amount) >= Decimal(10) ** (20 - MONEY_SCALE):
+        raise fail(field, "amount too large", value)
+    if minimum is not None and amount < minimum:
+        raise fail(field, f"must be {minimum} or more", value)
+    return amount
+
+
+def currency(field: str, value) -> str:
+    value = str(value or "").strip().upper()
+    if not CURRENCY_RE.match(value):
+        raise fail(field, "expected a 3-letter currency code", value)
+    return value
+
+
+def choice(field: str, value, allowed: tuple[str, ...], *, nullable: bool = False) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        if nullable:
+            return None
+        raise fail(field, f"one of {', '.join(allowed)} is required", value)
+    word = str(value).strip().lower()
+    if word not in allowed:
+        raise fail(field, f"expected one of {', '.join(allowed)}", value)
+    return word
+
+
+def tech_prefix(field: str, value) -> str:
+    value = "" if value is None else str(value).strip()
+    if not TECH_PREFIX_RE.match(value) or len(value) > 32:
+        raise fail(field, "only digits, # and * are allowed (at most 32)", value)
+    return value
+
+
+def digits_prefix(field: str, value) -> str:
+    value = "" if value is None else str(value).strip()
+    if not DIGITS_RE.match(value) or len(value) > 32:
+        raise fail(field, "only digits are allowed (at most 32)", value)
+    return value
+
+
+def ani(field: str, value) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        return None
+    value = str(value).strip()
+    if not ANI_RE.match(value) or len(value) > 64:
+        raise fail(field, "expected a phone number (digits, optional leading +)", value)
+    return value
+
+
+def secret(field: str, value, *, required: bool) -> str | None:
+    """A password or shared secret. The error never echoes the value."""
+    if value is None or value == "":
+        if required:
+            raise fail(field, "must not be empty", "empty")
+        return None
+    value = str(value)
+    if len(value) > 256:
+        raise fail(field, "longer than 256 characters", "value hidden")
+    if any(ord(c) < 32 for c in value):
+        raise fail(field, "contains control characters", "value hidden")
+    return value
+
+
+def network(field: str, value) -> str:
+    """One address or CIDR, normalised: `10.1.2.3` -> `10.1.2.3/32`, IPv6 lowercase compressed.
+
+    A CIDR with host bits set (`10.1.2.7/24`) is rejected rather than silently widened or
+    narrowed: the admin most likely mistyped either the address or the mask.
+    """
+    raw = str(value).strip()
+    if not raw:
+        raise fail(field, "empty address", repr(raw))
+    try:
+        net = ipaddress.ip_network(raw, strict=False)
+    except ValueError:
+        raise fail(field, "not an IP address or CIDR", raw) from None
+    host = raw.split("/")[0]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise fail(field, "not an IP address or CIDR", raw) from None
+    if "/" in raw and net.network_address != ipaddress.ip_address(host):
+        raise fail(field, f"host bits set, did you mean {net.with_prefixlen}?", raw)
+    return net.with_prefixlen
+
+
+def networks(field: str, value) -> list[str]:
+    """A `;`-separated list (commas and spaces accepted too), normalised, duplicates dropped."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else re.split(r"[;,\s]+", str(value))
+    result: list[str] = []
+    for item in items:
+        if str(item).strip():
+            cidr = network(field, item)
+            if cidr not in result:
+                result.append(cidr)
+    return result
+
+
+def name_list(value) -> list[str]:
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else re.split(r"[;,]", str(value))
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
+def timestamp(field: str, value, *, nullable: bool = False) -> dt.datetime | None:
+    """ISO-8601 date or date-time; a date means midnight UTC, a time without offset means UTC."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        if nullable:
+            return None
+        raise fail(field, "a date is required", value)
+    if isinstance(value, dt.datetime):
+        parsed = value
+    elif isinstance(value, dt.date):
+        parsed = dt.datetime(value.year, value.month, value.day)
+    else:
+        raw = str(value).strip()
+        try:
+            if len(raw) == 10:
+                parsed = dt.datetime.combine(dt.date.fromisoformat(raw), dt.time())
+            else:
+                parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise fail(field, "expected an ISO-8601 date or date-time", raw) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def money_out(value: Decimal | None) -> Decimal | None:
+    """Money for display, the same from both stores: no trailing zeros beyond cents (100.00, 0.0125)."""
+    if value is None:
+        return None
+    value = Decimal(value).normalize()
+    if value.as_tuple().exponent > -2:
+        value = value.quantize(Decimal("0.01"))
+    return value

@@ -1,0 +1,126 @@
+"""NAS: the switches and gateways allowed to talk RADIUS to us. Their secrets are never shown."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radiusd.admin import audit
+from radiusd.admin import fields as F
+from radiusd.admin.refs import find
+from radiusd.models import CALLER_ADDRESS_SOURCES, DIALECTS, Account, Nas, account_gateways
+
+NAS_FIELDS = ("name", "address", "secret", "require_message_authenticator", "dialect", "caller_address_source",
+              "active", "notes")
+
+
+def nas_state(nas: Nas) -> dict:
+    """Full state, secret included: only for diffs (audit.diff redacts it)."""
+    return {
+        "id": nas.id, "name": nas.name, "address": nas.address, "secret": nas.secret,
+        "require_message_authenticator": nas.require_message_authenticator, "dialect": nas.dialect,
+        "caller_address_source": nas.caller_address_source, "active": nas.active, "notes": nas.notes,
+    }
+
+
+def nas_record(nas: Nas) -> dict:
+    """What we show: the secret as "***"."""
+    return audit.redact(nas_state(nas))
+
+
+def _apply(session: Session, nas: Nas, values: dict) -> None:
+    unknown = set(values) - set(NAS_FIELDS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not a NAS field", "value hidden" if field in audit.SECRET_FIELDS else values[field])
+    for key, value in values.items():
+        if key == "name":
+            new = F.name("name", value, spaces=False)
+            other = session.scalars(select(Nas).where(Nas.name == new, Nas.id != nas.id)).first()
+            if other is not None:
+                raise F.fail("name", f"already used by NAS #{other.id}", new)
+            nas.name = new
+        elif key == "address":
+            new = F.network("address", value)
+            other = session.scalars(select(Nas).where(Nas.address == new, Nas.id != nas.id)).first()
+            if other is not None:
+                raise F.fail("address", f"already used by NAS {other.name}", new)
+            nas.address = new
+        elif key == "secret":
+            nas.secret = F.secret("secret", value, required=True)
+        elif key in ("require_message_authenticator", "active"):
+            setattr(nas, key, F.boolean(key, value))
+        elif key == "dialect":
+            nas.dialect = F.choice("dialect", value, DIALECTS)
+        elif key == "caller_address_source":
+            nas.caller_address_source = F.choice("caller_address_source", value, CALLER_ADDRESS_SOURCES)
+        elif key == "notes":
+            nas.notes = F.text("notes", value, max_len=10000, strip=False)
+
+
+def create_nas(session: Session, *, actor: str, context: str = "cli", **values) -> dict:
+    """Add a NAS: name, address (IP or CIDR), secret are required."""
+    for required in ("name", "address", "secret"):
+        if values.get(required) in (None, ""):
+            raise F.fail(required, "is required", "missing")
+    values.setdefault("require_message_authenticator", True)
+    values.setdefault("dialect", "cisco")
+    values.setdefault("caller_address_source", "h323-remote-address")
+    values.setdefault("active", True)
+    nas = Nas(notes="")
+    _apply(session, nas, values)
+    nas.created_at = audit.utcnow()
+    session.add(nas)
+    session.flush()
+    audit.record(session, object_type="nas", object_id=nas.id, object_name=nas.name, action="create",
+                 actor=actor, context=context, changes=audit.diff({}, nas_state(nas)))
+    return nas_record(nas)
+
+
+def update_nas(session: Session, ref, *, actor: str, context: str = "cli", **values) -> dict:
+    nas = find(session, Nas, ref, "nas")
+    before = nas_state(nas)
+    _apply(session, nas, values)
+    session.flush()
+    changes = audit.diff(before, nas_state(nas))
+    if changes:
+        audit.record(session, object_type="nas", object_id=nas.id, object_name=nas.name, action="update",
+                     actor=actor, context=context, changes=changes)
+    return nas_record(nas)
+
+
+def _gateway_users(session: Session, nas_id: int) -> list[Account]:
+    return list(session.scalars(
+        select(Account).join(account_gateways, account_gateways.c.account_id == Account.id)
+        .where(account_gateways.c.nas_id == nas_id).order_by(Account.id)))
+
+
+def delete_nas(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Remove a NAS. Refused while it is the only gateway of an account: removing it would make
+    that account valid on every NAS (no gateways = all), silently widening who may use it."""
+    nas = find(session, Nas, ref, "nas")
+    users = _gateway_users(session, nas.id)
+    sole = [a.name for a in users if len(a.gateways) == 1]
+    if sole:
+        raise F.fail("nas", f"is the only gateway of account(s) {', '.join(sole)}; change their gateways first",
+                     nas.name)
+    before = nas_state(nas)
+    before["gateway_of"] = [a.name for a in users]
+    for account in users:
+        account.gateways = [g for g in account.gateways if g.id != nas.id]
+    session.flush()
+    session.delete(nas)
+    session.flush()
+    audit.record(session, object_type="nas", object_id=before["id"], object_name=before["name"], action="delete",
+                 actor=actor, context=context, changes=audit.diff(before, {}))
+    return {"deleted": before["name"], "id": before["id"], "removed_from_accounts": before["gateway_of"]}
+
+
+def show_nas(session: Session, ref) -> dict:
+    nas = find(session, Nas, ref, "nas")
+    record = nas_record(nas)
+    record["gateway_of"] = [a.name for a in _gateway_users(session, nas.id)]
+    return record
+
+
+def list_nas(session: Session) -> list[dict]:
+    return [nas_record(n) for n in session.scalars(select(Nas).order_by(Nas.id))]

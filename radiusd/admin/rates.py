@@ -1,0 +1,211 @@
+"""Rate tables and their rates, including rate-deck import from CSV.
+
+CSV header (only prefix and price_per_minute are required, columns in any order):
+    prefix,description,price_per_minute,connection_fee,minimum_seconds,interval_seconds,
+    grace_seconds,effective_from,effective_until
+Dates are ISO-8601; a date alone means midnight UTC; effective_from defaults to 1970-01-01 UTC.
+One bad row aborts the whole import with `FILE:LINE: field: problem (value)`.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+from decimal import Decimal
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from radiusd.admin import audit
+from radiusd.admin import fields as F
+from radiusd.admin.refs import find
+from radiusd.cli_output import UserError
+from radiusd.models import Client, Rate, RateTable
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+CSV_COLUMNS = ("prefix", "description", "price_per_minute", "connection_fee", "minimum_seconds",
+               "interval_seconds", "grace_seconds", "effective_from", "effective_until")
+REQUIRED_COLUMNS = ("prefix", "price_per_minute")
+
+
+def rate_table_record(table: RateTable, rate_count: int | None = None) -> dict:
+    record = {"id": table.id, "name": table.name, "currency": table.currency, "notes": table.notes}
+    if rate_count is not None:
+        record["rates"] = rate_count
+    return record
+
+
+def rate_record(rate: Rate) -> dict:
+    return {
+        "prefix": rate.prefix, "description": rate.description, "price_per_minute": F.money_out(rate.price_per_minute),
+        "connection_fee": F.money_out(rate.connection_fee), "minimum_seconds": rate.minimum_seconds,
+        "interval_seconds": rate.interval_seconds, "grace_seconds": rate.grace_seconds,
+        "effective_from": rate.effective_from, "effective_until": rate.effective_until,
+    }
+
+
+def create_rate_table(session: Session, *, actor: str, context: str = "cli", name, currency="USD",
+                      notes: str = "") -> dict:
+    name = F.name("name", name, spaces=False)
+    if session.scalars(select(RateTable).where(RateTable.name == name)).first() is not None:
+        raise F.fail("name", "a rate table with this name exists", name)
+    table = RateTable(name=name, currency=F.currency("currency", currency),
+                      notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
+    session.add(table)
+    session.flush()
+    record = rate_table_record(table)
+    audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="create",
+                 actor=actor, context=context, changes=audit.diff({}, record))
+    return record
+
+
+def list_rate_tables(session: Session) -> list[dict]:
+    counts = dict(session.execute(select(Rate.rate_table_id, func.count()).group_by(Rate.rate_table_id)).all())
+    return [rate_table_record(t, counts.get(t.id, 0)) for t in session.scalars(select(RateTable).order_by(RateTable.id))]
+
+
+def show_rate_table(session: Session, ref) -> dict:
+    table = find(session, RateTable, ref, "rate_table")
+    rates = session.scalars(select(Rate).where(Rate.rate_table_id == table.id)
+                            .order_by(Rate.prefix, Rate.effective_from)).all()
+    record = rate_table_record(table, len(rates))
+    record["used_by_clients"] = list(session.scalars(select(Client.name).where(
+        (Client.orig_rate_table_id == table.id) | (Client.term_rate_table_id == table.id)).order_by(Client.id)))
+    record["rate_list"] = [rate_record(r) for r in rates]
+    return record
+
+
+def rate_values(values: dict) -> dict:
+    """Check one rate's fields (strings or typed) and return column values for `rates`."""
+    unknown = set(values) - set(CSV_COLUMNS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not a rate field", values[field])
+
+    def given(key):
+        value = values.get(key)
+        return None if value is None or (isinstance(value, str) and value.strip() == "") else value
+
+    if "prefix" not in values or values["prefix"] is None:
+        raise F.fail("prefix", "is required ('' for any destination)", "missing")
+    row = {
+        "prefix": F.digits_prefix("prefix", values["prefix"]),
+        "description": F.text("description", values.get("description"), max_len=200),
+        "price_per_minute": F.money("price_per_minute", given("price_per_minute"), minimum=Decimal(0)),
+        "connection_fee": F.money("connection_fee", given("connection_fee") or "0", minimum=Decimal(0)),
+        "minimum_seconds": F.integer("minimum_seconds", given("minimum_seconds") or 0, minimum=0),
+        "interval_seconds": F.integer("interval_seconds", given("interval_seconds") or 1, minimum=1),
+        "grace_seconds": F.integer("grace_seconds", given("grace_seconds") or 0, minimum=0),
+        "effective_from": F.timestamp("effective_from", given("effective_from") or EPOCH),
+        "effective_until": F.timestamp("effective_until", given("effective_until"), nullable=True),
+    }
+    if row["effective_until"] is not None and row["effective_until"] <= row["effective_from"]:
+        raise F.fail("effective_until", "must be after effective_from", values.get("effective_until"))
+    return row
+
+
+def _existing_keys(session: Session, table_id: int) -> set[tuple[str, dt.datetime]]:
+    return {(p, f) for p, f in session.execute(
+        select(Rate.prefix, Rate.effective_from).where(Rate.rate_table_id == table_id))}
+
+
+def add_rate(session: Session, table_ref, *, actor: str, context: str = "cli", **values) -> dict:
+    """Add one rate to a rate table."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    row = rate_values(values)
+    if (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
+        raise F.fail("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+                     row["prefix"])
+    session.execute(insert(Rate), [{"rate_table_id": table.id, **row}])
+    audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="rate-add",
+                 actor=actor, context=context, changes={f"rate {row['prefix']!r}": [None, audit.plain(row)]})
+    return {"rate_table": table.name, **row}
+
+
+def parse_rates_csv(text: str, filename: str) -> list[dict]:
+    """Rows of a rate deck as checked column values; UserError `FILE:LINE: reason` on the first bad row."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UserError(f"{filename}:1: empty file, expected a header line "
+                        f"({','.join(REQUIRED_COLUMNS)},...)") from None
+    except csv.Error as exc:
+        raise UserError(f"{filename}:1: {exc}") from None
+    columns = [h.strip().lower() for h in header]
+    for column in columns:
+        if column not in CSV_COLUMNS:
+            raise UserError(f"{filename}:1: unknown column ({column}); expected some of {','.join(CSV_COLUMNS)}")
+    if len(set(columns)) != len(columns):
+        raise UserError(f"{filename}:1: a column is repeated ({','.join(columns)})")
+    for column in REQUIRED_COLUMNS:
+        if column not in columns:
+            raise UserError(f"{filename}:1: required column missing ({column})")
+    rows: list[dict] = []
+    seen: dict[tuple, int] = {}
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise UserError(f"{filename}:{reader.line_num}: {exc}") from None
+        line = reader.line_num
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) != len(columns):
+            raise UserError(f"{filename}:{line}: expected {len(columns)} values, got {len(cells)}")
+        try:
+            row = rate_values(dict(zip(columns, cells)))
+        except UserError as exc:
+            raise UserError(f"{filename}:{line}: {exc}") from None
+        key = (row["prefix"], row["effective_from"])
+        if key in seen:
+            raise UserError(f"{filename}:{line}: prefix: same prefix and effective_from as line {seen[key]} "
+                            f"({row['prefix']})")
+        seen[key] = line
+        row["_line"] = line
+        rows.append(row)
+    return rows
+
+
+def import_rates_text(session: Session, table_ref, text: str, filename: str, *, actor: str, context: str = "cli",
+                      replace: bool = False) -> dict:
+    table = find(session, RateTable, table_ref, "rate_table")
+    rows = parse_rates_csv(text, filename)
+    before = session.scalar(select(func.count()).select_from(Rate).where(Rate.rate_table_id == table.id))
+    if replace:
+        session.execute(delete(Rate).where(Rate.rate_table_id == table.id))
+    else:
+        existing = _existing_keys(session, table.id)
+        for row in rows:
+            if (row["prefix"], row["effective_from"]) in existing:
+                raise UserError(f"{filename}:{row['_line']}: prefix: table {table.name} already has this prefix "
+                                f"effective from {row['effective_from'].isoformat()}; use --replace "
+                                f"({row['prefix']})")
+    payload = [{"rate_table_id": table.id, **{k: v for k, v in r.items() if k != "_line"}} for r in rows]
+    for start in range(0, len(payload), 5000):
+        session.execute(insert(Rate), payload[start:start + 5000])
+    after = session.scalar(select(func.count()).select_from(Rate).where(Rate.rate_table_id == table.id))
+    audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="import",
+                 actor=actor, context=context,
+                 changes={"rates": [before, after], "file": [None, os.path.basename(filename)],
+                          "replaced": [None, bool(replace)]})
+    return {"rate_table": table.name, "file": filename, "rows_imported": len(rows), "replaced": before if replace else 0,
+            "rates_in_table": after}
+
+
+def import_rates(session: Session, table_ref, path, *, actor: str, context: str = "cli", replace: bool = False) -> dict:
+    """Import a CSV rate deck into a rate table (all rows or none); `replace` drops the old rates first."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise F.fail("file", "not found", path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise F.fail("file", exc.strerror or "cannot read", path) from None
+    return import_rates_text(session, table_ref, text, path, actor=actor, context=context, replace=replace)

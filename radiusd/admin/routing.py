@@ -1,0 +1,66 @@
+"""Routing plans: ordered rules sending calls by destination prefix to terminator accounts."""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from radiusd.admin import audit
+from radiusd.admin import fields as F
+from radiusd.admin.refs import find, name_of
+from radiusd.models import Account, RoutingPlan, RoutingRule
+
+
+def rule_record(session: Session, rule: RoutingRule) -> dict:
+    return {"id": rule.id, "priority": rule.priority, "prefix": rule.prefix,
+            "terminator": name_of(session, Account, rule.terminator_account_id), "share": rule.share}
+
+
+def plan_record(plan: RoutingPlan, rule_count: int | None = None) -> dict:
+    record = {"id": plan.id, "name": plan.name, "notes": plan.notes}
+    if rule_count is not None:
+        record["rules"] = rule_count
+    return record
+
+
+def create_routing_plan(session: Session, *, actor: str, context: str = "cli", name, notes: str = "") -> dict:
+    name = F.name("name", name, spaces=False)
+    if session.scalars(select(RoutingPlan).where(RoutingPlan.name == name)).first() is not None:
+        raise F.fail("name", "a routing plan with this name exists", name)
+    plan = RoutingPlan(name=name, notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
+    session.add(plan)
+    session.flush()
+    record = plan_record(plan)
+    audit.record(session, object_type="routing_plan", object_id=plan.id, object_name=plan.name, action="create",
+                 actor=actor, context=context, changes=audit.diff({}, record))
+    return record
+
+
+def add_rule(session: Session, plan_ref, *, actor: str, context: str = "cli", terminator, prefix="",
+             priority=0, share=100) -> dict:
+    """Append a rule: calls to `prefix` ('' = any) go to the terminator account."""
+    plan = find(session, RoutingPlan, plan_ref, "routing_plan")
+    account = find(session, Account, terminator, "terminator")
+    rule = RoutingRule(routing_plan_id=plan.id, priority=F.integer("priority", priority, minimum=0),
+                       prefix=F.digits_prefix("prefix", prefix), terminator_account_id=account.id,
+                       share=F.integer("share", share, minimum=0, maximum=100))
+    session.add(rule)
+    session.flush()
+    record = rule_record(session, rule)
+    audit.record(session, object_type="routing_plan", object_id=plan.id, object_name=plan.name, action="rule-add",
+                 actor=actor, context=context, changes={f"rule #{rule.id}": [None, record]})
+    return {"routing_plan": plan.name, **record}
+
+
+def show_routing_plan(session: Session, ref) -> dict:
+    plan = find(session, RoutingPlan, ref, "routing_plan")
+    rules = session.scalars(select(RoutingRule).where(RoutingRule.routing_plan_id == plan.id)
+                            .order_by(RoutingRule.priority, RoutingRule.id)).all()
+    record = plan_record(plan, len(rules))
+    record["rule_list"] = [rule_record(session, r) for r in rules]
+    return record
+
+
+def list_routing_plans(session: Session) -> list[dict]:
+    counts = dict(session.execute(
+        select(RoutingRule.routing_plan_id, func.count()).group_by(RoutingRule.routing_plan_id)).all())
+    return [plan_record(p, counts.get(p.id, 0)) for p in session.scalars(select(RoutingPlan).order_by(RoutingPlan.id))]

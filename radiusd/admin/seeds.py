@@ -1,0 +1,329 @@
+"""SQL seed files: portable `INSERT INTO t (cols) VALUES (...), (...);` loaded into either store.
+
+Statements are parsed here and inserted through SQLAlchemy Core, not executed raw, because the
+two stores keep some values differently (money is NUMERIC on PostgreSQL but integer micro-units
+on SQLite; timestamps, booleans). That also lets us check table, column and value of every row
+and name the file and line of the first bad one. A file loads in one transaction: all or nothing.
+
+Supported: `--` and `/* */` comments; string literals ('' escapes a quote), numbers, TRUE, FALSE,
+NULL; several rows per INSERT; statements over several lines; BEGIN/COMMIT lines (ignored, the
+loader owns the transaction). An explicit column list is required. Tables are filled in file
+order, so referenced rows must come first.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import Boolean, Integer, String, Text, func, insert, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.orm import Session
+
+from radiusd.admin import audit
+from radiusd.admin import fields as F
+from radiusd.cli_output import UserError
+from radiusd.models import Base, Money, UTCDateTime
+
+_TOKEN = re.compile(r"""
+    (?P<ws>\s+)
+  | (?P<comment>--[^\n]*)
+  | (?P<block>/\*.*?\*/)
+  | (?P<string>'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")+")
+  | (?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
+  | (?P<punct>[(),;.])
+""", re.S | re.X)
+
+# Columns holding an address or CIDR: normalised exactly as the admin commands do.
+_CIDR_COLUMNS = {("nas", "address"), ("account_networks", "cidr")}
+# Tables the loader must not fill: the server maintains them itself.
+_FORBIDDEN_TABLES = {"store_version"}
+
+
+@dataclass
+class _Tok:
+    kind: str
+    value: str
+    line: int
+
+
+class _SeedError(Exception):
+    def __init__(self, line: int, reason: str):
+        super().__init__(reason)
+        self.line = line
+        self.reason = reason
+
+
+def _tokens(source: str) -> list[_Tok]:
+    newlines = [i for i, ch in enumerate(source) if ch == "\n"]
+
+    def line_at(pos: int) -> int:
+        return bisect.bisect_right(newlines, pos - 1) + 1
+
+    tokens: list[_Tok] = []
+    pos = 0
+    while pos < len(source):
+        match = _TOKEN.match(source, pos)
+        if match is None:
+            ch = source[pos]
+            if ch == "'":
+                raise _SeedError(line_at(pos), "unterminated string literal")
+            if source.startswith("/*", pos):
+                raise _SeedError(line_at(pos), "unterminated /* comment")
+            raise _SeedError(line_at(pos), f"unexpected character ({ch!r})")
+        kind = match.lastgroup
+        if kind not in ("ws", "comment", "block"):
+            value = match.group()
+            if kind == "string":
+                value = value[1:-1].replace("''", "'")
+            elif kind == "qident":
+                value = value[1:-1].replace('""', '"')
+                kind = "word"
+            tokens.append(_Tok(kind, value, line_at(pos)))
+        pos = match.end()
+    return tokens
+
+
+@dataclass
+class _Insert:
+    table: str
+    columns: list[str]
+    rows: list[list[_Tok]]
+    line: int
+
+
+def _parse(tokens: list[_Tok]) -> list[_Insert]:
+    statements: list[_Insert] = []
+    i = 0
+    last_line = tokens[-1].line if tokens else 1
+
+    def peek() -> _Tok | None:
+        return tokens[i] if i < len(tokens) else None
+
+    def take(what: str) -> _Tok:
+        nonlocal i
+        tok = peek()
+        if tok is None:
+            raise _SeedError(last_line, f"unexpected end of file, expected {what}")
+        i += 1
+        return tok
+
+    def expect_punct(ch: str) -> _Tok:
+        tok = take(f"'{ch}'")
+        if tok.kind != "punct" or tok.value != ch:
+            raise _SeedError(tok.line, f"expected '{ch}', found {tok.value!r}")
+        return tok
+
+    def expect_word(word: str) -> _Tok:
+        tok = take(word)
+        if tok.kind != "word" or tok.value.upper() != word:
+            raise _SeedError(tok.line, f"expected {word}, found {tok.value!r}")
+        return tok
+
+    def identifier(what: str) -> _Tok:
+        tok = take(what)
+        if tok.kind != "word":
+            raise _SeedError(tok.line, f"expected {what}, found {tok.value!r}")
+        return tok
+
+    while i < len(tokens):
+        tok = take("a statement")
+        if tok.kind == "punct" and tok.value == ";":
+            continue
+        word = tok.value.upper() if tok.kind == "word" else ""
+        if word in ("BEGIN", "COMMIT", "START", "END"):
+            while peek() is not None and not (peek().kind == "punct" and peek().value == ";"):
+                take(";")
+            continue
+        if word != "INSERT":
+            raise _SeedError(tok.line, f"only INSERT INTO ... VALUES statements are supported, found {tok.value!r}")
+        start = tok.line
+        expect_word("INTO")
+        table = identifier("a table name").value
+        if peek() is not None and peek().kind == "punct" and peek().value == ".":
+            take(".")
+            table = identifier("a table name").value  # schema-qualified: public.nas
+        following = peek()
+        if following is None or following.kind != "punct" or following.value != "(":
+            raise _SeedError(following.line if following else start,
+                             f"INSERT INTO {table}: an explicit column list is required")
+        expect_punct("(")
+        columns: list[str] = []
+        while True:
+            columns.append(identifier("a column name").value)
+            sep = take("',' or ')'")
+            if sep.kind == "punct" and sep.value == ")":
+                break
+            if not (sep.kind == "punct" and sep.value == ","):
+                raise _SeedError(sep.line, f"expected ',' or ')' in the column list, found {sep.value!r}")
+        expect_word("VALUES")
+        rows: list[list[_Tok]] = []
+        while True:
+            open_tok = expect_punct("(")
+            row: list[_Tok] = []
+            while True:
+                value = take("a value")
+                if value.kind == "punct":
+                    raise _SeedError(value.line, f"expected a value, found {value.value!r}")
+                if value.kind == "word" and value.value.upper() not in ("TRUE", "FALSE", "NULL"):
+                    raise _SeedError(value.line, f"unsupported value {value.value!r} "
+                                                 "(use a 'string', a number, TRUE, FALSE or NULL)")
+                row.append(value)
+                sep = take("',' or ')'")
+                if sep.kind == "punct" and sep.value == ")":
+                    break
+                if not (sep.kind == "punct" and sep.value == ","):
+                    raise _SeedError(sep.line, f"expected ',' or ')' after a value, found {sep.value!r}")
+            if len(row) != len(columns):
+                raise _SeedError(open_tok.line, f"{len(row)} values for {len(columns)} columns of {table}")
+            rows.append(row)
+            sep = peek()
+            if sep is not None and sep.kind == "punct" and sep.value == ",":
+                take(",")
+                continue
+            break
+        end = peek()
+        if end is not None:
+            if not (end.kind == "punct" and end.value == ";"):
+                raise _SeedError(end.line, f"expected ';' after the VALUES list, found {end.value!r}")
+            take(";")
+        statements.append(_Insert(table, columns, rows, start))
+    return statements
+
+
+def _convert(table: str, column, tok: _Tok):
+    """A literal token as the Python value for `column`, checked like the admin commands check it."""
+    field = f"{table}.{column.key}"
+    if tok.kind == "word" and tok.value.upper() == "NULL":
+        if not column.nullable:
+            raise _SeedError(tok.line, f"{field}: must not be NULL")
+        return None
+    kind = column.type
+    is_bool = tok.kind == "word"
+    if isinstance(kind, Money):
+        if is_bool:
+            raise _SeedError(tok.line, f"{field}: expected an amount ({tok.value})")
+        return F.money(field, tok.value)
+    if isinstance(kind, UTCDateTime):
+        if tok.kind != "string":
+            raise _SeedError(tok.line, f"{field}: expected a date in quotes ({tok.value})")
+        return F.timestamp(field, tok.value)
+    if isinstance(kind, Boolean):
+        if is_bool or tok.kind == "string":
+            return F.boolean(field, tok.value)
+        if tok.value in ("0", "1"):
+            return tok.value == "1"
+        raise _SeedError(tok.line, f"{field}: expected TRUE or FALSE ({tok.value})")
+    if isinstance(kind, Integer):
+        if is_bool:
+            raise _SeedError(tok.line, f"{field}: expected a whole number ({tok.value})")
+        return F.integer(field, tok.value)
+    if isinstance(kind, (String, Text)):
+        if tok.kind != "string":
+            # an unquoted 0099 would silently become 99: insist on quotes for text
+            raise _SeedError(tok.line, f"{field}: expected text in single quotes ({tok.value})")
+        value = tok.value
+        if (table, column.key) in _CIDR_COLUMNS:
+            value = F.network(field, value)
+        length = getattr(kind, "length", None)
+        if length and len(value) > length:
+            raise _SeedError(tok.line, f"{field}: longer than {length} characters ({value[:40]})")
+        return value
+    raise _SeedError(tok.line, f"{field}: column type not supported by the seed loader")
+
+
+def _db_reason(exc: Exception) -> str:
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def _reset_sequences(session: Session, tables: list[str]) -> None:
+    """After explicit ids, move PostgreSQL's serial sequences past them so later inserts don't collide."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for name in tables:
+        table = Base.metadata.tables[name]
+        if "id" not in table.c or not table.c.id.primary_key:
+            continue
+        session.execute(text(
+            f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+            f"COALESCE((SELECT max(id) FROM {name}), 0) + 1, false) "
+            f"WHERE pg_get_serial_sequence('{name}', 'id') IS NOT NULL"))
+
+
+def load_seed_text(session: Session, source: str, filename: str, *, actor: str, context: str = "seed") -> dict[str, int]:
+    """Load seed SQL into the caller's transaction; UserError `FILE:LINE: reason` on the first problem.
+
+    Returns rows loaded per table, in file order. On error the caller must roll back (load_seed does).
+    """
+    try:
+        statements = _parse(_tokens(source))
+        loaded: dict[str, int] = {}
+        for statement in statements:
+            table = Base.metadata.tables.get(statement.table.lower())
+            if table is None or table.name in _FORBIDDEN_TABLES:
+                raise _SeedError(statement.line, f"unknown table ({statement.table})")
+            columns = []
+            for position, name in enumerate(statement.columns):
+                column = table.c.get(name.lower())
+                if column is None:
+                    raise _SeedError(statement.line, f"table {table.name} has no column ({name})")
+                if column in columns:
+                    raise _SeedError(statement.line, f"column named twice ({name})")
+                columns.append(column)
+            rows = []
+            for row in statement.rows:
+                values = {}
+                for column, tok in zip(columns, row):
+                    try:
+                        values[column.key] = _convert(table.name, column, tok)
+                    except UserError as exc:
+                        raise _SeedError(tok.line, str(exc)) from None
+                rows.append(values)
+            try:
+                session.execute(insert(table), rows)
+            except (IntegrityError, StatementError, DBAPIError) as exc:
+                raise _SeedError(statement.line, f"{table.name}: {_db_reason(exc)}") from None
+            loaded[table.name] = loaded.get(table.name, 0) + len(rows)
+    except _SeedError as exc:
+        raise UserError(f"{filename}:{exc.line}: {exc.reason}") from None
+    if not loaded:
+        raise UserError(f"{filename}:1: no INSERT statements found")
+    _reset_sequences(session, list(loaded))
+    audit.record(session, object_type="seed", object_id=None, object_name=os.path.basename(filename),
+                 action="import", actor=actor, context=context,
+                 changes={name: [None, count] for name, count in loaded.items()})
+    return loaded
+
+
+def read_seed(path) -> str:
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise F.fail("file", "not found", path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise F.fail("file", exc.strerror or "cannot read", path) from None
+
+
+def load_seed(sessions, path, actor: str = "seed", context: str = "seed") -> dict[str, int]:
+    """Load a .sql seed file in one transaction (all rows or none); returns rows loaded per table.
+
+    `sessions` is a sessionmaker (see radiusd.db.open_store). Raises UserError `FILE:LINE: reason`.
+    """
+    source = read_seed(path)
+    with sessions.begin() as session:
+        return load_seed_text(session, source, os.fspath(path), actor=actor, context=context)
+
+
+def table_counts(session: Session, tables=None) -> dict[str, int]:
+    """Rows per table (all model tables by default): for reports and tests."""
+    names = tables or [t for t in Base.metadata.tables]
+    return {name: session.scalar(select(func.count()).select_from(Base.metadata.tables[name])) for name in names}

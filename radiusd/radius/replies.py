@@ -1,0 +1,100 @@
+"""Decisions -> RADIUS replies (pure: a pyrad request in, reply bytes out).
+
+Access-Accept (every attribute below is on the wire in this order; Cisco VSAs in the
+`name=value` form Cisco IOS expects, which gateways that want bare values also accept):
+
+| attribute | value | when |
+|---|---|---|
+| Message-Authenticator (80) | HMAC-MD5 | always, FIRST attribute (BlastRADIUS) |
+| Cisco h323-return-code (9/103) | `h323-return-code=0` | always |
+| Cisco h323-credit-time (9/102) | `h323-credit-time=<seconds>` | always: the max call duration |
+| Session-Timeout (27) | `<seconds>` (same value) | always |
+| Cisco h323-currency (9/110) | `h323-currency=<ISO 4217>` | always (the client's currency, USD by default) |
+| Cisco h323-billing-model (9/109) | `h323-billing-model=<setting>` | only when `[reply] billing_model` is set (vendors disagree on its meaning) |
+| Cisco h323-credit-amount (9/101) | `h323-credit-amount=<available, 2 dp>` | only when the client's credit is limited |
+| Cisco-AVPair (9/1) | `xpgk-dst-number-out=<number>` | the called number with the tech prefix stripped |
+| Cisco-AVPair (9/1) | `routing-plan=<name>` | when the account/client has a routing plan |
+| Cisco-AVPair (9/1) | `h323-ivr-in=Routing:<number>@<host>[:<port>]` | one per terminator route, in order of preference (Sippy B2BUA syntax); routes without a host are left out |
+| SIP-AVP (225) | `session_max_time#<seconds>` | NAS dialect kamailio/opensips (they read only SIP-AVP) |
+| Proxy-State (33) | copied | every Proxy-State of the request, in order |
+
+Access-Reject:
+
+| attribute | value |
+|---|---|
+| Message-Authenticator (80) | first attribute |
+| Cisco h323-return-code (9/103) | `h323-return-code=<code>` from the reject reason catalogue |
+| Reply-Message (18) | the reason's message, e.g. `invalid password` |
+| Proxy-State (33) | copied |
+
+Status-Server (RFC 5997) is answered with an Access-Accept (auth port) or an
+Accounting-Response (accounting port) carrying only Message-Authenticator (and Proxy-State);
+an Accounting-Request with an Accounting-Response without attributes (RFC 2866).
+"""
+from __future__ import annotations
+
+from decimal import ROUND_DOWN, Decimal
+
+from pyrad.packet import AccessAccept, AccessReject, AccountingResponse, Packet
+
+from radiusd.core.decision import Accept
+from radiusd.core.reasons import RejectReason
+from radiusd.core.snapshot import NasInfo
+
+SIP_DIALECTS = frozenset({"kamailio", "opensips"})
+
+
+def _cisco(reply: Packet, name: str, value) -> None:
+    reply.AddAttribute(name, f"{name}={value}")
+
+
+def route_value(number: str, host: str, port: int | None) -> str:
+    host_part = f"[{host}]" if ":" in host else host
+    return f"h323-ivr-in=Routing:{number}@{host_part}" + (f":{port}" if port else "")
+
+
+def accept_reply(request: Packet, accept: Accept, nas: NasInfo, billing_model: str | None = None) -> bytes:
+    reply = request.CreateReply()
+    reply.code = AccessAccept
+    reply.message_authenticator = True
+    plan = accept.plan
+    _cisco(reply, "h323-return-code", 0)
+    _cisco(reply, "h323-credit-time", accept.max_duration)
+    reply.AddAttribute("Session-Timeout", accept.max_duration)
+    _cisco(reply, "h323-currency", plan.client.currency or "USD")
+    if billing_model is not None:
+        _cisco(reply, "h323-billing-model", billing_model)
+    if accept.available is not None:
+        amount = max(accept.available, Decimal(0)).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+        _cisco(reply, "h323-credit-amount", amount)
+    reply.AddAttribute("Cisco-AVPair", f"xpgk-dst-number-out={plan.called_number}")
+    if plan.routing_plan is not None:
+        reply.AddAttribute("Cisco-AVPair", f"routing-plan={plan.routing_plan.name}")
+    for route in plan.routes:
+        if route.host:
+            reply.AddAttribute("Cisco-AVPair", route_value(plan.called_number, route.host, route.port))
+    if nas.dialect in SIP_DIALECTS:
+        reply.AddAttribute("SIP-AVP", f"session_max_time#{accept.max_duration}")
+    return reply.ReplyPacket()
+
+
+def reject_reply(request: Packet, reason: RejectReason) -> bytes:
+    reply = request.CreateReply()
+    reply.code = AccessReject
+    reply.message_authenticator = True
+    _cisco(reply, "h323-return-code", reason.return_code)
+    reply.AddAttribute("Reply-Message", reason.message)
+    return reply.ReplyPacket()
+
+
+def status_reply(request: Packet) -> bytes:
+    """Status-Server: Access-Accept on the auth port, Accounting-Response on the acct port."""
+    reply = request.CreateReply()
+    reply.message_authenticator = True
+    return reply.ReplyPacket()
+
+
+def accounting_reply(request: Packet) -> bytes:
+    reply = request.CreateReply()
+    reply.code = AccountingResponse
+    return reply.ReplyPacket()

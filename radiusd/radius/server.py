@@ -1,0 +1,582 @@
+"""The UDP server: asyncio listeners for auth and accounting, and the per-packet pipeline.
+
+    datagram -> NAS by source (pytricia) -> decode -> authenticators -> duplicate cache
+      Access-Request:     facts -> plan_call (in the loop: pure, fast) -> reserve_call (thread
+                          pool: store I/O) -> Access-Accept / Access-Reject
+      Accounting-Request: facts -> AccountingWriter.submit -> Accounting-Response only once
+                          the record is durable (store or fsync'ed spool); otherwise no answer
+      Status-Server:      Access-Accept / Accounting-Response (known NAS, valid MA only)
+
+Drops are silent on the wire and visible in the log (one JSON line) and in
+`radiusd_packets_dropped_total{reason}`. The admin data snapshot is reloaded in the background
+when the store version counter moves (poll every `snapshot_poll_seconds`), on SIGHUP, and
+swapped in atomically together with the NAS lookup table.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime as dt
+import errno
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from pyrad.dictionary import Dictionary
+from pyrad.packet import (
+    AccessRequest, AccountingRequest, AcctPacket, AuthPacket, PacketError, StatusServer,
+)
+
+from radiusd.config import Settings
+from radiusd.core.decision import Accept, CallPlan, Reject
+from radiusd.core.reasons import RejectReason
+from radiusd.core.snapshot import NasInfo, Snapshot
+from radiusd.logging_setup import get_logger
+from radiusd.metrics import Metrics, MetricsServer
+from radiusd.radius import dialects, replies
+from radiusd.radius.dedup import IN_PROGRESS, NEW, REPLAY, DuplicateCache
+from radiusd.radius.nas_table import NasTable, canonical_source
+
+AUTH, ACCT = "auth", "acct"
+UTC = dt.timezone.utc
+_DICTIONARIES: dict[str, Dictionary] = {}
+
+
+class StartupError(RuntimeError):
+    """The server cannot start (port taken, store unreachable); the message says why."""
+
+
+def load_dictionary(directory: str) -> Dictionary:
+    path = str(Path(directory) / "dictionary")
+    if path not in _DICTIONARIES:
+        try:
+            _DICTIONARIES[path] = Dictionary(path)
+        except (OSError, Exception) as exc:  # pyrad raises ParseError / IOError
+            raise StartupError(f"dictionary {path}: {exc}") from None
+    return _DICTIONARIES[path]
+
+
+# --- sockets --------------------------------------------------------------------------------
+
+def _family(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def bind_udp(address: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(_family(address), socket.SOCK_DGRAM)
+    try:
+        if sock.family == socket.AF_INET6:
+            # "::" and "0.0.0.0" are separate listeners; without V6ONLY they would clash.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _skip_ipv6_error(address: str, exc: OSError) -> bool:
+    return ":" in address and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT)
+
+
+def open_listeners(settings: Settings, reuse_port: bool) -> list[tuple[str, str, socket.socket]]:
+    """Bind every (address, auth/acct port). A busy port -> StartupError naming it.
+
+    Without reuse_port this doubles as the probe: a socket held by another process, even one
+    bound with SO_REUSEPORT, makes bind() fail with EADDRINUSE.
+    """
+    log = get_logger()
+    bound: list[tuple[str, str, socket.socket]] = []
+    try:
+        for address in settings.bind:
+            for kind, port in ((AUTH, settings.auth_port), (ACCT, settings.acct_port)):
+                try:
+                    bound.append((kind, address, bind_udp(address, port, reuse_port)))
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise StartupError(
+                            f"{kind} port {port} on {address} is already in use "
+                            f"(another RADIUS server running?); choose another with --{kind}-port"
+                        ) from None
+                    if _skip_ipv6_error(address, exc):
+                        log.warning("listener.skipped", address=address, port=port, error=exc.strerror)
+                        break
+                    raise StartupError(f"cannot listen on {address} port {port}: {exc.strerror}") from None
+        if not bound:
+            raise StartupError("no address to listen on")
+    except BaseException:
+        for _, _, sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
+def probe_ports(settings: Settings) -> None:
+    """Fail with StartupError if any listener port is taken; bind nothing."""
+    for _, _, sock in open_listeners(settings, reuse_port=False):
+        sock.close()
+
+
+# --- the server -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EdgeState:
+    """What a packet is checked against; replaced as a whole on reload, never mutated."""
+    snapshot: Snapshot
+    nas_table: NasTable
+
+
+class _Listener(asyncio.DatagramProtocol):
+    def __init__(self, server: "RadiusServer", kind: str):
+        self.server = server
+        self.kind = kind
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr):
+        try:
+            self.server.handle_datagram(self, data, addr)
+        except Exception:  # a bug must cost one packet, never the listener
+            self.server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="internal_error")
+            self.server.log.exception("packet.internal_error", port=self.kind, source=addr[0])
+
+    def error_received(self, exc):
+        self.server.log.warning("socket.error", port=self.kind, error=str(exc))
+
+
+class RadiusServer:
+    def __init__(self, settings: Settings, sessions, metrics: Metrics | None = None,
+                 worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True):
+        self.settings = settings
+        self.sessions = sessions
+        self.metrics = metrics or Metrics()
+        self.worker_index = worker_index
+        self.reuse_port = reuse_port
+        self.run_sweeper = run_sweeper
+        self.log = get_logger()
+        self.dictionary = load_dictionary(settings.dictionary_dir)
+        self.state: EdgeState | None = None
+        self.store_up = False
+        self.caches = {kind: DuplicateCache(settings.duplicate_cache_seconds) for kind in (AUTH, ACCT)}
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
+        self.writer = None
+        self.metrics_server: MetricsServer | None = None
+        self.listeners: list[_Listener] = []
+        self.addresses: list[tuple[str, str, int]] = []   # (kind, address, port) actually bound
+        self._tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        from radiusd.store.snapshot_loader import load_snapshot_from
+
+        try:
+            snapshot = await self.loop.run_in_executor(self.pool, load_snapshot_from, self.sessions)
+        except Exception as exc:
+            raise StartupError(f"cannot load admin data from the store: {exc.__class__.__name__}: {exc}") from None
+        self._swap(snapshot)
+        self.store_up = True
+        self.writer = self._make_writer()
+        if self.writer is not None:
+            self.writer.start()
+        for kind, address, sock in open_listeners(self.settings, self.reuse_port):
+            transport, protocol = await self.loop.create_datagram_endpoint(lambda k=kind: _Listener(self, k), sock=sock)
+            self.listeners.append(protocol)
+            self.addresses.append((kind, address, sock.getsockname()[1]))
+        if self.settings.metrics_port:
+            port = self.settings.metrics_port + self.worker_index
+            try:
+                self.metrics_server = MetricsServer(self.metrics, self.health, self.settings.metrics_bind, port).start()
+            except OSError as exc:
+                await self.stop()
+                raise StartupError(f"metrics port {port} on {self.settings.metrics_bind}: {exc.strerror}") from None
+        self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
+        self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
+        self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
+        self._spawn(self._poll_snapshot())
+        if self.run_sweeper:
+            self._spawn(self._sweep())
+        self.log.info(
+            "server.ready", worker=self.worker_index, snapshot_version=self.state.snapshot.version,
+            listeners=[f"{k}:{a}:{p}" for k, a, p in self.addresses],
+            metrics_port=self.metrics_server.port if self.metrics_server else None,
+        )
+
+    def _make_writer(self):
+        try:
+            from radiusd.store.accounting_writer import AccountingWriter
+        except ModuleNotFoundError:
+            self.log.warning("accounting.unavailable", detail="radiusd.store.accounting_writer missing")
+            return None
+        settings = self.settings
+        if self.reuse_port:  # one spool per worker: a spool is owned (flock) by one process
+            settings = replace(settings, spool_path=str(Path(settings.spool_path) / f"worker-{self.worker_index}"))
+        return AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self.log.info("snapshot.reload_requested", reason="SIGHUP")
+        self._reload.set()
+
+    async def serve_forever(self) -> None:
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        for listener in self.listeners:
+            if listener.transport is not None:
+                listener.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        if self.writer is not None:
+            await loop.run_in_executor(None, self.writer.stop)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.log.info("server.stopped", worker=self.worker_index)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- snapshot -----------------------------------------------------------------------
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.state = EdgeState(snapshot, NasTable.from_snapshot(snapshot))
+
+    def _load_if_changed(self, known_version: int, force: bool) -> Snapshot | None:
+        from radiusd.db import current_store_version
+        from radiusd.store.snapshot_loader import load_snapshot_from
+
+        if not force:
+            with self.sessions() as session:
+                if current_store_version(session) == known_version:
+                    return None
+        return load_snapshot_from(self.sessions)
+
+    async def _poll_snapshot(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._reload.wait(), self.settings.snapshot_poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+            force = self._reload.is_set()
+            self._reload.clear()
+            await self.reload(force)
+
+    async def reload(self, force: bool = False) -> None:
+        try:
+            snapshot = await self.loop.run_in_executor(self.pool, self._load_if_changed, self.state.snapshot.version, force)
+        except Exception as exc:
+            self.metrics.inc("radiusd_store_errors_total", operation="snapshot")
+            if self.store_up:
+                self.log.error("store.unreachable", operation="snapshot", error=exc.__class__.__name__)
+            self.store_up = False
+            return
+        if not self.store_up:
+            self.log.info("store.reachable")
+        self.store_up = True
+        if snapshot is not None:
+            old = self.state.snapshot.version
+            self._swap(snapshot)
+            self.metrics.inc("radiusd_snapshot_reloads_total")
+            self.log.info("snapshot.loaded", version=snapshot.version, previous=old,
+                          nas=len(snapshot.nas), accounts=len(snapshot.accounts))
+
+    async def _sweep(self) -> None:
+        try:
+            from radiusd.store import sweeper
+        except ModuleNotFoundError:
+            return
+        sweep = getattr(sweeper, "sweep", None)
+        if sweep is None:
+            return
+        interval = max(1.0, min(30.0, self.settings.reservation_ttl / 2))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                now = dt.datetime.now(UTC)
+                await self.loop.run_in_executor(self.pool, sweep, self.sessions, now, self.settings)
+            except Exception as exc:
+                self.metrics.inc("radiusd_store_errors_total", operation="sweep")
+                self.log.warning("sweeper.failed", error=exc.__class__.__name__)
+
+    # --- health -------------------------------------------------------------------------
+
+    def spool_depth(self) -> int:
+        try:
+            return int(self.writer.spool_depth()) if self.writer is not None else 0
+        except Exception:
+            return -1
+
+    def health(self) -> tuple[bool, dict]:
+        return self.store_up, {
+            "worker": self.worker_index,
+            "snapshot_version": self.state.snapshot.version if self.state else None,
+            "store": "up" if self.store_up else "unreachable",
+            "spool_depth": self.spool_depth(),
+            "nas": len(self.state.snapshot.nas) if self.state else 0,
+        }
+
+    # --- packets ------------------------------------------------------------------------
+
+    def _drop(self, kind: str, reason: str, source: str, nas: NasInfo | None = None, **extra) -> None:
+        self.metrics.inc("radiusd_packets_dropped_total", port=kind, reason=reason)
+        self.log.warning("packet.dropped", port=kind, reason=reason, source=source,
+                         nas=nas.name if nas else None, **extra)
+
+    def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
+        kind = listener.kind
+        source = canonical_source(addr[0])
+        self.metrics.inc("radiusd_packets_received_total", port=kind)
+        if self._stopping:
+            return self._drop(kind, "shutting_down", source)
+        state = self.state
+        nas = state.nas_table.lookup(source)
+        if nas is None:
+            return self._drop(kind, "unknown_nas", source)
+        if not nas.active:
+            return self._drop(kind, "inactive_nas", source, nas)
+        if len(data) < 20:
+            return self._drop(kind, "malformed", source, nas, detail="shorter than a RADIUS header")
+        code = data[0]
+        allowed = (AccessRequest, StatusServer) if kind == AUTH else (AccountingRequest, StatusServer)
+        if code not in allowed:
+            return self._drop(kind, "unsupported_code", source, nas, code=code)
+        packet_class = AuthPacket if kind == AUTH else AcctPacket
+        try:
+            pkt = packet_class(packet=data, dict=self.dictionary, secret=nas.secret)
+        except (PacketError, ValueError, KeyError, IndexError, TypeError) as exc:
+            return self._drop(kind, "malformed", source, nas, detail=str(exc)[:120])
+        reason = self._verify(pkt, nas)
+        if reason:
+            return self._drop(kind, reason, source, nas, id=pkt.id)
+        key = (addr[0], addr[1], pkt.id)
+        verdict, cached = self.caches[kind].check(key, pkt.authenticator)
+        if verdict == REPLAY:
+            self.metrics.inc("radiusd_duplicates_total", port=kind, kind="replayed")
+            self.log.info("packet.duplicate", port=kind, source=source, nas=nas.name, id=pkt.id, action="replayed")
+            listener.transport.sendto(cached, addr)
+            return
+        if verdict == IN_PROGRESS:
+            self.metrics.inc("radiusd_duplicates_total", port=kind, kind="in_progress")
+            return self._drop(kind, "duplicate_in_progress", source, nas, id=pkt.id)
+        if self.caches[kind].conflicts:
+            self.metrics.inc("radiusd_duplicates_total", self.caches[kind].conflicts, port=kind, kind="conflict")
+            self.caches[kind].conflicts = 0
+        if code == StatusServer:
+            reply = replies.status_reply(pkt)
+            self._send(listener, addr, key, pkt, reply, kind)
+            self.metrics.inc("radiusd_status_server_total", port=kind)
+            return
+        if kind == AUTH:
+            self._spawn(self._authorize(listener, addr, key, pkt, nas, state, source))
+        else:
+            self._account(listener, addr, key, pkt, nas, source)
+
+    @staticmethod
+    def _verify(pkt, nas: NasInfo) -> str | None:
+        """None if the packet proves it knows the NAS's secret; else the drop reason."""
+        try:
+            has_ma = bool(pkt.message_authenticator)
+            if has_ma and len(pkt.get(80, [b""])[0]) != 16:
+                return "bad_message_authenticator"
+            if pkt.code == StatusServer:
+                if not has_ma:
+                    return "missing_message_authenticator"
+                return None if pkt.verify_message_authenticator() else "bad_message_authenticator"
+            if pkt.code == AccountingRequest:
+                if not pkt.VerifyAcctRequest():
+                    return "bad_authenticator"
+                if has_ma and not pkt.verify_message_authenticator():
+                    return "bad_message_authenticator"
+                return None
+            if has_ma:
+                return None if pkt.verify_message_authenticator() else "bad_message_authenticator"
+            return "missing_message_authenticator" if nas.require_message_authenticator else None
+        except Exception:
+            return "bad_message_authenticator"
+
+    def _send(self, listener: _Listener, addr, key, pkt, reply: bytes, kind: str) -> None:
+        self.caches[kind].complete(key, pkt.authenticator, reply)
+        if listener.transport is not None and not listener.transport.is_closing():
+            listener.transport.sendto(reply, addr)
+
+    # --- authorization ------------------------------------------------------------------
+
+    async def _authorize(self, listener, addr, key, pkt, nas: NasInfo, state: EdgeState, source: str) -> None:
+        started = time.perf_counter()
+        try:
+            facts = dialects.auth_facts(pkt, nas, source)
+        except dialects.MalformedRequest as exc:
+            self.caches[AUTH].forget(key, pkt.authenticator)
+            return self._drop(AUTH, exc.reason, source, nas, detail=exc.detail)
+        now = dt.datetime.now(UTC)
+        try:
+            from radiusd.core.authorize import plan_call
+
+            decision = plan_call(facts, state.snapshot, now)
+        except Exception:
+            self.log.exception("auth.internal_error", nas=nas.name, stage="plan_call")
+            decision = Reject(RejectReason.SERVICE_UNAVAILABLE, detail="internal error in plan_call")
+        if isinstance(decision, CallPlan):
+            decision = await self._reserve(decision, now, nas)
+        if isinstance(decision, Accept):
+            reply = replies.accept_reply(pkt, decision, nas, self.settings.billing_model)
+        else:
+            reply = replies.reject_reply(pkt, decision.reason)
+        self._log_decision(nas, source, facts, decision, state.snapshot, started)
+        self._send(listener, addr, key, pkt, reply, AUTH)
+
+    async def _reserve(self, plan: CallPlan, now: dt.datetime, nas: NasInfo) -> Accept | Reject:
+        from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+        from radiusd.store.capacity import reserve_call
+
+        try:
+            return await self.loop.run_in_executor(self.pool, reserve_call, self.sessions, plan, now, self.settings)
+        except (OperationalError, DBAPIError, SQLAlchemyError) as exc:
+            self.metrics.inc("radiusd_store_errors_total", operation="reserve_call")
+            self.log.error("store.unreachable", operation="reserve_call", nas=nas.name, error=exc.__class__.__name__)
+            return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "store unreachable")
+        except Exception:
+            self.metrics.inc("radiusd_store_errors_total", operation="reserve_call")
+            self.log.exception("auth.internal_error", nas=nas.name, stage="reserve_call")
+            return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "internal error")
+
+    def _log_decision(self, nas, source, facts, decision, snapshot: Snapshot, started: float) -> None:
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        if isinstance(decision, Accept):
+            plan = decision.plan
+            self.metrics.inc("radiusd_auth_decisions_total", outcome="accept", reason="none")
+            self.log.info(
+                "auth.decision", outcome="accept", nas=nas.name, source=source, account=plan.account.name,
+                client=plan.client.name, h323_return_code=0, called=plan.called_number,
+                calling=facts.calling_number, call_id=facts.call_id, max_duration=decision.max_duration,
+                rate_prefix=plan.rate.prefix, latency_ms=latency_ms,
+            )
+            return
+        account = snapshot.accounts.get(decision.account_id) if decision.account_id else None
+        client = snapshot.clients.get(decision.client_id) if decision.client_id else None
+        reason = decision.reason
+        self.metrics.inc("radiusd_auth_decisions_total", outcome="reject", reason=reason.name.lower())
+        self.log.info(
+            "auth.decision", outcome="reject", nas=nas.name, source=source,
+            account=account.name if account else None, client=client.name if client else None,
+            user_name=facts.user_name, reason=reason.name.lower(), h323_return_code=reason.return_code,
+            detail=decision.detail or None, called=facts.called_number, calling=facts.calling_number,
+            call_id=facts.call_id, latency_ms=latency_ms,
+        )
+
+    # --- accounting ---------------------------------------------------------------------
+
+    def _account(self, listener, addr, key, pkt, nas: NasInfo, source: str) -> None:
+        warnings: list[str] = []
+        try:
+            facts = dialects.acct_facts(pkt, nas, source, dt.datetime.now(UTC), warnings)
+        except dialects.MalformedRequest as exc:
+            self.caches[ACCT].forget(key, pkt.authenticator)
+            return self._drop(ACCT, exc.reason, source, nas, detail=exc.detail)
+        for warning in warnings:
+            self.log.warning("accounting.attribute", nas=nas.name, source=source, detail=warning)
+        if self.writer is None:
+            self.caches[ACCT].forget(key, pkt.authenticator)
+            return self._drop(ACCT, "not_recorded", source, nas, detail="no accounting writer")
+        loop = self.loop
+        started = time.perf_counter()
+
+        def on_done(ok: bool) -> None:  # called from the writer thread
+            try:
+                loop.call_soon_threadsafe(self._accounted, listener, addr, key, pkt, nas, source, facts, ok, started)
+            except RuntimeError:
+                pass  # loop closed during shutdown: no answer, the NAS retransmits to the next run
+
+        try:
+            self.writer.submit(facts, on_done)
+        except Exception as exc:
+            self.caches[ACCT].forget(key, pkt.authenticator)
+            self.metrics.inc("radiusd_store_errors_total", operation="accounting")
+            return self._drop(ACCT, "not_recorded", source, nas, detail=exc.__class__.__name__)
+
+    def _accounted(self, listener, addr, key, pkt, nas, source, facts, ok: bool, started: float) -> None:
+        if not ok:
+            self.caches[ACCT].forget(key, pkt.authenticator)
+            self.metrics.inc("radiusd_store_errors_total", operation="accounting")
+            return self._drop(ACCT, "not_recorded", source, nas, status=facts.status, leg_key=facts.leg_key)
+        self.metrics.inc("radiusd_accounting_total", status=facts.status)
+        self.log.info(
+            "accounting.recorded", nas=nas.name, source=source, status=facts.status, leg_key=facts.leg_key,
+            call_id=facts.call_id, leg=facts.leg, latency_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        self._send(listener, addr, key, pkt, replies.accounting_reply(pkt), ACCT)
+
+
+# --- running --------------------------------------------------------------------------------
+
+async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
+    from radiusd.db import open_store
+
+    _, sessions = open_store(settings.database_url)
+    server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
+                          run_sweeper=run_sweeper)
+    try:
+        await server.start()
+    except StartupError:
+        await server.stop()
+        raise
+    server.install_signal_handlers()
+    await server.serve_forever()
+    return 0
+
+
+def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True) -> int:
+    """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper))
+
+
+def worker_main(settings: Settings, worker_index: int) -> None:
+    """Entry point of a worker process started by the supervisor."""
+    import sys
+
+    from radiusd.logging_setup import configure
+
+    configure(settings.log_level, worker=worker_index)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it
+    try:
+        code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0))
+    except StartupError as exc:
+        get_logger().error("server.startup_failed", worker=worker_index, error=str(exc))
+        code = 2
+    sys.exit(code)
+
+
+def effective_workers(settings: Settings) -> int:
+    return settings.workers if settings.workers > 0 else (os.cpu_count() or 1)

@@ -1,0 +1,358 @@
+"""The accounting writer: group commit to the store, the spool when the store is away, replay.
+
+The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only when
+`on_done(True)` comes back; `on_done(False)` means the record is stored nowhere, so the edge must
+not answer (the switch retransmits) — RFC 2866 §4.1.
+
+One writer thread owns every accounting write of the process:
+- **Group commit**: it takes what is queued (up to `batch_max` records, or what arrives within
+  `linger` seconds of the first) and applies them in ONE transaction, a SAVEPOINT per record so
+  one bad record doesn't sink the group; after COMMIT it acknowledges each. One fsync of the
+  store's log covers the whole group.
+- A record the store refuses for data reasons (a bug, a value the schema can't hold) is written
+  to the spool's dead-letter file (fsync'ed) and then acknowledged: kept, not lost, not retried
+  forever. If even that fails it is not acknowledged.
+- **Store unreachable** (connection refused/lost, database locked): the group goes to the spool
+  journal (append + fsync) and is then acknowledged. From then on new records are appended to the
+  spool too — behind the ones waiting, so order is kept — until the replay has emptied it.
+- **Replay**: every `retry_interval` seconds while the spool is not empty the thread renames the
+  journal to a work file and applies it in order, in groups; between groups it keeps spooling and
+  acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
+  (kill -9) mid-replay leaves it to be replayed from the start, which duplicates nothing because
+  every accounting event is idempotent per leg key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import queue
+import threading
+import time
+from typing import Callable
+
+import structlog
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from radiusd.config import Settings
+from radiusd.core.facts import AcctFacts
+from radiusd.core.snapshot import Snapshot
+from radiusd.store.accounting import apply
+from radiusd.store.spool import Spool, SpoolBusy
+
+log = structlog.get_logger("radiusd.accounting_writer")
+
+OnDone = Callable[[bool], None]
+_STOP = object()
+
+
+class StoreUnavailable(Exception):
+    """The store could not take the group: spool it."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Errors that say the store is away (retry later), not that the record is bad."""
+    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (ConnectionError, sa_exc.DisconnectionError))
+
+
+class AccountingWriter:
+    def __init__(self, sessions: sessionmaker[Session], snapshot_getter: Callable[[], Snapshot],
+                 settings: Settings, *, batch_max: int = 200, linger: float = 0.003,
+                 retry_interval: float = 1.0, replay_batch: int = 500, replay_pause: float = 0.0):
+        self.sessions = sessions
+        self.snapshot_getter = snapshot_getter
+        self.settings = settings
+        self.batch_max = batch_max
+        self.linger = linger
+        self.retry_interval = retry_interval
+        self.replay_batch = replay_batch
+        self.replay_pause = replay_pause  # seconds between replay groups: spares a store just back
+        self.spool: Spool | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._next_replay = 0.0
+        self._work_offset = 0   # bytes of the work file already committed (this process)
+        self.store_ok = True
+        self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
+                         "groups": 0}
+
+    # -- public --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the spool (SpoolBusy if another process owns it) and start the writer thread."""
+        self._open_spool(raise_busy=True)
+        self._thread = threading.Thread(target=self._run, name="accounting-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Store or spool everything already submitted, then stop. The spool keeps what waits."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    def submit(self, facts: AcctFacts, on_done: OnDone) -> None:
+        """Queue one record; `on_done(True)` once it is committed or spooled, else `on_done(False)`."""
+        if self._stopping or self._thread is None:
+            _call(on_done, False)
+            return
+        if facts.event_time is None:
+            # a replay hours later must still know when the switch told us
+            facts = dataclasses.replace(facts, event_time=dt.datetime.now(dt.timezone.utc))
+        self._queue.put((facts, on_done))
+
+    def spool_depth(self) -> int:
+        """Records in the spool waiting for the store."""
+        return self.spool.depth() if self.spool is not None else 0
+
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            pending = self.spool is not None and self.spool.has_pending()
+            wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
+            batch, stop = self._take(wait)
+            if batch:
+                if pending:
+                    self._spool(batch)
+                else:
+                    self._commit_or_spool(batch)
+            if stop:
+                break
+            if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
+                self._replay()
+
+    def _take(self, wait: float) -> tuple[list, bool]:
+        """Up to batch_max queued records: the first within `wait`, the rest within `linger`."""
+        try:
+            first = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return [], False
+        if first is _STOP:
+            return self._drain(), True
+        batch = [first]
+        deadline = time.monotonic() + self.linger
+        while len(batch) < self.batch_max:
+            try:
+                remaining = deadline - time.monotonic()
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch + self._drain(), True
+            batch.append(item)
+        return batch, False
+
+    def _drain(self) -> list:
+        items = []
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+            if item is not _STOP:
+                items.append(item)
+
+    # -- store ---------------------------------------------------------------------------------
+
+    def _apply_in_one_transaction(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
+        """Apply records in one transaction; returns those refused for data reasons."""
+        refused: list[tuple[AcctFacts, str]] = []
+        snapshot = self.snapshot_getter()
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            with self.sessions() as session, session.begin():
+                for facts in records:
+                    try:
+                        with session.begin_nested():
+                            apply(session, facts, snapshot, now)
+                    except Exception as exc:
+                        if is_unavailable(exc):
+                            raise
+                        refused.append((facts, repr(exc)))
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        return refused
+
+    def _store(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
+        """Commit records (group, then one by one if the group fails as a whole). Raises StoreUnavailable."""
+        try:
+            return self._apply_in_one_transaction(records)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # the group failed at commit: find the record(s) to blame
+            log.warning("accounting_group_failed", error=repr(exc), records=len(records))
+            refused = []
+            for facts in records:
+                try:
+                    refused += self._apply_in_one_transaction([facts])
+                except StoreUnavailable:
+                    raise
+                except Exception as one:
+                    refused.append((facts, repr(one)))
+            return refused
+
+    def _commit_or_spool(self, batch: list) -> None:
+        records = [facts for facts, _ in batch]
+        try:
+            refused = self._store(records)
+        except StoreUnavailable as exc:
+            if self.store_ok:
+                log.error("store_unavailable_spooling", error=str(exc)[:300])
+            self.store_ok = False
+            self._next_replay = time.monotonic() + self.retry_interval
+            self._spool(batch)
+            return
+        self.store_ok = True
+        self.counters["groups"] += 1
+        bad = {id(facts) for facts, _ in refused}
+        kept = self._dead_letter(refused)
+        for facts, on_done in batch:
+            if id(facts) in bad:
+                _call(on_done, kept)
+            else:
+                self.counters["committed"] += 1
+                _call(on_done, True)
+
+    def _dead_letter(self, refused: list[tuple[AcctFacts, str]]) -> bool:
+        if not refused:
+            return True
+        for facts, error in refused:
+            log.error("accounting_record_refused", leg_key=facts.leg_key, status=facts.status, error=error[:300])
+        if self.spool is None and not self._open_spool():
+            self.counters["refused"] += len(refused)
+            return False
+        try:
+            self.spool.dead_letter(refused)
+        except OSError as exc:
+            log.error("dead_letter_write_failed", error=repr(exc))
+            self.counters["refused"] += len(refused)
+            return False
+        self.counters["dead_lettered"] += len(refused)
+        return True
+
+    # -- spool ---------------------------------------------------------------------------------
+
+    def _open_spool(self, raise_busy: bool = False) -> bool:
+        if self.spool is not None:
+            return True
+        try:
+            self.spool = Spool(self.settings.spool_path)
+            return True
+        except SpoolBusy:
+            if raise_busy:
+                raise
+            return False
+        except OSError as exc:
+            # Run on: the store alone can still take records; we retry the spool when needed.
+            log.error("spool_unavailable", path=str(self.settings.spool_path), error=repr(exc))
+            return False
+
+    def _spool(self, batch: list) -> None:
+        ok = False
+        if self.spool is not None or self._open_spool():
+            try:
+                self.spool.append([facts for facts, _ in batch])
+                ok = True
+            except OSError as exc:
+                log.error("spool_write_failed", error=repr(exc), records=len(batch))
+        if ok:
+            self.counters["spooled"] += len(batch)
+        else:
+            self.counters["refused"] += len(batch)
+        for _, on_done in batch:
+            _call(on_done, ok)
+
+    def _replay(self) -> None:
+        """Feed the spool to the store, oldest first, until it is empty or the store fails again."""
+        spool = self.spool
+        while True:
+            path = spool.claim()
+            if path is None:
+                return
+            group: list[AcctFacts] = []
+            end = self._work_offset
+            for offset, _seq, facts, raw in spool.read(path, self._work_offset):
+                if facts is None:
+                    if group and not self._replay_group(group, end):
+                        return
+                    group = []
+                    try:
+                        spool.dead_letter_raw(raw, "unreadable spool line")
+                    except OSError:
+                        self._next_replay = time.monotonic() + self.retry_interval
+                        return
+                    self.counters["dead_lettered"] += 1
+                    spool.replayed(1)
+                    self._work_offset = offset
+                    continue
+                group.append(facts)
+                end = offset
+                if len(group) >= self.replay_batch:
+                    if not self._replay_group(group, end):
+                        return
+                    group = []
+            if group and not self._replay_group(group, end):
+                return
+            spool.finish(path)
+            self._work_offset = 0
+            log.info("spool_replayed", file=str(path))
+
+    def _replay_group(self, group: list[AcctFacts], end: int) -> bool:
+        try:
+            refused = self._store(group)
+        except StoreUnavailable:
+            self.store_ok = False
+            self._next_replay = time.monotonic() + self.retry_interval
+            return False
+        if refused and not self._dead_letter(refused):
+            self._next_replay = time.monotonic() + self.retry_interval
+            return False
+        self.store_ok = True
+        self._work_offset = end
+        self.spool.replayed(len(group))
+        self.counters["replayed"] += len(group) - len(refused)
+        if self.replay_pause:
+            time.sleep(self.replay_pause)
+        if self._stopping:
+            return False  # the rest waits for the next start (replaying it again is harmless)
+        # keep acknowledging what arrived meanwhile (behind the spool, to keep order)
+        arrived = self._drain_nowait()
+        if arrived:
+            self._spool(arrived)
+        return True
+
+    def _drain_nowait(self) -> list:
+        items = []
+        while len(items) < self.batch_max * 10:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                self._queue.put(_STOP)  # let the main loop see it after the replay
+                break
+            items.append(item)
+        return items
+
+
+def _call(on_done: OnDone, ok: bool) -> None:
+    try:
+        on_done(ok)
+    except Exception as exc:  # the edge's callback must never kill the writer
+        log.error("accounting_callback_failed", error=repr(exc))

@@ -1,0 +1,249 @@
+"""The accounting spool: an append-only, fsync'ed local journal for when the store can't commit.
+
+RFC 2866 §4.1: an Accounting-Response may only be sent once the record is stored. When the store
+is unreachable the writer appends the records here, fsyncs, and only then acknowledges; the
+replayer feeds them to the store in order when it is back (the FreeRADIUS detail-file /
+buffered-sql pattern).
+
+Layout of the spool directory (`[spool] path`, default `./spool`):
+
+    journal.jsonl      records waiting, oldest first, appended and fsync'ed before any ack
+    journal.work       a journal being replayed (renamed from journal.jsonl; deleted only after
+                       every record in it is committed; still there after a crash -> replayed
+                       again from the start on restart, which is harmless: accounting is
+                       idempotent per leg key)
+    dead-letter.jsonl  records the store refused for data reasons (kept, never silently dropped)
+    .lock              flock held by the one process that owns this spool
+
+Each line is one JSON object: {"seq": N, "facts": {AcctFacts fields, times as ISO-8601 UTC}};
+dead letters add "error". Watch it with `wc -l spool/journal.*` or `tail -f spool/journal.jsonl`;
+the server reports the depth (records waiting) as the `radiusd_spool_depth` gauge.
+
+A record half-written when the process died (no trailing newline) was never acknowledged: it is
+cut off when the spool is opened again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterator
+
+from radiusd.core.facts import AcctFacts
+
+JOURNAL = "journal.jsonl"
+WORK = "journal.work"
+DEAD_LETTER = "dead-letter.jsonl"
+LOCK = ".lock"
+
+_TIME_FIELDS = {f.name for f in dataclasses.fields(AcctFacts) if "datetime" in str(f.type)}
+_FIELDS = {f.name for f in dataclasses.fields(AcctFacts)}
+
+
+class SpoolBusy(RuntimeError):
+    """Another process already owns this spool directory."""
+
+
+def facts_to_dict(facts: AcctFacts) -> dict:
+    out = {}
+    for name in _FIELDS:
+        value = getattr(facts, name)
+        if isinstance(value, dt.datetime):
+            value = value.astimezone(dt.timezone.utc).isoformat()
+        out[name] = value
+    return out
+
+
+def facts_from_dict(data: dict) -> AcctFacts:
+    values = {k: v for k, v in data.items() if k in _FIELDS}
+    for name in _TIME_FIELDS:
+        if values.get(name) is not None:
+            values[name] = dt.datetime.fromisoformat(values[name])
+    return AcctFacts(**values)
+
+
+def encode(seq: int, facts: AcctFacts, **extra) -> bytes:
+    return (json.dumps({"seq": seq, "facts": facts_to_dict(facts), **extra}, separators=(",", ":"),
+                       sort_keys=True) + "\n").encode()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _cut_partial_tail(path: Path) -> None:
+    """Drop bytes after the last newline: a write that died before its fsync, never acked."""
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    if size == 0:
+        return
+    with open(path, "rb+") as fh:
+        fh.seek(max(0, size - 1))
+        if fh.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        fh.truncate(keep)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _count_lines(path: Path) -> tuple[int, int]:
+    """(lines, highest seq) of a journal file."""
+    if not path.exists():
+        return 0, 0
+    lines = top = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            lines += 1
+            try:
+                top = max(top, int(json.loads(raw).get("seq", 0)))
+            except (ValueError, AttributeError, TypeError):
+                pass
+    return lines, top
+
+
+class Spool:
+    """One process's spool directory. Not shared: the .lock flock makes a second owner fail."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.journal = self.path / JOURNAL
+        self.work = self.path / WORK
+        self.dead = self.path / DEAD_LETTER
+        self._lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolBusy(f"spool {self.path} is in use by another radiusd process "
+                            "(give each process its own [spool] path)") from None
+        self._mutex = threading.Lock()
+        _cut_partial_tail(self.journal)
+        _cut_partial_tail(self.work)
+        journal_lines, journal_top = _count_lines(self.journal)
+        work_lines, work_top = _count_lines(self.work)
+        _, dead_top = _count_lines(self.dead)
+        self._depth = journal_lines + work_lines
+        self._journal_lines = journal_lines
+        self._seq = max(journal_top, work_top, dead_top)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, records: list[AcctFacts]) -> list[int]:
+        """Append records and fsync; returns their sequence numbers. Raises OSError on failure."""
+        if not records:
+            return []
+        with self._mutex:
+            seqs = list(range(self._seq + 1, self._seq + 1 + len(records)))
+            data = b"".join(encode(seq, facts) for seq, facts in zip(seqs, records))
+            created = not self.journal.exists()
+            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                start = os.lseek(fd, 0, os.SEEK_END)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, start)  # leave no half record behind (it isn't acked)
+                    raise
+            finally:
+                os.close(fd)
+            if created:
+                _fsync_dir(self.path)
+            self._seq = seqs[-1]
+            self._depth += len(records)
+            self._journal_lines += len(records)
+            return seqs
+
+    def dead_letter(self, items: list[tuple[AcctFacts, str]]) -> None:
+        """Keep records the store refused for data reasons, with the error. Raises OSError."""
+        if not items:
+            return
+        with self._mutex:
+            data = b""
+            for facts, error in items:
+                self._seq += 1
+                data += encode(self._seq, facts, error=error[:500])
+            fd = os.open(self.dead, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    # -- replaying -----------------------------------------------------------------------------
+
+    def depth(self) -> int:
+        """Records waiting to be replayed."""
+        return self._depth
+
+    def has_pending(self) -> bool:
+        return self._depth > 0 or self.work.exists() or self._journal_lines > 0
+
+    def claim(self) -> Path | None:
+        """The file to replay next: an unfinished work file, else the journal renamed to one."""
+        with self._mutex:
+            if self.work.exists():
+                return self.work
+            if self._journal_lines == 0 and not (self.journal.exists() and self.journal.stat().st_size):
+                return None
+            os.replace(self.journal, self.work)
+            _fsync_dir(self.path)
+            self._journal_lines = 0
+            return self.work
+
+    def read(self, path: Path, offset: int = 0) -> Iterator[tuple[int, int, AcctFacts | None, bytes]]:
+        """(offset after the line, seq, facts or None if unreadable, raw line) from `offset` on."""
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            for raw in fh:
+                offset += len(raw)
+                try:
+                    data = json.loads(raw)
+                    yield offset, int(data.get("seq", 0)), facts_from_dict(data["facts"]), raw
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    yield offset, 0, None, raw
+
+    def replayed(self, count: int) -> None:
+        """`count` records of the work file are committed to the store."""
+        with self._mutex:
+            self._depth = max(0, self._depth - count)
+
+    def finish(self, path: Path) -> None:
+        """Every record of the work file is committed: delete it."""
+        with self._mutex:
+            path.unlink(missing_ok=True)
+            _fsync_dir(self.path)
+            self._depth = self._journal_lines
+
+    def dead_letter_raw(self, raw: bytes, error: str) -> None:
+        with self._mutex:
+            line = json.dumps({"raw": raw.decode("utf-8", "replace").rstrip("\n"), "error": error}) + "\n"
+            fd = os.open(self.dead, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None

@@ -1,0 +1,49 @@
+"""Housekeeping of open calls: expired reservations and calls nobody reports on any more.
+
+- A reservation made at Access-Accept that no Start took over within `reservation_ttl` stops
+  counting at once (the capacity query ignores it) and is deleted here.
+- An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
+  Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
+  charged for the time proven up (radiusd.store.accounting.proven_seconds), balance debited.
+
+The server runs `sweep` every few seconds; running it in several processes at once is safe (each
+call is closed once: its CDR's leg key is unique and rows are locked).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from radiusd.config import Settings
+from radiusd.models import ActiveCall
+from radiusd.store.accounting import STALE, StoreCatalog, close_row, proven_seconds
+
+BATCH = 500
+
+
+def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings) -> dict:
+    """Delete expired reservations, close stale calls. Returns {'expired_reservations', 'stale_calls'}."""
+    with sessions() as session, session.begin():
+        expired = session.execute(
+            delete(ActiveCall).where(ActiveCall.state == "reserved", ActiveCall.expires_at <= now)
+        ).rowcount
+    cutoff = now - dt.timedelta(seconds=settings.stale_call_after)
+    closed = 0
+    while True:
+        with sessions() as session, session.begin():
+            rows = session.scalars(
+                select(ActiveCall)
+                .where(ActiveCall.state == "active", ActiveCall.last_seen_at < cutoff)
+                .order_by(ActiveCall.id)
+                .limit(BATCH)
+                .with_for_update(skip_locked=True)
+            ).all()
+            catalog = StoreCatalog(session)
+            for row in rows:
+                if close_row(session, row, catalog, row.last_seen_at, proven_seconds(row), STALE) is not None:
+                    closed += 1
+        if len(rows) < BATCH:
+            break
+    return {"expired_reservations": expired or 0, "stale_calls": closed}
