@@ -4,8 +4,8 @@ Counters (all `_total`, labels in braces):
 - radiusd_packets_received_total{port}                 every datagram, port = auth | acct
 - radiusd_packets_dropped_total{port,reason}           silently dropped, by reason: unknown_nas,
   inactive_nas, malformed, unsupported_code, bad_authenticator, bad_message_authenticator,
-  missing_message_authenticator, duplicate_in_progress, missing_status_type,
-  unsupported_status_type, missing_session_id, not_recorded, shutting_down
+  missing_message_authenticator, proxy_state_without_message_authenticator, duplicate_in_progress, missing_status_type,
+  unsupported_status_type, missing_session_id, not_recorded, shutting_down, overloaded, internal_error
 - radiusd_duplicates_total{port,kind}                  kind = replayed | in_progress | conflict
 - radiusd_auth_decisions_total{outcome,reason}         outcome = accept | reject; reason = the
   RejectReason name in lower case (accept: "none")

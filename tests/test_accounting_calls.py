@@ -262,3 +262,15 @@ def test_money_reconciles_over_many_calls(sessions):
     assert count == 60
     assert Decimal("100") - balance(sessions, ids["acme"]) == Decimal(charged)
     assert Decimal(charged) > 0
+
+
+def test_overlong_session_ids_are_recorded_once_not_refused(sessions):
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    long_id = "x" * 300  # Acct-Session-Id may be up to 253 octets; with NAS and unique id it exceeds 255
+    packet = acct(ids["gw-a"], "stop", long_id, call_id="y" * 300, caller_address=CUSTOMER_IP,
+                  called_number="441612345678", event_time=T0, session_time=43)
+    feed(sessions, snap, packet)
+    feed(sessions, snap, packet)
+    [cdr] = cdrs(sessions)
+    assert len(cdr.leg_key) <= 255 and cdr.cost == Decimal("0.08")

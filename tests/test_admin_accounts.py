@@ -128,9 +128,7 @@ def test_update_checks_the_whole_account_and_keeps_it_on_error(demo):
     assert changes["orig_capacity"] == [None, 3]
     assert changes["gateways"] == [[], ["localhost"]]
     assert "n3w-pass" not in entry.changes
-
-
-def test_changing_an_ip_account_to_login_drops_its_address_list(demo):
+    # an IP account turned into a login account loses its address list
     with demo.begin() as s:
         record = accounts.update_account(s, "beta-gw", actor="alice", ident_by="name", password="pw-123456")
     assert record["ips"] == []
@@ -169,8 +167,8 @@ def test_search_by_keyword_tag_rate_table_and_other_fields(demo):
     assert _search(demo, client="Gamma Unlimited") == ["gamma-gw"]
 
 
-def _cdr(account_id, client_id, n, cost):
-    return Cdr(leg_key=f"k-{account_id}-{n}", call_id=f"c-{account_id}-{n}", leg="orig", account_id=account_id,
+def _cdr(account_id, client_id, n, cost, leg="orig"):
+    return Cdr(leg_key=f"k-{account_id}-{n}", call_id=f"c-{account_id}-{n}", leg=leg, account_id=account_id,
                client_id=client_id, disconnect_time=NOW, duration=60, billed_seconds=60, result="success",
                cost=Decimal(cost))
 
@@ -185,12 +183,14 @@ def test_delete_refunds_exactly_the_deleted_cdrs_and_removes_calls(demo):
     with demo.begin() as s:
         s.add_all([_cdr(1, 1, n, c) for n, c in enumerate(costs)])
         s.add_all([_cdr(2, 1, 9, "7.77")])          # another account of the same client: untouched
+        # a term leg records a vendor cost that never moved a balance: deleted, not refunded
+        s.add_all([_cdr(1, 1, 8, "3.00", leg="term")])
         s.add_all([_call(1, 1, 1), _call(1, 1, 2), _call(2, 1, 3)])
     with demo.begin() as s:
         result = accounts.delete_account(s, "acme-gw", actor="alice", context="api")
     refund = sum(Decimal(c) for c in costs)
     assert refund == Decimal("13.969135")
-    assert result["cdrs_deleted"] == 4 and result["active_calls_removed"] == 2
+    assert result["cdrs_deleted"] == 5 and result["active_calls_removed"] == 2
     assert result["refunded"] == refund
     assert result["new_balance"] == Decimal("100") + refund
     with demo() as s:
@@ -207,7 +207,7 @@ def test_delete_refunds_exactly_the_deleted_cdrs_and_removes_calls(demo):
     assert changes["ips"] == [["10.1.2.0/24", "192.0.2.10/32"], None]      # prior state kept in the log
     assert changes["orig_capacity"] == [5, None]
     assert changes["refunded"] == [None, "13.969135"]
-    assert changes["cdrs_deleted"] == [None, 4]
+    assert changes["cdrs_deleted"] == [None, 5]
     assert changes["client_balance"] == ["100.00", "113.969135"]
 
 

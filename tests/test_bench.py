@@ -42,6 +42,7 @@ class Responder:
         self.socks = {}
         for kind in ("auth", "acct"):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             s.bind(("127.0.0.1", 0))
             s.settimeout(0.05)
             self.socks[kind] = s
@@ -254,3 +255,21 @@ def test_users_file_errors_name_line_and_field(tmp_path):
     with pytest.raises(ValueError, match="line 1: kind"):
         load_users(str(bad))
     assert cli_main(["bench", "auth", "--users", str(tmp_path / "missing.csv"), "--count", "1"]) == 2
+
+
+def test_more_outstanding_than_identifiers_waits_for_free_ids():
+    # one socket has 256 Identifiers; a window of 300 must queue, not reuse an id in flight
+    with Responder(users={"alice": "good-pass"}) as resp:
+        result = run_bench(options(resp, "auth", [ALICE], count=400, window=300, sockets=1, timeout=2.0))
+    assert result["by_kind"]["auth"]["accepts"] == 400
+    assert result["stray_replies"] == 0 and result["requests"]["lost"] == 0
+
+
+def test_progress_line_every_second():
+    import io
+
+    out = io.StringIO()
+    with Responder(users={"alice": "good-pass"}) as resp:
+        run_bench(options(resp, "auth", [ALICE], count=None, duration=1.2, rate=50, progress=out))
+    lines = out.getvalue().splitlines()
+    assert lines and lines[0].startswith("[bench auth]") and "answered" in lines[0]

@@ -253,3 +253,29 @@ def test_unreadable_times_are_reported_not_raised():
     assert facts.setup_time is None
     assert facts.connect_time == dt.datetime(2026, 1, 5, 10, tzinfo=UTC)
     assert len(warnings) == 2
+
+
+def test_random_attribute_contents_give_facts_or_malformed_never_a_crash():
+    import random
+
+    rng = random.Random(2865)
+    numbers = [1, 2, 3, 4, 8, 30, 31, 40, 41, 44, 46, 49, 55, 60, 95, 101, 103, 104, 105, 108, 109, 206, 207]
+    vendor = [1, 23, 24, 25, 26, 28, 29, 30, 35, 141, 142]
+    for i in range(300):
+        raw = {}
+        for _ in range(rng.randint(1, 8)):
+            value = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+            if rng.random() < 0.5:
+                raw.setdefault(rng.choice(numbers), []).append(value)
+            else:
+                raw.setdefault((9, rng.choice(vendor)), []).append(value)
+        dialect = rng.choice(["cisco", "kamailio", "opensips", "yate", "generic"])
+        source = rng.choice(["h323-remote-address", "framed-ip-address", "nas-ip-address", "packet-source"])
+        _, auth = auth_request(raw=raw)
+        _, acct = acct_request(raw=raw)
+        for build in (lambda: auth_facts(auth, nas(dialect=dialect, source=source), "127.0.0.1"),
+                      lambda: acct_facts(acct, nas(dialect=dialect, source=source), "127.0.0.1", NOW, [])):
+            try:
+                build()
+            except MalformedRequest:
+                pass

@@ -11,14 +11,14 @@ import time
 
 import pytest
 from pyrad.packet import AccessAccept, AccessReject, AccessRequest, AuthPacket
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, free_port, free_tcp_run, seeded_store
 from radiusd.admin.clients import update_client
 from radiusd.admin.nas import create_nas
-from radiusd.db import open_store
+from radiusd.db import make_engine, open_store
 
 CONF_ID = "h323-conf-id=5A5A5A5A 00000000 00000000 {:08X}"
 
@@ -161,7 +161,7 @@ def test_postgresql_accept_then_store_loss_is_a_service_unavailable_reject(pg_ur
         assert reply.code == AccessAccept and reply["h323-credit-time"][0].startswith("h323-credit-time=")
         # the database disappears under the running server
         name = make_url(pg_url).database
-        admin = create_engine(os.environ["RADIUSD_TEST_PG_URL"], isolation_level="AUTOCOMMIT")
+        admin = make_engine(os.environ["RADIUSD_TEST_PG_URL"], isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -208,3 +208,30 @@ def test_capacity_exact_across_two_server_processes_on_postgresql(pg_url, tmp_pa
     finally:
         assert one.stop() == 0
         assert two.stop() == 0
+
+
+def test_demo_command_prints_a_line_that_gets_an_accept(tmp_path, radclient):
+    auth, acct = free_port(2)
+    proc = subprocess.Popen([sys.executable, "-m", "radiusd", "demo", "--db", str(tmp_path / "demo.sqlite3"),
+                             "--auth-port", str(auth), "--acct-port", str(acct), "--metrics-port", "0"],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, RADIUSD_CONFIG=""))
+    try:
+        line = None
+        deadline = time.monotonic() + 30
+        while line is None and time.monotonic() < deadline:
+            text_line = proc.stdout.readline()
+            if "| radclient" in text_line:
+                line = text_line.strip()
+        assert line and "Message-Authenticator = 0x00" in line and f"127.0.0.1:{auth}" in line
+        out = None
+        for _ in range(50):   # the line is printed just before the sockets open
+            out = subprocess.run(["sh", "-c", line.replace("radclient", radclient, 1)], capture_output=True, text=True, timeout=30)
+            if "Received" in out.stdout:
+                break
+            time.sleep(0.2)
+        assert "Received Access-Accept" in out.stdout, out.stdout + out.stderr
+        assert 'h323-credit-time = "h323-credit-time=' in out.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

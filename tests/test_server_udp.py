@@ -206,6 +206,15 @@ def test_cisco_accounting_start_stop_answered(server):
     assert [e["status"] for e in server.events("accounting.recorded")][-2:] == ["start", "stop"]
 
 
+def test_accounting_retransmission_is_answered_again(server):
+    data, _ = acct_request([("Acct-Status-Type", 3), ("Acct-Session-Id", "0000BEEF"), ("Acct-Session-Time", 60),
+                            ("h323-conf-id", CONF_ID.format(13)), ("h323-call-origin", "answer")])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        first = exchange(data, server.acct_port, sock=sock, timeout=5)
+        second = exchange(data, server.acct_port, sock=sock, timeout=5)
+    assert first is not None and first == second and first[0] == AccountingResponse
+
+
 def _digest_response(user, realm, password, method, uri, nonce, nc, cnonce, qop="auth"):
     ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
     ha2 = hashlib.md5(f"{method}:{uri}".encode()).hexdigest()

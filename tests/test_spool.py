@@ -379,3 +379,22 @@ def test_kill_9_while_acknowledging_and_mid_replay_loses_and_duplicates_nothing(
     assert {f"{ids['gw-a']}:K{n}" for n in acked} <= keys      # nothing acknowledged is lost
     assert len(keys) == len(cdrs(sessions)) == initial          # nothing spooled is duplicated
     assert balance(sessions, ids["acme"]) == Decimal("100") - len(keys) * Decimal("0.08")  # one debit each
+
+
+def test_a_spool_left_by_a_gone_worker_is_replayed_by_the_parent_spool_owner(sessions, tmp_path):
+    ids = seed(sessions, capacity=None, credit_limit=None)
+    snap = snapshot_of(sessions)
+    left = Spool(tmp_path / "spool" / "worker-3")  # a worker of a run with more workers
+    left.append([stop_packet(ids["gw-a"], n) for n in range(12)])
+    busy = Spool(tmp_path / "spool" / "worker-1")   # a live worker: its spool is its own business
+    busy.append([stop_packet(ids["gw-a"], 100)])
+    left.close()
+    writer = AccountingWriter(sessions, lambda: snap, Settings(spool_path=str(tmp_path / "spool")))
+    writer.start()
+    try:
+        wait_for(lambda: len(cdrs(sessions)) == 12, what="orphan replay")
+    finally:
+        writer.stop()
+        busy.close()
+    assert not (tmp_path / "spool" / "worker-3" / JOURNAL).exists()
+    assert (tmp_path / "spool" / "worker-1" / JOURNAL).exists()

@@ -265,14 +265,17 @@ def delete_account(session: Session, ref, *, actor: str, context: str = "cli") -
     """Delete an account with its CDRs and active calls; refund the deleted CDRs' cost to the client.
 
     Returns {account, cdrs_deleted, active_calls_removed, routing_rules_removed, refunded, new_balance}.
-    CDRs are deleted with RETURNING so the refund is exactly what was removed, even if a server
-    writes a CDR for this account while we work.
+    The refund is the cost of the deleted originating-leg CDRs: those are what accounting debited
+    from the client (radiusd.store.accounting); term-leg CDRs record a vendor cost that moved no
+    balance, so they are deleted without a refund. CDRs are deleted with RETURNING so the refund is
+    exactly what was removed, even if a server writes a CDR for this account while we work.
     """
     account = find(session, Account, ref, "account", lock=True)
     prior = account_state(session, account)
     client = session.get(Client, account.client_id)
-    costs = session.execute(delete(Cdr).where(Cdr.account_id == account.id).returning(Cdr.cost)).scalars().all()
-    refunded = sum((c or Decimal(0) for c in costs), Decimal(0))
+    deleted = session.execute(delete(Cdr).where(Cdr.account_id == account.id).returning(Cdr.leg, Cdr.cost)).all()
+    costs = [cost for _leg, cost in deleted]
+    refunded = sum((cost or Decimal(0) for leg, cost in deleted if leg == "orig"), Decimal(0))
     calls = session.execute(
         delete(ActiveCall).where(ActiveCall.account_id == account.id).returning(ActiveCall.id)).scalars().all()
     rules = session.execute(

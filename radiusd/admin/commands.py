@@ -11,7 +11,7 @@ import importlib.util
 import sys
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
 from radiusd.cli_output import UserError, actor_from_args, common_options, emit, settings_from_args

@@ -35,7 +35,7 @@ def text(field: str, value, *, max_len: int = 200, required: bool = False, strip
         raise fail(field, "must not be empty", repr(value))
     if len(value) > max_len:
         raise fail(field, f"longer than {max_len} characters", value[:40] + "...")
-    if any(ord(c) < 32 and c not in "\t\n" for c in value):
+    if any(ord(c) < 32 and c not in "\t\r\n" for c in value):
         raise fail(field, "contains control characters", repr(value))
     return value
 
@@ -175,6 +175,8 @@ def network(field: str, value) -> str:
     raw = str(value).strip()
     if not raw:
         raise fail(field, "empty address", repr(raw))
+    if "%" in raw:  # an IPv6 zone (fe80::1%eth0) is local to one host, never a RADIUS source
+        raise fail(field, "an address with a zone index is not allowed", raw)
     try:
         net = ipaddress.ip_network(raw, strict=False)
     except ValueError:

@@ -157,7 +157,8 @@ def format_report(result: dict) -> str:
                      f"{k['acct_responses']:>7} {k['lost']:>5} {_ms(lat['p50']):>7} {_ms(lat['p95']):>7} "
                      f"{_ms(lat['p99']):>7} {_ms(lat['max']):>7}")
     lines.append(f"generator: {g['procs']} process(es), {g['sockets_per_port']} sockets/port, "
-                 f"CPU {g['cpu_s']:.2f}s = {g['cpu_pct_of_wall']}% of wall"
+                 f"CPU {g['cpu_s']:.2f}s (user {g['cpu_user_s']:.2f}s, sys {g['cpu_sys_s']:.2f}s) "
+                 f"= {g['cpu_pct_of_wall']}% of wall"
                  + (f"; stray replies {result['stray_replies']}" if result["stray_replies"] else "")
                  + (f"; ICMP refused {result['icmp_refused']}" if result["icmp_refused"] else ""))
     return "\n".join(lines) + "\n"

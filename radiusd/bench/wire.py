@@ -14,6 +14,7 @@ import ipaddress
 import random
 import struct
 import time
+import zlib
 
 ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_REJECT = 1, 2, 3
 ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = 4, 5
@@ -118,7 +119,7 @@ class LoadAccount:
         self.ident = ident
         self.password = password
         self.called = called
-        self.calling = calling or "1555" + str(abs(hash(ident)) % 10**7).zfill(7)
+        self.calling = calling or "1555" + str(zlib.crc32(ident.encode()) % 10**7).zfill(7)
         self.network = None
         if kind == "ip":
             try:

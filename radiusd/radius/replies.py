@@ -14,7 +14,7 @@ Access-Accept (every attribute below is on the wire in this order; Cisco VSAs in
 | Cisco h323-credit-amount (9/101) | `h323-credit-amount=<available, 2 dp>` | only when the client's credit is limited |
 | Cisco-AVPair (9/1) | `xpgk-dst-number-out=<number>` | the called number with the tech prefix stripped |
 | Cisco-AVPair (9/1) | `routing-plan=<name>` | when the account/client has a routing plan |
-| Cisco-AVPair (9/1) | `h323-ivr-in=Routing:<number>@<host>[:<port>]` | one per terminator route, in order of preference (Sippy B2BUA syntax); routes without a host are left out |
+| Cisco-AVPair (9/1) | `h323-ivr-in=Routing:<number>@<host>[:<port>]` | one per terminator route, in order of preference (Sippy B2BUA syntax); routes without a host are left out; at most 20 |
 | SIP-AVP (225) | `session_max_time#<seconds>` | NAS dialect kamailio/opensips (they read only SIP-AVP) |
 | Proxy-State (33) | copied | every Proxy-State of the request, in order |
 
@@ -42,6 +42,7 @@ from radiusd.core.reasons import RejectReason
 from radiusd.core.snapshot import NasInfo
 
 SIP_DIALECTS = frozenset({"kamailio", "opensips"})
+MAX_ROUTES = 20   # keeps an Access-Accept well under the 4096-octet RADIUS limit
 
 
 def _cisco(reply: Packet, name: str, value) -> None:
@@ -70,7 +71,7 @@ def accept_reply(request: Packet, accept: Accept, nas: NasInfo, billing_model: s
     reply.AddAttribute("Cisco-AVPair", f"xpgk-dst-number-out={plan.called_number}")
     if plan.routing_plan is not None:
         reply.AddAttribute("Cisco-AVPair", f"routing-plan={plan.routing_plan.name}")
-    for route in plan.routes:
+    for route in [r for r in plan.routes if r.host][:MAX_ROUTES]:
         if route.host:
             reply.AddAttribute("Cisco-AVPair", route_value(plan.called_number, route.host, route.port))
     if nas.dialect in SIP_DIALECTS:

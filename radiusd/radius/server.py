@@ -41,6 +41,7 @@ from radiusd.radius.dedup import IN_PROGRESS, NEW, REPLAY, DuplicateCache
 from radiusd.radius.nas_table import NasTable, canonical_source
 
 AUTH, ACCT = "auth", "acct"
+MAX_IN_FLIGHT = 2048   # Access-Requests being decided at once, per process
 UTC = dt.timezone.utc
 _DICTIONARIES: dict[str, Dictionary] = {}
 
@@ -125,6 +126,30 @@ def probe_ports(settings: Settings) -> None:
 
 # --- the server -----------------------------------------------------------------------------
 
+class LogLimiter:
+    """At most one drop log line per (port, reason, source) per `interval` seconds, so a flood
+    from one address cannot flood the log; the counters still count every packet."""
+
+    def __init__(self, interval: float = 1.0, max_keys: int = 10000, clock=time.monotonic):
+        self.interval = interval
+        self.max_keys = max_keys
+        self._clock = clock
+        self._last: dict[tuple, list] = {}   # key -> [last logged at, suppressed since]
+
+    def allow(self, key: tuple) -> int | None:
+        """None: stay quiet; else log now, reporting how many lines were suppressed before."""
+        now = self._clock()
+        entry = self._last.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            entry[1] += 1
+            return None
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        suppressed = entry[1] if entry else 0
+        self._last[key] = [now, 0]
+        return suppressed
+
+
 @dataclass(frozen=True)
 class EdgeState:
     """What a packet is checked against; replaced as a whole on reload, never mutated."""
@@ -165,13 +190,15 @@ class RadiusServer:
         self.dictionary = load_dictionary(settings.dictionary_dir)
         self.state: EdgeState | None = None
         self.store_up = False
+        self.drop_log_limiter = LogLimiter()
         self.caches = {kind: DuplicateCache(settings.duplicate_cache_seconds) for kind in (AUTH, ACCT)}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="store")
         self.writer = None
         self.metrics_server: MetricsServer | None = None
         self.listeners: list[_Listener] = []
         self.addresses: list[tuple[str, str, int]] = []   # (kind, address, port) actually bound
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()        # decisions in flight
+        self._background: set[asyncio.Task] = set()   # snapshot poll, sweeper
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
         self._stopping = False
@@ -206,9 +233,11 @@ class RadiusServer:
         self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
         self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
         self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
-        self._spawn(self._poll_snapshot())
+        self._spawn(self._poll_snapshot(), background=True)
         if self.run_sweeper:
-            self._spawn(self._sweep())
+            self._spawn(self._sweep(), background=True)
+        if not self.state.snapshot.nas:
+            self.log.warning("server.no_nas", detail="no NAS in the store: every packet will be dropped; add one with `radiusd nas add`")
         self.log.info(
             "server.ready", worker=self.worker_index, snapshot_version=self.state.snapshot.version,
             listeners=[f"{k}:{a}:{p}" for k, a, p in self.addresses],
@@ -222,14 +251,18 @@ class RadiusServer:
             self.log.warning("accounting.unavailable", detail="radiusd.store.accounting_writer missing")
             return None
         settings = self.settings
-        if self.reuse_port:  # one spool per worker: a spool is owned (flock) by one process
+        if self.worker_index > 0:
+            # A spool is owned (flock) by one process: worker 0 uses the configured path (the same
+            # as a single-process server, so nothing is orphaned when the worker count changes),
+            # worker i > 0 uses <spool>/worker-<i>.
             settings = replace(settings, spool_path=str(Path(settings.spool_path) / f"worker-{self.worker_index}"))
         return AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
 
-    def install_signal_handlers(self) -> None:
+    def install_signal_handlers(self, sigint: bool = True) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
-        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        if sigint:  # workers leave Ctrl-C to the supervisor, which stops them in order
+            loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
 
     def request_stop(self) -> None:
@@ -244,27 +277,35 @@ class RadiusServer:
         await self.stop()
 
     async def stop(self) -> None:
+        """New packets are dropped; decisions in flight finish (5 s at most); the accounting
+        writer flushes and its acknowledgements still go out; then the sockets close."""
         if self._stopping:
             return
         self._stopping = True
-        for listener in self.listeners:
-            if listener.transport is not None:
-                listener.transport.close()
-        for task in list(self._tasks):
+        for task in list(self._background):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=5)
+            for task in pending:
+                task.cancel()
         loop = asyncio.get_running_loop()
         if self.writer is not None:
             await loop.run_in_executor(None, self.writer.stop)
+            await asyncio.sleep(0.05)   # let the last acknowledgements (call_soon_threadsafe) run
+        for listener in self.listeners:
+            if listener.transport is not None:
+                listener.transport.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.log.info("server.stopped", worker=self.worker_index)
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def _spawn(self, coro, background: bool = False) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._background if background else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         return task
 
     # --- snapshot -----------------------------------------------------------------------
@@ -350,8 +391,10 @@ class RadiusServer:
 
     def _drop(self, kind: str, reason: str, source: str, nas: NasInfo | None = None, **extra) -> None:
         self.metrics.inc("radiusd_packets_dropped_total", port=kind, reason=reason)
-        self.log.warning("packet.dropped", port=kind, reason=reason, source=source,
-                         nas=nas.name if nas else None, **extra)
+        suppressed = self.drop_log_limiter.allow((kind, reason, source))
+        if suppressed is not None:
+            self.log.warning("packet.dropped", port=kind, reason=reason, source=source,
+                             nas=nas.name if nas else None, suppressed=suppressed or None, **extra)
 
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
         kind = listener.kind
@@ -398,6 +441,11 @@ class RadiusServer:
             self.metrics.inc("radiusd_status_server_total", port=kind)
             return
         if kind == AUTH:
+            if len(self._tasks) >= MAX_IN_FLIGHT:
+                # Past this the answers would come too late for the switch anyway; its
+                # retransmission (or its next server) gets a chance once we have caught up.
+                self.caches[AUTH].forget(key, pkt.authenticator)
+                return self._drop(kind, "overloaded", source, nas)
             self._spawn(self._authorize(listener, addr, key, pkt, nas, state, source))
         else:
             self._account(listener, addr, key, pkt, nas, source)
@@ -421,7 +469,11 @@ class RadiusServer:
                 return None
             if has_ma:
                 return None if pkt.verify_message_authenticator() else "bad_message_authenticator"
-            return "missing_message_authenticator" if nas.require_message_authenticator else None
+            if nas.require_message_authenticator:
+                return "missing_message_authenticator"
+            # BlastRADIUS: even where MA is not required, Proxy-State without MA is the attack's
+            # signature (FreeRADIUS limit_proxy_state); a switch talking to us directly sends neither.
+            return "proxy_state_without_message_authenticator" if 33 in pkt else None
         except Exception:
             return "bad_message_authenticator"
 
@@ -544,7 +596,10 @@ class RadiusServer:
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
     from radiusd.db import open_store
 
-    _, sessions = open_store(settings.database_url)
+    try:
+        _, sessions = open_store(settings.database_url)
+    except Exception as exc:  # bad URL, missing driver, server down
+        raise StartupError(f"cannot open the store {_redact(settings.database_url)}: {exc.__class__.__name__}: {exc}") from None
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
                           run_sweeper=run_sweeper)
     try:
@@ -552,9 +607,18 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
     except StartupError:
         await server.stop()
         raise
-    server.install_signal_handlers()
+    server.install_signal_handlers(sigint=not reuse_port)
     await server.serve_forever()
     return 0
+
+
+def _redact(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"
 
 
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True) -> int:

@@ -9,7 +9,7 @@ of sockets changes, i.e. while a worker restarts: a retransmission in that momen
 decided twice, which the store's capacity reservation, keyed by call id, tolerates.)
 
 Workers are independent servers: own snapshot, own thread pool, own accounting spool
-(`<spool>/worker-<i>`), own metrics endpoint on metrics_port + i. Worker 0 also runs the store
+(worker 0: the configured spool path, worker i: `<spool>/worker-<i>`), own metrics endpoint on metrics_port + i. Worker 0 also runs the store
 sweeper. SIGTERM/SIGINT to the supervisor stops every worker (each flushes its accounting
 writer) and exits 0; SIGHUP is passed on (snapshot reload). A worker that dies is restarted.
 """

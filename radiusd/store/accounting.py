@@ -44,7 +44,9 @@ equals the total change of client balances.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -66,6 +68,7 @@ STATUSES = ("start", "interim", "stop", "failed", "on", "off")
 NAS_REBOOT = "NAS-Reboot"
 STALE = "stale"
 MANUAL = "manual"
+KEY_SIZE = 255  # leg_key / call_id / acct_session_id column size
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +180,15 @@ def debit(session: Session, client_id: int, cost: Decimal) -> None:
     session.connection().execute(_DEBIT, {"client_id": client_id, "cost": cost})
 
 
+def fit_key(key: str) -> str:
+    """A key that fits the 255-character columns and stays unique (long ids end in a digest)."""
+    if len(key) <= KEY_SIZE:
+        return key
+    return key[:KEY_SIZE - 41] + ":" + hashlib.sha1(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _call_id(facts: AcctFacts) -> str:
-    return (facts.call_id or facts.acct_session_id or facts.leg_key)[:255]
+    return fit_key(facts.call_id or facts.acct_session_id or facts.leg_key)
 
 
 def _clip(value: str | None, size: int = 64) -> str:
@@ -240,6 +250,9 @@ def _prefix_of(table: RateTableInfo | None, called: str, at: dt.datetime) -> str
 
 def apply(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.datetime) -> Outcome:
     """Apply one accounting event in the caller's transaction. Idempotent per leg key."""
+    if len(facts.leg_key) > KEY_SIZE or (facts.acct_session_id and len(facts.acct_session_id) > KEY_SIZE):
+        facts = dataclasses.replace(facts, leg_key=fit_key(facts.leg_key),
+                                    acct_session_id=(facts.acct_session_id or "")[:KEY_SIZE] or None)
     if facts.status in ("on", "off"):
         return nas_reset(session, facts.nas_id, facts.event_time or now, SnapshotCatalog(snapshot), now)
     if facts.status == "start":

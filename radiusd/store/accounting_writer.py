@@ -20,6 +20,8 @@ One writer thread owns every accounting write of the process:
   acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
   (kill -9) mid-replay leaves it to be replayed from the start, which duplicates nothing because
   every accounting event is idempotent per leg key.
+- **Orphans**: a spool in a sub-directory of ours (`<spool>/worker-<i>`, a worker of a previous
+  run with more workers) whose flock nobody holds is replayed too, once ours is empty.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import datetime as dt
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import structlog
@@ -38,7 +41,7 @@ from radiusd.config import Settings
 from radiusd.core.facts import AcctFacts
 from radiusd.core.snapshot import Snapshot
 from radiusd.store.accounting import apply
-from radiusd.store.spool import Spool, SpoolBusy
+from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
 
 log = structlog.get_logger("radiusd.accounting_writer")
 
@@ -62,7 +65,8 @@ def is_unavailable(exc: BaseException) -> bool:
 class AccountingWriter:
     def __init__(self, sessions: sessionmaker[Session], snapshot_getter: Callable[[], Snapshot],
                  settings: Settings, *, batch_max: int = 200, linger: float = 0.003,
-                 retry_interval: float = 1.0, replay_batch: int = 500, replay_pause: float = 0.0):
+                 retry_interval: float = 1.0, replay_batch: int = 500, replay_pause: float = 0.0,
+                 spool_path: str | None = None):
         self.sessions = sessions
         self.snapshot_getter = snapshot_getter
         self.settings = settings
@@ -71,12 +75,15 @@ class AccountingWriter:
         self.retry_interval = retry_interval
         self.replay_batch = replay_batch
         self.replay_pause = replay_pause  # seconds between replay groups: spares a store just back
+        # one spool directory per process (several server processes: give each its own)
+        self.spool_path = spool_path or settings.spool_path
         self.spool: Spool | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._next_replay = 0.0
-        self._work_offset = 0   # bytes of the work file already committed (this process)
+        self._offsets: dict[str, int] = {}  # spool dir -> bytes of its work file already committed
+        self._next_orphan_scan = 0.0
         self.store_ok = True
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
                          "groups": 0}
@@ -122,18 +129,30 @@ class AccountingWriter:
 
     def _run(self) -> None:
         while True:
-            pending = self.spool is not None and self.spool.has_pending()
-            wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
-            batch, stop = self._take(wait)
-            if batch:
-                if pending:
-                    self._spool(batch)
-                else:
-                    self._commit_or_spool(batch)
-            if stop:
-                break
-            if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
-                self._replay()
+            try:
+                if self._step():
+                    return
+            except Exception:  # never let the writer die: unanswered records are retransmitted
+                log.exception("accounting_writer_error")
+                time.sleep(0.1)
+
+    def _step(self) -> bool:
+        """One round: take a group, commit or spool it, replay if due. True when stopping."""
+        pending = self.spool is not None and self.spool.has_pending()
+        wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
+        batch, stop = self._take(wait)
+        if batch:
+            if pending:
+                self._spool(batch)
+            else:
+                self._commit_or_spool(batch)
+        if stop:
+            return True
+        if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
+            self._replay()
+        elif self.spool is not None and self.store_ok and time.monotonic() >= self._next_orphan_scan:
+            self._adopt_orphans()
+        return False
 
     def _take(self, wait: float) -> tuple[list, bool]:
         """Up to batch_max queued records: the first within `wait`, the rest within `linger`."""
@@ -171,7 +190,10 @@ class AccountingWriter:
     def _apply_in_one_transaction(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
         """Apply records in one transaction; returns those refused for data reasons."""
         refused: list[tuple[AcctFacts, str]] = []
-        snapshot = self.snapshot_getter()
+        try:
+            snapshot = self.snapshot_getter()
+        except Exception as exc:  # no snapshot yet (store down at startup): not the records' fault
+            raise StoreUnavailable(f"no snapshot: {exc!r}") from exc
         now = dt.datetime.now(dt.timezone.utc)
         try:
             with self.sessions() as session, session.begin():
@@ -216,7 +238,7 @@ class AccountingWriter:
                 log.error("store_unavailable_spooling", error=str(exc)[:300])
             self.store_ok = False
             self._next_replay = time.monotonic() + self.retry_interval
-            self._spool(batch)
+            self._spool(batch, try_store=False)
             return
         self.store_ok = True
         self.counters["groups"] += 1
@@ -252,7 +274,7 @@ class AccountingWriter:
         if self.spool is not None:
             return True
         try:
-            self.spool = Spool(self.settings.spool_path)
+            self.spool = Spool(self.spool_path)
             return True
         except SpoolBusy:
             if raise_busy:
@@ -260,10 +282,10 @@ class AccountingWriter:
             return False
         except OSError as exc:
             # Run on: the store alone can still take records; we retry the spool when needed.
-            log.error("spool_unavailable", path=str(self.settings.spool_path), error=repr(exc))
+            log.error("spool_unavailable", path=str(self.spool_path), error=repr(exc))
             return False
 
-    def _spool(self, batch: list) -> None:
+    def _spool(self, batch: list, try_store: bool = True) -> None:
         ok = False
         if self.spool is not None or self._open_spool():
             try:
@@ -271,6 +293,19 @@ class AccountingWriter:
                 ok = True
             except OSError as exc:
                 log.error("spool_write_failed", error=repr(exc), records=len(batch))
+        if not ok and try_store:
+            # the spool is full or gone but the store may be back: better out of order than unanswered
+            try:
+                refused = self._store([facts for facts, _ in batch])
+            except StoreUnavailable:
+                refused = None
+            if refused is not None:
+                bad = {id(facts) for facts, _ in refused}
+                kept = self._dead_letter(refused)
+                for facts, on_done in batch:
+                    _call(on_done, kept if id(facts) in bad else True)
+                self.counters["committed"] += len(batch) - len(refused)
+                return
         if ok:
             self.counters["spooled"] += len(batch)
         else:
@@ -279,41 +314,70 @@ class AccountingWriter:
             _call(on_done, ok)
 
     def _replay(self) -> None:
-        """Feed the spool to the store, oldest first, until it is empty or the store fails again."""
-        spool = self.spool
+        """Feed our spool to the store, oldest first, until it is empty or the store fails again."""
+        if self._replay_spool(self.spool):
+            self._adopt_orphans()
+
+    def _adopt_orphans(self) -> None:
+        """Replay spools left in sub-directories by processes that are gone (fewer workers now).
+
+        A spool directory is owned through its flock: one we can lock has no live owner.
+        """
+        self._next_orphan_scan = time.monotonic() + 30
+        try:
+            candidates = sorted(p for p in Path(self.spool_path).iterdir() if p.is_dir())
+        except OSError:
+            return
+        for path in candidates:
+            if not ((path / JOURNAL).exists() or (path / WORK).exists()):
+                continue
+            try:
+                orphan = Spool(path)
+            except (SpoolBusy, OSError):
+                continue  # its worker is alive: it replays its own
+            try:
+                log.info("spool_adopted", path=str(path), depth=orphan.depth())
+                if not self._replay_spool(orphan):
+                    return
+            finally:
+                orphan.close()
+
+    def _replay_spool(self, spool: Spool) -> bool:
+        """Replay one spool completely. False when interrupted (store away, stopping)."""
+        key = str(spool.path)
         while True:
             path = spool.claim()
             if path is None:
-                return
+                return True
             group: list[AcctFacts] = []
-            end = self._work_offset
-            for offset, _seq, facts, raw in spool.read(path, self._work_offset):
+            start = end = self._offsets.get(key, 0)
+            for offset, _seq, facts, raw in spool.read(path, start):
                 if facts is None:
-                    if group and not self._replay_group(group, end):
-                        return
+                    if group and not self._replay_group(spool, group, end):
+                        return False
                     group = []
                     try:
                         spool.dead_letter_raw(raw, "unreadable spool line")
                     except OSError:
                         self._next_replay = time.monotonic() + self.retry_interval
-                        return
+                        return False
                     self.counters["dead_lettered"] += 1
                     spool.replayed(1)
-                    self._work_offset = offset
+                    self._offsets[key] = offset
                     continue
                 group.append(facts)
                 end = offset
                 if len(group) >= self.replay_batch:
-                    if not self._replay_group(group, end):
-                        return
+                    if not self._replay_group(spool, group, end):
+                        return False
                     group = []
-            if group and not self._replay_group(group, end):
-                return
+            if group and not self._replay_group(spool, group, end):
+                return False
             spool.finish(path)
-            self._work_offset = 0
+            self._offsets.pop(key, None)
             log.info("spool_replayed", file=str(path))
 
-    def _replay_group(self, group: list[AcctFacts], end: int) -> bool:
+    def _replay_group(self, spool: Spool, group: list[AcctFacts], end: int) -> bool:
         try:
             refused = self._store(group)
         except StoreUnavailable:
@@ -324,17 +388,20 @@ class AccountingWriter:
             self._next_replay = time.monotonic() + self.retry_interval
             return False
         self.store_ok = True
-        self._work_offset = end
-        self.spool.replayed(len(group))
+        self._offsets[str(spool.path)] = end
+        spool.replayed(len(group))
         self.counters["replayed"] += len(group) - len(refused)
         if self.replay_pause:
             time.sleep(self.replay_pause)
         if self._stopping:
             return False  # the rest waits for the next start (replaying it again is harmless)
-        # keep acknowledging what arrived meanwhile (behind the spool, to keep order)
+        # keep acknowledging what arrived meanwhile; behind our own spool if it has records waiting
         arrived = self._drain_nowait()
         if arrived:
-            self._spool(arrived)
+            if self.spool is not None and self.spool.has_pending():
+                self._spool(arrived)
+            else:
+                self._commit_or_spool(arrived)
         return True
 
     def _drain_nowait(self) -> list:

@@ -84,7 +84,9 @@ def reserve_call(sessions: sessionmaker[Session], plan: CallPlan, now: dt.dateti
     """
     from radiusd.core.authorize import admit  # core helper; imported late to keep import order free
 
-    call_id = plan.call_id or f"noid-{uuid.uuid4().hex}"
+    from radiusd.store.accounting import fit_key
+
+    call_id = fit_key(plan.call_id) if plan.call_id else f"noid-{uuid.uuid4().hex}"
     key = reservation_key(plan.nas_id, call_id)
     with sessions() as session, session.begin():
         balance = session.execute(

@@ -1,0 +1,115 @@
+"""The per-packet pipeline without sockets: drops, Status-Server, and hostile input."""
+import random
+
+from pyrad.packet import AccountingResponse, AcctPacket, StatusServer
+
+from radiusd.config import Settings
+from radiusd.core.snapshot import NasInfo, build_snapshot
+from radiusd.radius.nas_table import NasTable
+from radiusd.radius.server import AUTH, ACCT, EdgeState, RadiusServer
+from radius_packets import DICTIONARY, SECRET, acct_request, auth_request
+
+
+class Transport:
+    def __init__(self):
+        self.sent = []
+
+    def sendto(self, data, addr):
+        self.sent.append((data, addr))
+
+    def is_closing(self):
+        return False
+
+
+class Listener:
+    def __init__(self, kind):
+        self.kind = kind
+        self.transport = Transport()
+
+
+def make_server(**nas_options):
+    nas = [NasInfo(1, "gw", "127.0.0.1/32", SECRET, **nas_options), NasInfo(2, "off", "127.0.0.9/32", SECRET, active=False)]
+    server = RadiusServer(Settings(), sessions=None)
+    snapshot = build_snapshot(version=1, nas=nas)
+    server.state = EdgeState(snapshot, NasTable.from_snapshot(snapshot))
+    return server
+
+
+def dropped(server, kind, reason):
+    return server.metrics.get("radiusd_packets_dropped_total", port=kind, reason=reason)
+
+
+def test_unknown_and_inactive_nas_dropped():
+    server, listener = make_server(), Listener(AUTH)
+    data, _ = auth_request([("User-Name", "x")])
+    server.handle_datagram(listener, data, ("127.0.0.3", 5000))
+    server.handle_datagram(listener, data, ("127.0.0.9", 5000))
+    assert listener.transport.sent == []
+    assert dropped(server, AUTH, "unknown_nas") == 1 and dropped(server, AUTH, "inactive_nas") == 1
+
+
+def test_status_server_from_ipv4_mapped_source_and_replayed_from_cache():
+    server, listener = make_server(), Listener(ACCT)
+    pkt = AcctPacket(code=StatusServer, secret=SECRET, dict=DICTIONARY)
+    data = pkt.RequestPacket()
+    server.handle_datagram(listener, data, ("::ffff:127.0.0.1", 5000, 0, 0))
+    server.handle_datagram(listener, data, ("::ffff:127.0.0.1", 5000, 0, 0))
+    (first, _), (second, _) = listener.transport.sent
+    assert first == second and first[0] == AccountingResponse
+    assert server.metrics.get("radiusd_status_server_total", port=ACCT) == 1
+    assert server.metrics.get("radiusd_duplicates_total", port=ACCT, kind="replayed") == 1
+
+
+def test_proxy_state_without_ma_dropped_even_when_ma_not_required():
+    server, listener = make_server(require_message_authenticator=False), Listener(AUTH)
+    data, _ = auth_request([("User-Name", "x"), ("Proxy-State", b"forged")], ma=False)
+    server.handle_datagram(listener, data, ("127.0.0.1", 5000))
+    assert dropped(server, AUTH, "proxy_state_without_message_authenticator") == 1
+
+
+def test_wrong_packet_codes_for_the_port_are_dropped():
+    server = make_server()
+    data, _ = acct_request([("Acct-Status-Type", 1), ("Acct-Session-Id", "x")])
+    server.handle_datagram(Listener(AUTH), data, ("127.0.0.1", 5000))
+    auth, _ = auth_request([("User-Name", "x")])
+    server.handle_datagram(Listener(ACCT), auth, ("127.0.0.1", 5000))
+    assert dropped(server, AUTH, "unsupported_code") == 1 and dropped(server, ACCT, "unsupported_code") == 1
+
+
+def test_mutated_packets_never_raise_and_never_get_an_answer():
+    server = make_server()
+    rng = random.Random(3596)
+    auth, _ = auth_request([("User-Name", "acme-sip"), ("Called-Station-Id", "4420"), ("h323-conf-id", "h323-conf-id=1 2 3 4")],
+                           password="pw")
+    acct, _ = acct_request([("Acct-Status-Type", 2), ("Acct-Session-Id", "s"), ("h323-setup-time", "10:00:00.000 GMT Mon Jan 5 2026")])
+    for base, kind in ((auth, AUTH), (acct, ACCT)):
+        listener = Listener(kind)
+        for _ in range(400):
+            data = bytearray(base)
+            for _ in range(rng.randint(1, 6)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+            if rng.random() < 0.3:
+                data = data[: rng.randrange(len(data))]
+            if bytes(data) == base:
+                continue
+            server.handle_datagram(listener, bytes(data), ("127.0.0.1", rng.randrange(1024, 65535)))
+        assert listener.transport.sent == []
+    assert server.metrics.get("radiusd_packets_dropped_total", port=AUTH, reason="internal_error") == 0
+    assert server.metrics.get("radiusd_packets_dropped_total", port=ACCT, reason="internal_error") == 0
+
+
+def test_drop_log_lines_are_rate_limited_but_counters_count_everything():
+    from radiusd.radius.server import LogLimiter
+
+    now = [0.0]
+    limiter = LogLimiter(interval=1.0, clock=lambda: now[0])
+    assert limiter.allow(("auth", "unknown_nas", "10.0.0.1")) == 0
+    assert [limiter.allow(("auth", "unknown_nas", "10.0.0.1")) for _ in range(50)] == [None] * 50
+    assert limiter.allow(("auth", "unknown_nas", "10.0.0.2")) == 0      # another source is logged
+    now[0] = 1.5
+    assert limiter.allow(("auth", "unknown_nas", "10.0.0.1")) == 50     # next line says what was skipped
+    server, listener = make_server(), Listener(AUTH)
+    data, _ = auth_request([("User-Name", "x")])
+    for _ in range(30):
+        server.handle_datagram(listener, data, ("127.0.0.3", 5000))
+    assert dropped(server, AUTH, "unknown_nas") == 30
