@@ -273,3 +273,28 @@ def test_progress_line_every_second():
         run_bench(options(resp, "auth", [ALICE], count=None, duration=1.2, rate=50, progress=out))
     lines = out.getvalue().splitlines()
     assert lines and lines[0].startswith("[bench auth]") and "answered" in lines[0]
+
+
+def test_packets_decode_as_a_cisco_gateway_would_send_them():
+    from radiusd.bench.wire import PacketFactory
+
+    f = PacketFactory(SECRET)
+    raw, _ = f.access_request(7, GATEWAY, 0, "AAAA0001 00000000 00000001 0000B3C4")
+    pkt = rp.AuthPacket(packet=raw, secret=SECRET, dict=dictionary())
+    assert pkt.id == 7 and pkt.verify_message_authenticator()
+    assert raw[20] == 80                                   # Message-Authenticator first
+    assert pkt["User-Name"] == ["127.0.0.9"]
+    assert pkt["h323-remote-address"] == ["h323-remote-address=127.0.0.9"]
+    assert pkt["h323-conf-id"] == ["h323-conf-id=AAAA0001 00000000 00000001 0000B3C4"]
+    assert pkt["Called-Station-Id"][0].startswith("777#44") and len(pkt["Called-Station-Id"][0]) == 12
+    assert pkt["NAS-IP-Address"] == ["127.0.0.1"] and "User-Password" not in pkt
+
+    raw, _ = f.accounting_request(9, ALICE, 3, "X", "sess-3", 2, "originate", 42, 1_700_000_000.0)
+    acct = rp.AcctPacket(packet=raw, secret=SECRET, dict=dictionary())
+    assert acct.VerifyAcctRequest()
+    assert acct["Acct-Status-Type"] == [2] and acct["Acct-Session-Time"] == [42]
+    assert acct["Acct-Session-Id"] == ["sess-3"] and acct["User-Name"] == ["alice"]
+    assert acct["h323-call-origin"] == ["h323-call-origin=originate"]
+    assert acct["h323-disconnect-cause"] == ["h323-disconnect-cause=10"]
+    assert acct["h323-disconnect-time"] == ["h323-disconnect-time=22:13:20.000 UTC Tue Nov 14 2023"]
+    assert acct["Event-Timestamp"] == [1_700_000_000]

@@ -104,6 +104,7 @@ def test_accept_with_pyrad_client_over_ipv6(server):
     # France's rate only starts in 2030; 7... has no rate at all
     (acme(called="33123456789", n=5)[0], "s3cret-pass", 9, "no rate for destination"),
     (acme(called="79161234567", n=6)[0], "s3cret-pass", 9, "no rate for destination"),
+    ([("User-Name", "acme-sip"), ("h323-conf-id", CONF_ID.format(0x30))], "s3cret-pass", 11, None),
 ])
 def test_each_reject_reason(server, attrs, password, code, message):
     reply = decide(server, attrs, password)

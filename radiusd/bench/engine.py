@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 import random
 import resource
 import selectors
 import socket
-import sys
 import time
 
 from radiusd.bench.stats import KindStats
@@ -448,6 +446,8 @@ def summarize(opts: BenchOptions, raws: list[dict], procs: int = 1) -> dict:
         "stray_replies": counters["stray_replies"],
         "icmp_refused": counters["refused"],
         "send_errors": counters["send_errors"],
+        # with --rate: loop passes where a due flow waited because the window was full
+        "window_full_stalls": counters["window_full"],
         "generator": {
             "procs": procs, "sockets_per_port": opts.sockets,
             "cpu_s": round(cpu, 3), "cpu_pct_of_wall": round(cpu / wall * 100, 1) if wall else None,

@@ -124,6 +124,13 @@ def cmd_demo(args) -> int:
     url, loaded = prepare_demo_store(args.db, args.seed)
     args.database_url = url
     settings = _settings(args, bind=("127.0.0.1", "::1"), workers=1)
+    from radiusd.radius.server import StartupError, probe_ports
+
+    try:
+        probe_ports(settings)   # say so before printing a line that could not work
+    except StartupError as exc:
+        print(f"radiusd: error: {exc}", file=sys.stderr)
+        return 2
     if loaded is not None:
         print(f"demo store {args.db}: loaded {args.seed} ({sum(loaded.values())} rows)")
     else:

@@ -6,6 +6,7 @@ Access-Accept (every attribute below is on the wire in this order; Cisco VSAs in
 | attribute | value | when |
 |---|---|---|
 | Message-Authenticator (80) | HMAC-MD5 | always, FIRST attribute (BlastRADIUS) |
+| Proxy-State (33) | copied | every Proxy-State of the request, in order |
 | Cisco h323-return-code (9/103) | `h323-return-code=0` | always |
 | Cisco h323-credit-time (9/102) | `h323-credit-time=<seconds>` | always: the max call duration |
 | Session-Timeout (27) | `<seconds>` (same value) | always |
@@ -16,16 +17,15 @@ Access-Accept (every attribute below is on the wire in this order; Cisco VSAs in
 | Cisco-AVPair (9/1) | `routing-plan=<name>` | when the account/client has a routing plan |
 | Cisco-AVPair (9/1) | `h323-ivr-in=Routing:<number>@<host>[:<port>]` | one per terminator route, in order of preference (Sippy B2BUA syntax); routes without a host are left out; at most 20 |
 | SIP-AVP (225) | `session_max_time#<seconds>` | NAS dialect kamailio/opensips (they read only SIP-AVP) |
-| Proxy-State (33) | copied | every Proxy-State of the request, in order |
 
 Access-Reject:
 
 | attribute | value |
 |---|---|
 | Message-Authenticator (80) | first attribute |
+| Proxy-State (33) | copied, in order |
 | Cisco h323-return-code (9/103) | `h323-return-code=<code>` from the reject reason catalogue |
 | Reply-Message (18) | the reason's message, e.g. `invalid password` |
-| Proxy-State (33) | copied |
 
 Status-Server (RFC 5997) is answered with an Access-Accept (auth port) or an
 Accounting-Response (accounting port) carrying only Message-Authenticator (and Proxy-State);

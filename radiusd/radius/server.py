@@ -37,7 +37,7 @@ from radiusd.core.snapshot import NasInfo, Snapshot
 from radiusd.logging_setup import get_logger
 from radiusd.metrics import Metrics, MetricsServer
 from radiusd.radius import dialects, replies
-from radiusd.radius.dedup import IN_PROGRESS, NEW, REPLAY, DuplicateCache
+from radiusd.radius.dedup import IN_PROGRESS, REPLAY, DuplicateCache
 from radiusd.radius.nas_table import NasTable, canonical_source
 
 AUTH, ACCT = "auth", "acct"
@@ -209,6 +209,9 @@ class RadiusServer:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         from radiusd.store.snapshot_loader import load_snapshot_from
+
+        if not self.reuse_port:
+            probe_ports(self.settings)   # a busy port fails fast, before the spool is opened
 
         try:
             snapshot = await self.loop.run_in_executor(self.pool, load_snapshot_from, self.sessions)
