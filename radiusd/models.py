@@ -21,13 +21,17 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    DDL,
     Numeric,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -334,7 +338,13 @@ class ActiveCall(Base):
 
 
 class Cdr(Base):
-    """One finished, rated call leg."""
+    """One finished, rated call leg.
+
+    On PostgreSQL the table is partitioned by month of `disconnect_time` (radiusd.store.partitions:
+    a DEFAULT partition `cdrs_default` plus `cdrs_YYYY_MM` created ahead). PostgreSQL wants every
+    unique key of a partitioned table to contain the partition key, so the primary key there is
+    (id, disconnect_time) and the one-CDR-per-leg rule lives in `cdr_legs` (CdrLeg).
+    """
 
     __tablename__ = "cdrs"
     __table_args__ = (
@@ -343,9 +353,10 @@ class Cdr(Base):
         Index("ix_cdrs_client_time", "client_id", "disconnect_time"),
         Index("ix_cdrs_account_time", "account_id", "disconnect_time"),
         Index("ix_cdrs_nas_time", "nas_id", "disconnect_time"),
+        {"postgresql_partition_by": "RANGE (disconnect_time)", "info": {"partition_key": ("disconnect_time",)}},
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    leg_key: Mapped[str] = mapped_column(String(255), unique=True)  # idempotency: one CDR per leg
+    leg_key: Mapped[str] = mapped_column(String(255), index=True)  # unique through cdr_legs
     call_id: Mapped[str] = mapped_column(String(255), index=True)
     acct_session_id: Mapped[str | None] = mapped_column(String(255))
     nas_id: Mapped[int | None] = mapped_column(ForeignKey("nas.id", ondelete="SET NULL"))
@@ -369,6 +380,40 @@ class Cdr(Base):
     cost: Mapped[Decimal] = mapped_column(Money, server_default="0")
     currency: Mapped[str] = mapped_column(String(3), server_default="USD")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+class CdrLeg(Base):
+    """Idempotency registry: one row per call leg whose CDR was written (leg_key is the key).
+
+    Accounting claims the leg key here (INSERT ... ON CONFLICT DO NOTHING) and writes the CDR only
+    when the claim is new, in the same transaction, so a leg gets one CDR however often its Stop
+    arrives, whichever partition the CDR lands in, and whatever disconnect time a later Stop gives.
+    Rows are kept when CDRs are deleted (account delete, archiving a partition): a late
+    retransmitted Stop of such a leg must stay a no-op, not write the CDR again.
+    `cdr_id` + `disconnect_time` find the CDR (one partition).
+    """
+
+    __tablename__ = "cdr_legs"
+    leg_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    cdr_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    disconnect_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+@compiles(PrimaryKeyConstraint, "postgresql")
+def _primary_key_with_partition_key(constraint, compiler, **kw):
+    """On PostgreSQL a partitioned table's primary key must contain the partition key columns."""
+    sql = compiler.visit_primary_key_constraint(constraint, **kw)
+    extra = [name for name in constraint.table.info.get("partition_key", ()) if name not in constraint.columns]
+    if not extra or not sql.endswith(")"):
+        return sql
+    return sql[:-1] + ", " + ", ".join(compiler.preparer.quote(name) for name in extra) + ")"
+
+
+# A partitioned table takes no rows until a partition holds them: the DEFAULT partition makes
+# sure a CDR insert never fails, whatever its date (monthly partitions are created ahead).
+CDR_DEFAULT_PARTITION = "CREATE TABLE IF NOT EXISTS cdrs_default PARTITION OF cdrs DEFAULT"
+event.listen(Cdr.__table__, "after_create", DDL(CDR_DEFAULT_PARTITION).execute_if(dialect="postgresql"))
 
 
 class AuditEntry(Base):

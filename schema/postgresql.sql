@@ -17,6 +17,14 @@ CREATE TABLE audit_log (
 CREATE INDEX ix_audit_log_at ON audit_log (at);
 CREATE INDEX ix_audit_log_object ON audit_log (object_type, object_id);
 
+CREATE TABLE cdr_legs (
+	leg_key VARCHAR(255) NOT NULL, 
+	cdr_id BIGINT, 
+	disconnect_time TIMESTAMP WITH TIME ZONE NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	CONSTRAINT pk_cdr_legs PRIMARY KEY (leg_key)
+);
+
 CREATE TABLE nas (
 	id SERIAL NOT NULL, 
 	name VARCHAR(100) NOT NULL, 
@@ -228,19 +236,21 @@ CREATE TABLE cdrs (
 	cost NUMERIC(20, 6) DEFAULT '0' NOT NULL, 
 	currency VARCHAR(3) DEFAULT 'USD' NOT NULL, 
 	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
-	CONSTRAINT pk_cdrs PRIMARY KEY (id), 
+	CONSTRAINT pk_cdrs PRIMARY KEY (id, disconnect_time), 
 	CONSTRAINT ck_cdrs_leg_known CHECK (leg IN ('orig', 'term')), 
 	CONSTRAINT ck_cdrs_result_known CHECK (result IN ('success', 'busy', 'no_channel', 'error')), 
-	CONSTRAINT uq_cdrs_leg_key UNIQUE (leg_key), 
 	CONSTRAINT fk_cdrs_nas_id_nas FOREIGN KEY(nas_id) REFERENCES nas (id) ON DELETE SET NULL, 
 	CONSTRAINT fk_cdrs_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE SET NULL, 
 	CONSTRAINT fk_cdrs_client_id_clients FOREIGN KEY(client_id) REFERENCES clients (id) ON DELETE SET NULL, 
 	CONSTRAINT fk_cdrs_rate_table_id_rate_tables FOREIGN KEY(rate_table_id) REFERENCES rate_tables (id) ON DELETE SET NULL
-);
+)
+ PARTITION BY RANGE (disconnect_time);
 CREATE INDEX ix_cdrs_account_time ON cdrs (account_id, disconnect_time);
 CREATE INDEX ix_cdrs_call_id ON cdrs (call_id);
 CREATE INDEX ix_cdrs_client_time ON cdrs (client_id, disconnect_time);
+CREATE INDEX ix_cdrs_leg_key ON cdrs (leg_key);
 CREATE INDEX ix_cdrs_nas_time ON cdrs (nas_id, disconnect_time);
+CREATE TABLE IF NOT EXISTS cdrs_default PARTITION OF cdrs DEFAULT;
 
 CREATE TABLE routing_rules (
 	id SERIAL NOT NULL, 

@@ -480,6 +480,9 @@ def register(subparsers) -> None:
     _sub(db, "init", "create the schema in DATABASE_URL (no-op when it exists)", _db_init)
     if importlib.util.find_spec("radiusd.store.ddl") is not None:
         _sub(db, "schema", "print the PostgreSQL DDL (schema/postgresql.sql)", _db_schema)
+    from radiusd.store import partitions as cdr_partitions  # `db partitions` lives with the partition code
+
+    cdr_partitions.add_db_command(_sub(db, "partitions", cdr_partitions.HELP, cdr_partitions.cmd_db_partitions))
 
     # seed
     seed = _group(subparsers, "seed", "SQL seed files")

@@ -12,7 +12,8 @@ duplicates through several servers and spool replays change nothing the second t
   ignored (Stop-then-Start leaves no open call); a repeated Start changes nothing.
 - Interim-Update refreshes last-seen and the running duration; it opens the call when the Start
   was lost (start = event - Acct-Session-Time); after the Stop it is ignored.
-- Stop writes the CDR (unique leg key: a repeated Stop finds it and changes nothing), deletes the
+- Stop writes the CDR (the leg key is claimed in `cdr_legs` first: a repeated Stop finds it and
+  changes nothing, in whichever monthly partition the CDR lies), deletes the
   active call and, for an originating leg, debits the client's balance by the CDR cost in the
   same transaction. Stop without Start yields exactly one CDR. Failed (Acct-Status-Type 15) and
   zero-length legs close without charge.
@@ -51,7 +52,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from radiusd.core.causes import describe
@@ -59,7 +60,7 @@ from radiusd.core.facts import AcctFacts
 from radiusd.core.legs import LegCharge, charge_leg, leg_duration, strip_tech_prefix
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot, build_rate_table
 from radiusd.core.snapshot import Rate as RateInfo
-from radiusd.models import ActiveCall, Cdr, Client, Money, Rate, RateTable
+from radiusd.models import ActiveCall, Cdr, CdrLeg, Client, Money, Rate, RateTable
 from radiusd.store.capacity import reservation_key
 
 log = structlog.get_logger("radiusd.accounting")
@@ -136,7 +137,9 @@ _INSERT_IGNORE: dict[tuple[str, str], object] = {}
 _CDRS = Cdr.__table__
 _CALLS = ActiveCall.__table__
 _CLIENTS = Client.__table__
-_CDR_EXISTS = select(_CDRS.c.id).where(_CDRS.c.leg_key == bindparam("leg_key")).limit(1)
+_LEGS = CdrLeg.__table__
+_CDR_EXISTS = select(_LEGS.c.leg_key).where(_LEGS.c.leg_key == bindparam("leg_key"))
+_CDR_WRITES: dict[str, object] = {}
 _DEBIT = (_CLIENTS.update().where(_CLIENTS.c.id == bindparam("client_id"))
           .values(balance=_CLIENTS.c.balance - bindparam("cost", type_=Money())))
 _DELETE_CALL = _CALLS.delete().where(_CALLS.c.id == bindparam("call_row_id"))
@@ -154,6 +157,55 @@ def _insert_ignore(session: Session, table, values: dict) -> bool:
         stmt = _INSERT_IGNORE[(dialect, table.name)] = insert(table).on_conflict_do_nothing(
             index_elements=["leg_key"])
     return session.connection().execute(stmt, values).rowcount == 1
+
+
+def _cdr_statement(dialect: str):
+    """The statement that claims a leg key and writes its CDR only if the claim is new.
+
+    PostgreSQL: one round trip — a data-modifying CTE claims the key in cdr_legs with the CDR id
+    taken from the cdrs sequence (ON CONFLICT DO NOTHING: a concurrent duplicate waits for the
+    first transaction, then claims nothing) and the CDR insert selects from the claim, so it
+    inserts nothing for a duplicate. SQLite: the claim alone (see _write_cdr_row).
+    """
+    stmt = _CDR_WRITES.get(dialect)
+    if stmt is not None:
+        return stmt
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        claim = (pg_insert(_LEGS)
+                 .values(leg_key=bindparam("leg_key"), disconnect_time=bindparam("disconnect_time"),
+                         cdr_id=text("nextval(pg_get_serial_sequence('cdrs', 'id'))"))
+                 .on_conflict_do_nothing(index_elements=["leg_key"])
+                 .returning(_LEGS.c.cdr_id, _LEGS.c.leg_key, _LEGS.c.disconnect_time)
+                 .cte("claim"))
+        names = [c.name for c in _CDRS.c if c.name not in ("id", "leg_key", "disconnect_time", "created_at")]
+        rows = select(claim.c.cdr_id, claim.c.leg_key, claim.c.disconnect_time,
+                      *[bindparam(name, type_=_CDRS.c[name].type) for name in names])
+        stmt = insert(_CDRS).from_select(["id", "leg_key", "disconnect_time", *names], rows)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(_LEGS).on_conflict_do_nothing(index_elements=["leg_key"])
+    _CDR_WRITES[dialect] = stmt
+    return stmt
+
+
+def _write_cdr_row(session: Session, values: dict) -> bool:
+    """Claim values['leg_key'] and insert the CDR; False (nothing written) when already claimed."""
+    conn = session.connection()
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return conn.execute(_cdr_statement(dialect), values).rowcount == 1
+    # SQLite: writers hold the database lock (BEGIN IMMEDIATE) and statements are local calls,
+    # so claim, insert, then record the CDR id in the claim.
+    claimed = conn.execute(_cdr_statement(dialect), {"leg_key": values["leg_key"],
+                                                      "disconnect_time": values["disconnect_time"]})
+    if claimed.rowcount != 1:
+        return False
+    cdr_id = conn.execute(insert(_CDRS), values).inserted_primary_key[0]
+    conn.execute(_LEGS.update().where(_LEGS.c.leg_key == values["leg_key"]).values(cdr_id=cdr_id))
+    return True
 
 
 def _cdr_exists(session: Session, leg_key: str) -> bool:
@@ -376,7 +428,7 @@ def write_cdr(session: Session, catalog, *, leg_key: str, call_id: str, acct_ses
     table = catalog.rate_table(rate_table_id)
     charge = charge_leg(table, called, connect_time or disconnect_time, duration,
                         fallback_currency=catalog.currency(client_id), chargeable=chargeable)
-    inserted = _insert_ignore(session, Cdr.__table__, dict(
+    inserted = _write_cdr_row(session, dict(
         leg_key=leg_key, call_id=call_id, acct_session_id=acct_session_id, nas_id=nas_id, leg=leg,
         account_id=account_id, client_id=client_id, caller=_clip(caller), called=_clip(called),
         tech_prefix=_clip(tech_prefix, 32), remote_address=remote_address[:64] if remote_address else None,

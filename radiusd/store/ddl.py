@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from radiusd.models import Base
+from radiusd.models import CDR_DEFAULT_PARTITION, Base, Cdr
 
 HEADER = """\
 -- radiusd schema for PostgreSQL (generated from radiusd/models.py by `radiusd db schema`;
@@ -25,6 +25,9 @@ def postgresql_ddl() -> str:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda i: i.name):
             parts.append(str(CreateIndex(index).compile(dialect=dialect)).strip() + ";\n")
+        if table is Cdr.__table__:
+            # monthly partitions are created ahead by `radiusd db partitions` and the sweeper
+            parts.append(CDR_DEFAULT_PARTITION + ";\n")
         parts.append("\n")
     parts.append("INSERT INTO store_version (id, version) VALUES (1, 0);\n")
     parts.append("COMMIT;\n")

@@ -5,26 +5,39 @@
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
   Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
   charged for the time proven up (radiusd.store.accounting.proven_seconds), balance debited.
+- On PostgreSQL, the monthly CDR partitions of this month and the next two exist
+  (radiusd.store.partitions.ensure_cdr_partitions; a catalog query when none is missing).
 
 The server runs `sweep` every few seconds; running it in several processes at once is safe (each
-call is closed once: its CDR's leg key is unique and rows are locked).
+call is closed once: its leg key is claimed once in cdr_legs and rows are locked).
 """
 from __future__ import annotations
 
 import datetime as dt
 
+import structlog
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
 from radiusd.models import ActiveCall
 from radiusd.store.accounting import STALE, StoreCatalog, close_row, proven_seconds
+from radiusd.store.partitions import ensure_cdr_partitions
 
 BATCH = 500
+PARTITION_MONTHS_AHEAD = 2
+log = structlog.get_logger("radiusd.sweeper")
 
 
 def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings) -> dict:
-    """Delete expired reservations, close stale calls. Returns {'expired_reservations', 'stale_calls'}."""
+    """Delete expired reservations, close stale calls, keep CDR partitions ahead.
+
+    Returns {'expired_reservations', 'stale_calls'} (partitions created are logged).
+    """
+    try:
+        ensure_cdr_partitions(sessions, now, PARTITION_MONTHS_AHEAD)
+    except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
+        log.warning("cdr_partitions_failed", error=repr(exc)[:300])
     with sessions() as session, session.begin():
         expired = session.execute(
             delete(ActiveCall).where(ActiveCall.state == "reserved", ActiveCall.expires_at <= now)

@@ -1,0 +1,239 @@
+"""Monthly CDR partitions on PostgreSQL, and one CDR per leg whatever partition it lands in."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import threading
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+from radiusd.admin.accounts import delete_account
+from radiusd.config import PROJECT_ROOT, Settings
+from radiusd.db import create_schema, make_engine, make_sessionmaker
+from radiusd.models import CdrLeg
+from radiusd.store.accounting import apply
+from radiusd.store.partitions import default_partition_rows, ensure_cdr_partitions
+from radiusd.store.sweeper import sweep
+from test_accounting_support import CUSTOMER_IP, acct, balance, cdrs, feed, seed, snapshot_of
+
+UTC = dt.timezone.utc
+NOV = dt.datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+DEC = dt.datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
+S = dt.timedelta(seconds=1)
+SETTINGS = Settings(reservation_ttl=30, stale_call_after=600)
+
+
+@pytest.fixture
+def pg(pg_url):
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    yield engine, make_sessionmaker(engine)
+    engine.dispose()
+
+
+def stop(ids, sid: str, at: dt.datetime, seconds: int = 60, **kw):
+    """A Cisco Stop of the customer's leg (acme-gw: 0.10/min, minimum 30 s, interval 6 s)."""
+    return acct(ids["gw-a"], "stop", sid, call_id=f"conf-{sid}", caller_address=CUSTOMER_IP,
+                calling_number="15551230000", called_number="441612345678", event_time=at, disconnect_time=at,
+                connect_time=at - seconds * S, session_time=seconds, disconnect_cause="10", **kw)
+
+
+def placement(engine) -> dict[str, str]:
+    """leg key -> the partition (table) its CDR row is stored in."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT leg_key, tableoid::regclass::text FROM cdrs")).all())
+
+
+def partitions(engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'cdrs'::regclass")).scalars())
+
+
+def test_cdrs_of_two_months_land_in_their_monthly_partitions(pg):
+    engine, sessions = pg
+    report = ensure_cdr_partitions(engine, NOV, months_ahead=1)
+    assert report.created == ["cdrs_2026_11", "cdrs_2026_12"]
+    assert partitions(engine) == {"cdrs_default", "cdrs_2026_11", "cdrs_2026_12"}
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    feed(sessions, snap, stop(ids, "nov-1", NOV))
+    feed(sessions, snap, stop(ids, "dec-1", DEC))
+    feed(sessions, snap, stop(ids, "far-1", dt.datetime(2027, 6, 1, tzinfo=UTC)))  # no partition yet
+    key = f"{ids['gw-a']}:"
+    assert placement(engine) == {key + "nov-1": "cdrs_2026_11", key + "dec-1": "cdrs_2026_12",
+                                 key + "far-1": "cdrs_default"}
+    # the CDRs read back through the parent as usual, each debited once (60 s at 0.10/min)
+    assert [r.cost for r in cdrs(sessions)] == [Decimal("0.100000")] * 3
+    assert balance(sessions, ids["acme"]) == Decimal("99.700000")
+
+
+def test_same_stop_three_times_gives_one_cdr_on_both_stores(store_url):
+    engine = make_engine(store_url)
+    try:
+        create_schema(engine)
+        ensure_cdr_partitions(engine, NOV, months_ahead=1)  # no-op on SQLite
+        sessions = make_sessionmaker(engine)
+        ids = seed(sessions)
+        snap = snapshot_of(sessions)
+        for _ in range(3):
+            feed(sessions, snap, stop(ids, "dup-1", NOV))
+        [row] = cdrs(sessions)
+        assert row.cost == Decimal("0.100000") and balance(sessions, ids["acme"]) == Decimal("99.900000")
+        with sessions() as s:
+            [leg] = s.query(CdrLeg).all()
+        assert (leg.leg_key, leg.cdr_id, leg.disconnect_time) == (row.leg_key, row.id, NOV)
+    finally:
+        engine.dispose()
+
+
+def test_a_leg_closed_in_one_month_stays_closed_when_its_stop_says_next_month(pg):
+    """Stale-closed at the end of November, the real Stop then reports a December disconnect:
+    a unique key on (leg_key, disconnect_time) would let a second CDR into December; cdr_legs does not."""
+    engine, sessions = pg
+    ensure_cdr_partitions(engine, NOV, months_ahead=1)
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    started = dt.datetime(2026, 11, 30, 23, 40, tzinfo=UTC)
+    feed(sessions, snap, acct(ids["gw-a"], "start", "late-1", call_id="conf-late-1", caller_address=CUSTOMER_IP,
+                              called_number="441612345678", event_time=started, connect_time=started))
+    assert sweep(sessions, started + 700 * S, SETTINGS)["stale_calls"] == 1
+    for _ in range(3):
+        feed(sessions, snap, stop(ids, "late-1", dt.datetime(2026, 12, 1, 0, 20, tzinfo=UTC), seconds=2400))
+    assert list(placement(engine).values()) == ["cdrs_2026_11"]
+    assert len(cdrs(sessions)) == 1
+
+
+def test_concurrent_duplicate_stops_write_one_cdr(pg):
+    """Two servers get the same Stop at the same moment (retransmission to both): one CDR, one debit."""
+    engine, sessions = pg
+    ensure_cdr_partitions(engine, NOV, months_ahead=0)
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    packet = stop(ids, "race-1", NOV)
+    barrier = threading.Barrier(4)
+    outcomes, errors = [], []
+
+    def apply_once():
+        try:
+            with sessions() as s, s.begin():
+                barrier.wait(5)
+                outcomes.append(apply(s, packet, snap, NOV).action)
+        except Exception as exc:  # reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=apply_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(outcomes) == ["closed", "duplicate", "duplicate", "duplicate"]
+    assert len(cdrs(sessions)) == 1 and balance(sessions, ids["acme"]) == Decimal("99.900000")
+
+
+def test_ensure_moves_default_rows_and_is_idempotent(pg):
+    engine, sessions = pg
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    # a fresh store: no monthly partition yet, so November's CDRs go to the default partition
+    for n in range(3):
+        feed(sessions, snap, stop(ids, f"early-{n}", NOV + n * S))
+    assert set(placement(engine).values()) == {"cdrs_default"}
+    report = ensure_cdr_partitions(engine, NOV, months_ahead=2)
+    assert report.created == ["cdrs_2026_11", "cdrs_2026_12", "cdrs_2027_01"]
+    assert report.moved == {"cdrs_2026_11": 3}
+    assert set(placement(engine).values()) == {"cdrs_2026_11"} and default_partition_rows(engine) == 0
+    again = ensure_cdr_partitions(engine, NOV + dt.timedelta(days=5), months_ahead=2)
+    assert again.created == [] and again.present == ["cdrs_2026_11", "cdrs_2026_12", "cdrs_2027_01"]
+    # the moved CDRs are still known: their Stops replayed change nothing
+    feed(sessions, snap, stop(ids, "early-0", NOV))
+    assert len(cdrs(sessions)) == 3 and balance(sessions, ids["acme"]) == Decimal("99.700000")
+    # a month past the ones created: lands in default, then moves when its month comes in range
+    february = dt.datetime(2027, 2, 14, tzinfo=UTC)
+    feed(sessions, snap, stop(ids, "feb-1", february))
+    assert default_partition_rows(engine) == 1
+    later = ensure_cdr_partitions(engine, dt.datetime(2027, 1, 31, 23, 0, tzinfo=UTC), months_ahead=1)
+    assert later.created == ["cdrs_2027_02"] and later.moved == {"cdrs_2027_02": 1}
+    assert placement(engine)[f"{ids['gw-a']}:feb-1"] == "cdrs_2027_02"
+
+
+def test_two_hosts_creating_partitions_at_once_create_each_once(pg):
+    engine, _ = pg
+    reports, errors = [], []
+
+    def run():
+        try:
+            reports.append(ensure_cdr_partitions(engine, NOV, months_ahead=3))
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    created = sorted(name for r in reports for name in r.created)
+    assert created == ["cdrs_2026_11", "cdrs_2026_12", "cdrs_2027_01", "cdrs_2027_02"]
+    assert partitions(engine) == {"cdrs_default", *created}
+
+
+def test_sweeper_keeps_partitions_ahead(pg):
+    engine, sessions = pg
+    sweep(sessions, DEC, SETTINGS)
+    assert partitions(engine) == {"cdrs_default", "cdrs_2026_12", "cdrs_2027_01", "cdrs_2027_02"}
+
+
+def test_deleted_account_late_stop_stays_a_no_op(store_url):
+    """Deleting an account deletes its CDRs (refunded) but keeps their leg keys: a late
+    retransmitted Stop of such a call must not write the CDR (and debit) again."""
+    engine = make_engine(store_url)
+    try:
+        create_schema(engine)
+        sessions = make_sessionmaker(engine)
+        ids = seed(sessions)
+        snap = snapshot_of(sessions)
+        feed(sessions, snap, stop(ids, "gone-1", NOV))
+        with sessions() as s, s.begin():
+            assert delete_account(s, "acme-gw", actor="test")["cdrs_deleted"] == 1
+        assert balance(sessions, ids["acme"]) == Decimal("100.000000")
+        feed(sessions, snap, stop(ids, "gone-1", NOV))  # the old snapshot still knows acme-gw
+        assert cdrs(sessions) == [] and balance(sessions, ids["acme"]) == Decimal("100.000000")
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_store_is_not_partitioned(sqlite_url):
+    engine = make_engine(sqlite_url)
+    try:
+        create_schema(engine)
+        report = ensure_cdr_partitions(make_sessionmaker(engine), NOV)
+        assert not report.partitioned and report.created == []
+    finally:
+        engine.dispose()
+
+
+def _radiusd(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "radiusd", "db", "partitions", *args, "--database-url", url],
+                          capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def test_cli_db_partitions(pg_url):
+    now = dt.datetime.now(UTC)
+    this_month = f"cdrs_{now.year:04d}_{now.month:02d}"
+    first = _radiusd(pg_url, "--months-ahead", "1", "--json")
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["partitioned"] and out["default_partition_rows"] == 0
+    assert len(out["partitions"]) == 2 and out["partitions"][0]["partition"] == this_month
+    assert {p["status"] for p in out["partitions"]} == {"created"}
+    second = _radiusd(pg_url, "--months-ahead", "1")
+    assert second.returncode == 0 and "present" in second.stdout and "created" not in second.stdout
+    bad = _radiusd(pg_url, "--months-ahead", "-3")
+    assert bad.returncode == 2 and bad.stderr.startswith("radiusd: error: months-ahead:")
