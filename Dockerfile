@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY radiusd ./radiusd
 COPY dictionaries ./dictionaries
 COPY schema ./schema
+COPY docker ./docker
 RUN pip install --no-cache-dir -e .
 EXPOSE 1812/udp 1813/udp 9812/tcp
 ENTRYPOINT ["radiusd"]

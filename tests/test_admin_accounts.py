@@ -141,7 +141,7 @@ def test_search_by_ip_inside_a_cidr_and_ipv6(demo):
     assert _search(demo, ip="192.0.2.11") == []
     assert _search(demo, ip="10.9.255.254") == ["beta-gw"]
     assert _search(demo, ip="2001:db8:1:ffff::5") == ["acme-v6"]
-    assert _search(demo, ip="::1") == ["gamma-gw"]
+    assert _search(demo, ip="::1") == ["gamma-gw", "loadtest-gw"]
     assert _search(demo, ip="10.1.0.0/16") == ["acme-gw", "acme-gw-0099"]  # a network: overlapping accounts
     with pytest.raises(UserError, match=r"^ip: not an IP address or CIDR \(10\.1\.2\)$"):
         _search(demo, ip="10.1.2")
@@ -162,7 +162,7 @@ def test_search_by_keyword_tag_rate_table_and_other_fields(demo):
     assert _search(demo, rate_table="wholesale-usd") == ["acme-sip", "carrier-b-term"]  # orig or term
     assert _search(demo, tech_prefix="0099") == ["acme-gw-0099"]
     assert _search(demo, ani="15551230000") == ["acme-ani"]
-    assert _search(demo, name="GW") == ["acme-gw", "acme-gw-0099", "beta-gw", "gamma-gw"]
+    assert _search(demo, name="GW") == ["acme-gw", "acme-gw-0099", "beta-gw", "gamma-gw", "loadtest-gw"]
     assert _search(demo, client="Acme Telecom", ip="10.1.2.3", tech_prefix="") == ["acme-gw"]
     assert _search(demo, client="Gamma Unlimited") == ["gamma-gw"]
 

@@ -73,7 +73,7 @@ def demo_cli(cli):
 
 def test_seed_load_reports_rows_and_search_finds_accounts_by_ip(cli):
     out = cli.ok("seed", "load", DEMO)
-    assert "accounts          8" in out and "loaded 37 rows" in out
+    assert "accounts          10" in out and "loaded 42 rows" in out
     out = cli.ok("account", "search", "--ip", "10.1.2.3")
     lines = out.strip().splitlines()
     assert lines[0].split()[:4] == ["ID", "NAME", "CLIENT", "IDENT_BY"]
@@ -84,7 +84,7 @@ def test_seed_load_reports_rows_and_search_finds_accounts_by_ip(cli):
     clients = cli.json("client", "list")
     assert [(c["name"], c["balance"], c["credit_limit"]) for c in clients] == [
         ("Acme Telecom", "100.00", "50.00"), ("Beta Voice", "0.00", "0.00"), ("Carrier B", "0.00", None),
-        ("Gamma Unlimited", "0.00", None)]
+        ("Gamma Unlimited", "0.00", None), ("Load Test", "0.00", None)]
 
 
 def test_every_change_is_audited_and_no_secret_is_ever_printed(demo_cli, tmp_path):

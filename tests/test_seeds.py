@@ -18,8 +18,8 @@ DEMO = Path(__file__).resolve().parent.parent / "schema" / "seeds" / "demo.sql"
 UTC = dt.timezone.utc
 
 DEMO_COUNTS = {
-    "nas": 3, "rate_tables": 2, "rates": 9, "routing_plans": 1, "clients": 4, "accounts": 8,
-    "account_networks": 8, "routing_rules": 2,
+    "nas": 3, "rate_tables": 2, "rates": 9, "routing_plans": 1, "clients": 5, "accounts": 10,
+    "account_networks": 10, "routing_rules": 2,
 }
 
 
@@ -59,12 +59,12 @@ def test_demo_seed_loads_with_exact_values(sessions):
         entry = s.scalars(select(AuditEntry)).one()
         assert (entry.object_type, entry.context, entry.actor, entry.object_name) == \
             ("seed", "seed", "tester", "demo.sql")
-        assert json.loads(entry.changes)["accounts"] == [None, 8]
+        assert json.loads(entry.changes)["accounts"] == [None, 10]
         assert current_store_version(s) == 1
     # PostgreSQL sequences must have moved past the seed's explicit ids
     with sessions.begin() as s:
         record = clients.create_client(s, actor="tester", name="Delta")
-    assert record["id"] == 5
+    assert record["id"] == 6
 
 
 def _write(tmp_path, text: str) -> Path:

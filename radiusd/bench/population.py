@@ -9,10 +9,11 @@ import csv
 
 from radiusd.bench.wire import LoadAccount
 
-# Matches schema/seeds/demo.sql: login account acme-sip (Acme rates 44/4420/1/49) and the
-# IP account gamma-gw on 127.0.0.1 (capacity 2: used for auth only, never held by calls).
-DEMO_LOGIN = LoadAccount("login", "acme-sip", "s3cret-pass", "4420")
-DEMO_IP = LoadAccount("ip", "127.0.0.1", "", "4420")
+# Matches schema/seeds/demo.sql: client "Load Test" (unlimited credit and channels, retail rates
+# 44/4420/1/49) with the login loadtest-sip and the IP account loadtest-gw on 127.0.0.1, picked
+# among the loopback accounts by its tech prefix 0077.
+DEMO_LOGIN = LoadAccount("login", "loadtest-sip", "loadtest-pass", "4420")
+DEMO_IP = LoadAccount("ip", "127.0.0.1", "", "00774420")
 
 
 def demo_population(mode: str) -> list[LoadAccount]:

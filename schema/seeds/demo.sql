@@ -1,5 +1,5 @@
 -- radiusd demo data: three NAS on loopback, two rate tables, one routing plan,
--- four clients and eight accounts covering every way an account is identified.
+-- five clients and ten accounts covering every way an account is identified.
 -- Load with:  radiusd seed load schema/seeds/demo.sql
 -- Portable SQL (PostgreSQL and SQLite); ids are explicit so other rows can refer to them.
 
@@ -34,7 +34,8 @@ INSERT INTO clients (id, name, active, balance, credit_limit, currency, orig_rat
   (1, 'Acme Telecom',    TRUE, 100.00, 50.00, 'USD', 1,    NULL, 1,    10,   'demo: customer with balance and credit'),
   (2, 'Beta Voice',      TRUE,   0.00,  0.00, 'USD', 1,    NULL, 1,    NULL, 'demo: customer out of money'),
   (3, 'Carrier B',       TRUE,   0.00,  NULL, 'USD', NULL, 2,    NULL, NULL, 'demo: vendor'),
-  (4, 'Gamma Unlimited', TRUE,   0.00,  NULL, 'USD', 1,    NULL, NULL, 2,    'demo: unlimited credit, 2 channels');
+  (4, 'Gamma Unlimited', TRUE,   0.00,  NULL, 'USD', 1,    NULL, NULL, 2,    'demo: unlimited credit, 2 channels'),
+  (5, 'Load Test',       TRUE,   0.00,  NULL, 'USD', 1,    NULL, 1,    NULL, 'demo: for radiusd bench: unlimited credit and channels');
 
 -- Accounts: how each client's calls are recognised.
 INSERT INTO accounts (id, client_id, name, ident_by, ani, tech_prefix, password, active, notes, orig_enabled, orig_rate_table_id, orig_routing_plan_id, orig_tag, orig_capacity, term_enabled, term_rate_table_id, term_tag, term_capacity, term_protocol, term_proxy, term_port) VALUES
@@ -45,7 +46,9 @@ INSERT INTO accounts (id, client_id, name, ident_by, ani, tech_prefix, password,
   (5, 2, 'beta-gw',        'ip',   NULL,          '',     NULL,         TRUE, 'demo: Beta gateways by IP',          TRUE,  NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL,  NULL,            NULL),
   (6, 3, 'carrier-b-term', 'ip',   NULL,          '',     NULL,         TRUE, 'demo: vendor termination',          FALSE, NULL, NULL, '', NULL, TRUE,  2,    '', 30,   'sip', '198.51.100.20', 5060),
   (7, 4, 'gamma-gw',       'ip',   NULL,          '',     NULL,         TRUE, 'demo: loopback caller, unlimited',   TRUE,  NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL,  NULL,            NULL),
-  (8, 1, 'acme-v6',        'ip',   NULL,          '',     NULL,         TRUE, 'demo: IPv6 network',                 TRUE,  NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL,  NULL,            NULL);
+  (8, 1, 'acme-v6',        'ip',   NULL,          '',     NULL,         TRUE, 'demo: IPv6 network',                 TRUE,  NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL,  NULL,            NULL),
+  (9, 5, 'loadtest-sip',   'name', NULL,          '',     'loadtest-pass', TRUE, 'demo: radiusd bench login',       TRUE,  NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL,  NULL,            NULL),
+  (10, 5, 'loadtest-gw',   'ip',   NULL,          '0077', NULL,         TRUE, 'demo: radiusd bench by IP, tech prefix 0077', TRUE, NULL, NULL, '', NULL, FALSE, NULL, '', NULL, NULL, NULL,     NULL);
 
 INSERT INTO account_networks (id, account_id, cidr, position) VALUES
   (1,  1, '10.1.2.0/24',      0),
@@ -55,7 +58,9 @@ INSERT INTO account_networks (id, account_id, cidr, position) VALUES
   (5,  6, '198.51.100.20/32', 0),
   (6,  7, '127.0.0.1/32',     0),
   (7,  7, '::1/128',          1),
-  (8,  8, '2001:db8:1::/48',  0);
+  (8,  8, '2001:db8:1::/48',  0),
+  (9, 10, '127.0.0.1/32',     0),
+  (10, 10, '::1/128',         1);
 
 -- No account_gateways rows: an account without gateways is valid on every NAS.
 
