@@ -244,3 +244,19 @@ def money_out(value: Decimal | None) -> Decimal | None:
     if value.as_tuple().exponent > -2:
         value = value.quantize(Decimal("0.01"))
     return value
+
+
+def read_text_file(path) -> str:
+    """A seed or CSV file's text (UTF-8, BOM tolerated); unreadable files are a UserError naming the file."""
+    import os
+
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise fail("file", "not found", path) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise fail("file", exc.strerror or "cannot read", path) from None

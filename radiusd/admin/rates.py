@@ -199,13 +199,5 @@ def import_rates_text(session: Session, table_ref, text: str, filename: str, *, 
 def import_rates(session: Session, table_ref, path, *, actor: str, context: str = "cli", replace: bool = False) -> dict:
     """Import a CSV rate deck into a rate table (all rows or none); `replace` drops the old rates first."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise F.fail("file", "not found", path) from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise F.fail("file", exc.strerror or "cannot read", path) from None
+    text = F.read_text_file(path)
     return import_rates_text(session, table_ref, text, path, actor=actor, context=context, replace=replace)

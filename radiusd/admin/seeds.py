@@ -301,16 +301,7 @@ def load_seed_text(session: Session, source: str, filename: str, *, actor: str, 
 
 
 def read_seed(path) -> str:
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise F.fail("file", "not found", path) from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    except OSError as exc:
-        raise F.fail("file", exc.strerror or "cannot read", path) from None
+    return F.read_text_file(path)
 
 
 def load_seed(sessions, path, actor: str = "seed", context: str = "seed") -> dict[str, int]:
