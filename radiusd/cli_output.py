@@ -86,3 +86,34 @@ def actor_from_args(args) -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of a (database) error, for a one-line CLI message."""
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return lines[0] if lines else exc.__class__.__name__
+
+
+def safe_url(url: str) -> str:
+    """A store URL fit to print: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
+
+
+def open_store_from_args(args, create: bool = True):
+    """(settings, engine, sessions) for a command; an unreachable store is a UserError, not a traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    from radiusd.db import open_store
+
+    settings = settings_from_args(args)
+    try:
+        engine, sessions = open_store(settings.database_url, create=create)
+    except DBAPIError as exc:
+        raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
+                        f"({safe_url(settings.database_url)})") from None
+    return settings, engine, sessions

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///radiusd.sqlite3"

@@ -10,44 +10,30 @@ import argparse
 import importlib.util
 import sys
 
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
-from radiusd.cli_output import UserError, actor_from_args, common_options, emit, settings_from_args
-from radiusd.db import current_store_version, open_store
+from radiusd.cli_output import (
+    UserError, actor_from_args, common_options, emit, first_line, open_store_from_args, safe_url, settings_from_args,
+)
+from radiusd.db import current_store_version
 
 CONTEXT = "cli"
 
 
 # ---------------------------------------------------------------- plumbing
 
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable URL)"
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
-
-
 def _in_transaction(args, work):
     """Open the store, run work(session) in one transaction, close the store."""
-    url = settings_from_args(args).database_url
-    try:
-        engine, sessions = open_store(url)
-    except OperationalError as exc:
-        raise UserError(f"database_url: cannot open the store: {_first_line(exc)} ({_safe_url(url)})") from None
+    settings, engine, sessions = open_store_from_args(args)
+    url = settings.database_url
     try:
         with sessions.begin() as session:
             return work(session)
     except IntegrityError as exc:  # a concurrent change won a race past our checks
-        raise UserError(f"store: change refused: {_first_line(exc)}") from None
+        raise UserError(f"store: change refused: {first_line(exc)}") from None
     except OperationalError as exc:
-        raise UserError(f"store: {_first_line(exc)} ({_safe_url(url)})") from None
+        raise UserError(f"store: {first_line(exc)} ({safe_url(url)})") from None
     finally:
         engine.dispose()
 
@@ -91,7 +77,7 @@ def _db_init(args) -> int:
     url = settings_from_args(args).database_url
 
     def work(session):
-        return {"database": _safe_url(url), "store_version": current_store_version(session)}
+        return {"database": safe_url(url), "store_version": current_store_version(session)}
 
     result = _in_transaction(args, work)
     if _json(args):

@@ -45,11 +45,10 @@ def register(subparsers) -> None:
 
 
 def _open(args):
-    from radiusd.db import open_store
+    from radiusd.cli_output import open_store_from_args
 
     settings = settings_from_args(args)
-    engine, sessions = open_store(settings.database_url, create=settings.database_url.startswith("sqlite"))
-    return settings, engine, sessions
+    return open_store_from_args(args, create=settings.database_url.startswith("sqlite"))
 
 
 def _lookup(session, model, name: str | None, field: str) -> int | None:

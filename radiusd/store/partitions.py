@@ -178,8 +178,7 @@ def add_db_command(parser) -> None:
 def cmd_db_partitions(args) -> int:
     from sqlalchemy.exc import DBAPIError
 
-    from radiusd.cli_output import UserError, emit, settings_from_args
-    from radiusd.db import open_store
+    from radiusd.cli_output import UserError, emit, first_line, open_store_from_args
     from radiusd.logging_setup import configure
 
     configure("warning")  # the table below says what was done; stdout stays clean for --json
@@ -189,11 +188,7 @@ def cmd_db_partitions(args) -> int:
         raise UserError(f"months-ahead: not a whole number ({args.months_ahead!r})") from None
     if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
         raise UserError(f"months-ahead: must be 0 to {MAX_MONTHS_AHEAD} ({months_ahead})")
-    url = settings_from_args(args).database_url
-    try:
-        engine, _sessions = open_store(url)
-    except DBAPIError as exc:
-        raise UserError(f"database_url: cannot open the store: {_first_line(exc)}") from None
+    _settings, engine, _sessions = open_store_from_args(args)
     try:
         if engine.dialect.name != "postgresql":
             report, in_default = PartitionReport(partitioned=False), None
@@ -201,7 +196,7 @@ def cmd_db_partitions(args) -> int:
             report = ensure_cdr_partitions(engine, dt.datetime.now(dt.timezone.utc), months_ahead)
             in_default = default_partition_rows(engine)
     except DBAPIError as exc:
-        raise UserError(f"store: {_first_line(exc)}") from None
+        raise UserError(f"store: {first_line(exc)}") from None
     finally:
         engine.dispose()
     if engine.dialect.name == "postgresql" and not report.partitioned:
@@ -221,8 +216,3 @@ def cmd_db_partitions(args) -> int:
         emit(rows, False, ["partition", "status", "moved_from_default"])
         print(f"{DEFAULT}: {in_default} rows outside the monthly partitions")
     return 0
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
