@@ -6,12 +6,14 @@ socket reports) is looked up as the IPv4 address. Built once per snapshot, never
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 import pytricia
 
 from radiusd.core.snapshot import NasInfo, Snapshot
 
 
+@lru_cache(maxsize=4096)   # a server hears from few addresses: parse each once, not per packet
 def canonical_source(ip: str) -> str:
     """The source address as we look it up and log it (IPv4-mapped IPv6 -> IPv4, no scope)."""
     try:
@@ -33,6 +35,7 @@ class NasTable:
             tree[str(network)] = info
         self._v4.freeze()
         self._v6.freeze()
+        self._found: dict[str, NasInfo | None] = {}   # source -> NAS, filled as packets arrive
 
     @classmethod
     def from_snapshot(cls, snapshot: Snapshot) -> "NasTable":
@@ -40,9 +43,17 @@ class NasTable:
 
     def lookup(self, source_ip: str) -> NasInfo | None:
         """The NAS whose address/CIDR most specifically covers source_ip (active or not)."""
+        try:
+            return self._found[source_ip]
+        except KeyError:
+            pass
         ip = canonical_source(source_ip)
         tree = self._v6 if ":" in ip else self._v4
         try:
-            return tree.get(ip)
+            found = tree.get(ip)
         except (KeyError, ValueError):
-            return None
+            found = None
+        if len(self._found) >= 4096:   # bounded: a flood from random sources must not grow it
+            self._found.clear()
+        self._found[source_ip] = found
+        return found

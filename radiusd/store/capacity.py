@@ -22,8 +22,13 @@ feeds queued Access-Requests to `reserve_batch`.
   lock; past that (or on a deadlock report) it is undone and decided again one client per
   transaction — a transaction holding one lock cannot take part in such a cycle.
 - Clients and accounts without any limit (no capacity, unlimited credit) need no live numbers:
-  `admit` accepts them without looking, so they are neither locked nor counted — only their
-  reservations are written (they still count against nothing but show in `calls list`).
+  `admit` accepts them without looking, so they are neither locked nor counted; their
+  reservations are still written (the Accounting-Start takes them over; `calls list` shows them).
+- Round trips (PostgreSQL, psycopg2): one kept connection in autocommit mode, statements
+  PREPAREd once per connection. A batch with limited clients is two round trips
+  (`BEGIN; SET LOCAL ...; EXECUTE lock; EXECUTE usage` then `EXECUTE upsert; COMMIT`), a batch
+  without limits one (`SET LOCAL ...; EXECUTE upsert`, one implicit transaction). The upsert
+  sends the rows as array literals that `unnest` turns back into rows.
 - Reservation commits do not wait for the WAL flush (`SET LOCAL synchronous_commit = off`,
   PostgreSQL): a reservation is ephemeral (it expires after `reservation_ttl`) and moves no money;
   locks and visibility are unchanged, so the capacity check stays exact while PostgreSQL runs.
@@ -49,6 +54,7 @@ from typing import Callable, Sequence
 from sqlalchemy import and_, func, or_, select, type_coerce
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
@@ -115,7 +121,7 @@ def needs_usage(plan: CallPlan) -> bool:
             or plan.client.credit_limit is not None)
 
 
-# --- one transaction ----------------------------------------------------------------------------
+# --- deciding a batch (both stores) ------------------------------------------------------------
 
 @dataclass(slots=True)
 class _Item:
@@ -140,12 +146,17 @@ class _Usage:
     its own earlier reservation — exactly as if the calls had been decided one after the other.
     """
 
-    def __init__(self, balances: dict[int, Decimal]):
-        self.balances = balances
+    def __init__(self):
+        self.balances: dict[int, Decimal] = {}
         self.base_client: dict[int, int] = {}
         self.base_account: dict[tuple[int, int], int] = {}
         self.base_exposure: dict[int, Decimal] = {}
         self.keyed: dict[str, tuple[int | None, int | None, Decimal]] = {}
+
+    def add_open(self, client_id: int, account_id: int | None, count: int, exposure) -> None:
+        self.base_client[client_id] = self.base_client.get(client_id, 0) + int(count)
+        self.base_account[(client_id, account_id)] = int(count)
+        self.base_exposure[client_id] = self.base_exposure.get(client_id, Decimal(0)) + Decimal(exposure or 0)
 
     def usage(self, plan: CallPlan, key: str) -> Usage:
         client_id, account_id = plan.client.id, plan.account.id
@@ -161,26 +172,75 @@ class _Usage:
         return Usage(self.balances[client_id], account_calls, client_calls, exposure)
 
 
-def _read_usage(conn, items: list[_Item], locked: dict[int, Decimal]) -> _Usage:
-    state = _Usage(locked)
-    keys = [item.key for item in items]
-    now = max(item.now for item in items)
-    rows = conn.execute(
-        select(ActiveCall.client_id, ActiveCall.account_id, func.count(ActiveCall.id),
-               type_coerce(func.coalesce(func.sum(ActiveCall.max_cost), 0), Money()))
-        .where(ActiveCall.client_id.in_(list(locked)), open_legs_filter(now), ActiveCall.leg_key.not_in(keys))
-        .group_by(ActiveCall.client_id, ActiveCall.account_id)
+def _admit_all(items: list[_Item], settings: Settings, usage: _Usage | None, limited: list[int],
+               missing_clients: set[int], missing_accounts: set[int]) -> tuple[list[Decision], dict[str, tuple]]:
+    """`admit` for each call in arrival order; accepted calls count against the later ones.
+    Returns the decisions and the reservations to write, one per leg_key (a later re-auth of the
+    same call in the batch replaces the earlier one)."""
+    decisions: list[Decision] = []
+    accepted: dict[str, tuple[_Item, Accept]] = {}
+    missing_clients = missing_clients | (set(limited) - usage.balances.keys() if usage is not None else set(limited))
+    for item in items:
+        plan = item.plan
+        client_id = plan.client.id
+        if client_id in missing_clients:  # deleted since the snapshot was built
+            decisions.append(Reject(RejectReason.UNKNOWN_ACCOUNT, plan.account.id, client_id, "client not in store"))
+            continue
+        if plan.account.id in missing_accounts:
+            decisions.append(Reject(RejectReason.UNKNOWN_ACCOUNT, plan.account.id, client_id, "account not in store"))
+            continue
+        counted = usage is not None and client_id in usage.balances
+        decision = admit(plan, usage.usage(plan, item.key) if counted else _NO_USAGE, settings.max_call_duration)
+        if isinstance(decision, Accept):
+            accepted[item.key] = (item, decision)
+            if usage is not None:
+                usage.keyed[item.key] = (client_id, plan.account.id, decision.max_cost)
+        decisions.append(decision)
+    return decisions, accepted
+
+
+def _limited(items: list[_Item]) -> list[int]:
+    return sorted({item.plan.client.id for item in items if needs_usage(item.plan)})
+
+
+# --- SQLAlchemy (SQLite; any store) -------------------------------------------------------------
+
+_ROW_COLUMNS = ("leg_key", "call_id", "acct_session_id", "nas_id", "leg", "state", "account_id", "client_id",
+                "caller", "called", "rate_table_id", "prefix", "max_cost", "max_duration", "created_at",
+                "expires_at", "started_at", "last_seen_at", "session_seconds")
+_UPSERTS: dict[str, object] = {}
+
+
+def _upsert_statement(dialect: str):
+    """INSERT ... ON CONFLICT (leg_key) DO UPDATE, built once per dialect."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            insert = postgresql.insert(ActiveCall.__table__)
+        elif dialect == "sqlite":
+            insert = sqlite.insert(ActiveCall.__table__)
+        else:  # pragma: no cover - the store is PostgreSQL or SQLite
+            raise RuntimeError(f"unsupported store dialect {dialect}")
+        stmt = insert.on_conflict_do_update(
+            index_elements=["leg_key"],
+            set_={name: insert.excluded[name] for name in _ROW_COLUMNS if name != "leg_key"},
+        )
+        if dialect == "postgresql":   # with RETURNING, all rows go as ONE statement (insertmanyvalues)
+            stmt = stmt.returning(ActiveCall.__table__.c.id)
+        _UPSERTS[dialect] = stmt
+    return stmt
+
+
+def _reservation_row(item: _Item, decision: Accept, ttl: int) -> dict:
+    plan, now = item.plan, item.now
+    return dict(
+        leg_key=item.key, call_id=item.call_id, acct_session_id=None, nas_id=plan.nas_id, leg="orig",
+        state="reserved", account_id=plan.account.id, client_id=plan.client.id,
+        caller=(plan.calling_number or "")[:64], called=(plan.called_number or "")[:64],
+        rate_table_id=plan.rate_table.id, prefix=plan.rate.prefix, max_cost=decision.max_cost,
+        max_duration=decision.max_duration, created_at=now, expires_at=now + dt.timedelta(seconds=ttl),
+        started_at=None, last_seen_at=now, session_seconds=0,
     )
-    for client_id, account_id, count, exposure in rows:
-        state.base_client[client_id] = state.base_client.get(client_id, 0) + count
-        state.base_account[(client_id, account_id)] = count
-        state.base_exposure[client_id] = state.base_exposure.get(client_id, Decimal(0)) + Decimal(exposure)
-    for key, client_id, account_id, cost in conn.execute(
-        select(ActiveCall.leg_key, ActiveCall.client_id, ActiveCall.account_id, ActiveCall.max_cost)
-        .where(ActiveCall.leg_key.in_(keys), open_legs_filter(now))
-    ):
-        state.keyed[key] = (client_id, account_id, Decimal(cost or 0))
-    return state
 
 
 def _existing(conn, model, ids: set[int]) -> set[int]:
@@ -189,103 +249,300 @@ def _existing(conn, model, ids: set[int]) -> set[int]:
     return set(conn.scalars(select(model.id).where(model.id.in_(sorted(ids)))))
 
 
-def _upsert(conn, rows: list[dict]) -> None:
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        stmt = postgresql.insert(ActiveCall.__table__)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(ActiveCall.__table__)
-    else:  # pragma: no cover - the store is PostgreSQL or SQLite
-        raise RuntimeError(f"unsupported store dialect {dialect}")
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["leg_key"],
-        set_={name: stmt.excluded[name] for name in rows[0] if name != "leg_key"},
-    )
-    conn.execute(stmt, rows)
+def _sql_read_usage(conn, items: list[_Item], limited: list[int]) -> _Usage:
+    state = _Usage()
+    state.balances = dict(conn.execute(
+        select(Client.id, Client.balance).where(Client.id.in_(limited)).order_by(Client.id)
+        .with_for_update(key_share=True)
+    ).all())
+    if not state.balances:
+        return state
+    keys = [item.key for item in items]
+    now = max(item.now for item in items)
+    for client_id, account_id, count, exposure in conn.execute(
+        select(ActiveCall.client_id, ActiveCall.account_id, func.count(ActiveCall.id),
+               type_coerce(func.coalesce(func.sum(ActiveCall.max_cost), 0), Money()))
+        .where(ActiveCall.client_id.in_(list(state.balances)), open_legs_filter(now), ActiveCall.leg_key.not_in(keys))
+        .group_by(ActiveCall.client_id, ActiveCall.account_id)
+    ):
+        state.add_open(client_id, account_id, count, exposure)
+    for key, client_id, account_id, cost in conn.execute(
+        select(ActiveCall.leg_key, ActiveCall.client_id, ActiveCall.account_id, ActiveCall.max_cost)
+        .where(ActiveCall.leg_key.in_(keys), open_legs_filter(now))
+    ):
+        state.keyed[key] = (client_id, account_id, Decimal(cost or 0))
+    return state
 
 
-def _reservation_row(item: _Item, decision: Accept, ttl: int) -> dict:
-    plan, now = item.plan, item.now
-    return dict(
-        leg_key=item.key,
-        call_id=item.call_id,
-        acct_session_id=None,
-        nas_id=plan.nas_id,
-        leg="orig",
-        state="reserved",
-        account_id=plan.account.id,
-        client_id=plan.client.id,
-        caller=(plan.calling_number or "")[:64],
-        called=(plan.called_number or "")[:64],
-        rate_table_id=plan.rate_table.id,
-        prefix=plan.rate.prefix,
-        max_cost=decision.max_cost,
-        max_duration=decision.max_duration,
-        created_at=now,
-        expires_at=now + dt.timedelta(seconds=ttl),
-        started_at=None,
-        last_seen_at=now,
-        session_seconds=0,
-    )
-
-
-def _decide(conn, items: list[_Item], settings: Settings, *, lock_wait: bool, check_existence: bool) -> list[Decision]:
+def _sql_decide(conn, items: list[_Item], settings: Settings, *, lock_wait: bool,
+                check_existence: bool) -> list[Decision]:
     """Decide `items` in the transaction open on `conn` (the caller commits)."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL synchronous_commit = off"
                              + (f"; SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'" if lock_wait else ""))
-    limited = sorted({item.plan.client.id for item in items if needs_usage(item.plan)})
-    balances: dict[int, Decimal] = {}
-    if limited:
-        balances = dict(conn.execute(
-            select(Client.id, Client.balance).where(Client.id.in_(limited))
-            .order_by(Client.id).with_for_update(key_share=True)
-        ).all())
-    missing_clients = set(limited) - balances.keys()
+    limited = _limited(items)
+    usage = _sql_read_usage(conn, items, limited) if limited else None
+    missing_clients: set[int] = set()
     missing_accounts: set[int] = set()
     if check_existence:
         unlimited = {item.plan.client.id for item in items} - set(limited)
-        missing_clients |= unlimited - _existing(conn, Client, unlimited)
+        missing_clients = unlimited - _existing(conn, Client, unlimited)
         accounts = {item.plan.account.id for item in items}
         missing_accounts = accounts - _existing(conn, Account, accounts)
-    usage = _read_usage(conn, items, balances) if balances else None
-
-    decisions: list[Decision] = []
-    rows: dict[str, dict] = {}   # one row per leg_key: a later re-auth in the batch replaces it
-    for item in items:
-        plan = item.plan
-        if plan.client.id in missing_clients:  # deleted since the snapshot was built
-            decisions.append(Reject(RejectReason.UNKNOWN_ACCOUNT, plan.account.id, plan.client.id,
-                                    "client not in store"))
-            continue
-        if plan.account.id in missing_accounts:
-            decisions.append(Reject(RejectReason.UNKNOWN_ACCOUNT, plan.account.id, plan.client.id,
-                                    "account not in store"))
-            continue
-        counted = usage is not None and plan.client.id in balances
-        decision = admit(plan, usage.usage(plan, item.key) if counted else _NO_USAGE, settings.max_call_duration)
-        if isinstance(decision, Accept):
-            rows[item.key] = _reservation_row(item, decision, settings.reservation_ttl)
-            if usage is not None:
-                usage.keyed[item.key] = (plan.client.id, plan.account.id, decision.max_cost)
-        decisions.append(decision)
-    if rows:
-        _upsert(conn, list(rows.values()))
+    decisions, accepted = _admit_all(items, settings, usage, limited, missing_clients, missing_accounts)
+    if accepted:
+        ttl = settings.reservation_ttl
+        conn.execute(_upsert_statement(conn.dialect.name),
+                     [_reservation_row(item, decision, ttl) for item, decision in accepted.values()])
     return decisions
 
 
-def _engine(sessions):
-    bind = getattr(sessions, "kw", {}).get("bind") if isinstance(sessions, sessionmaker) else sessions
-    if bind is None:
-        raise ValueError("reserve_batch needs a sessionmaker bound to an engine, or an engine")
-    return bind
+class _SqlStore:
+    """Batches through SQLAlchemy: one transaction per decide(), statement by statement."""
 
+    def __init__(self, bind: Engine | Connection):
+        self.bind = bind
+        self.dialect = bind.dialect.name
+
+    def decide(self, items, settings, *, lock_wait: bool, check_existence: bool) -> list[Decision]:
+        if isinstance(self.bind, Connection):
+            with self.bind.begin():
+                return _sql_decide(self.bind, items, settings, lock_wait=lock_wait, check_existence=check_existence)
+        with self.bind.begin() as conn:
+            return _sql_decide(conn, items, settings, lock_wait=lock_wait, check_existence=check_existence)
+
+    def reset(self) -> None:
+        pass   # SQLAlchemy has invalidated the connection; the next begin() takes a fresh one
+
+    def close(self) -> None:
+        pass
+
+
+# --- PostgreSQL, the hot path: two round trips for a batch with limits, one without -------------
+
+# Statements prepared once per connection (PREPARE): PostgreSQL then neither parses nor plans
+# them per batch. $n are typed by the PREPARE.
+_OPEN = "leg = 'orig' AND (state = 'active' OR (state = 'reserved' AND expires_at > {now}))"
+# One result set, tagged by its first column: 0 = a locked client's balance, 1 = open legs per
+# (client, account) not replaced by this batch, 2 = open legs this batch would replace (by key),
+# 3 / 4 = clients / accounts of the batch that still exist (only after a foreign-key failure).
+_PG_USAGE = (
+    "SELECT 0, id, NULL::int, NULL::varchar, 0::bigint, balance FROM clients WHERE id = ANY({locked})"
+    " UNION ALL SELECT 1, client_id, account_id, NULL::varchar, count(*), coalesce(sum(max_cost), 0)"
+    " FROM active_calls WHERE client_id = ANY({locked}) AND NOT (leg_key = ANY({keys})) AND " + _OPEN
+    + " GROUP BY client_id, account_id"
+    " UNION ALL SELECT 2, client_id, account_id, leg_key, 1::bigint, max_cost FROM active_calls"
+    " WHERE leg_key = ANY({keys}) AND " + _OPEN
+)
+_PG_EXISTING = (
+    "SELECT 3, id, NULL::int, NULL::varchar, 0::bigint, NULL::numeric FROM clients WHERE id = ANY(%(clients)s::int[])"
+    " UNION ALL SELECT 4, NULL::int, id, NULL::varchar, 0::bigint, NULL::numeric FROM accounts"
+    " WHERE id = ANY(%(accounts)s::int[])"
+)
+_PG_LOCK = "SELECT id FROM clients WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"
+# Every reservation of the batch in ONE statement: the rows travel as 11 array literals and
+# `unnest` turns them back into rows (a multi-row VALUES with 19 bound parameters per row costs
+# several times more to build and to parse).
+_PG_UPSERT = (
+    "INSERT INTO active_calls (" + ", ".join(_ROW_COLUMNS) + ") "
+    "SELECT 'auth:' || v.nas_id || ':' || v.call_id, v.call_id, NULL, v.nas_id, 'orig', 'reserved', v.account_id,"
+    " v.client_id, v.caller, v.called, v.rate_table_id, v.prefix, v.max_cost, v.max_duration, v.created_at,"
+    " v.created_at + $1 * interval '1 second', NULL, v.created_at, 0"
+    " FROM unnest($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+    " AS v(call_id, nas_id, account_id, client_id, caller, called, rate_table_id, prefix, max_cost, max_duration,"
+    " created_at)"
+    " ON CONFLICT (leg_key) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _ROW_COLUMNS if name != "leg_key")
+)
+_PREPARE = (
+    "PREPARE radiusd_reserve_lock (int[]) AS " + _PG_LOCK + "; "
+    "PREPARE radiusd_reserve_usage (int[], varchar[], timestamptz) AS "
+    + _PG_USAGE.format(locked="$1", keys="$2", now="$3") + "; "
+    "PREPARE radiusd_reserve_upsert (int, varchar[], int[], int[], int[], varchar[], varchar[], int[], varchar[],"
+    " numeric[], int[], timestamptz[]) AS " + _PG_UPSERT
+)
+_EXEC_LOCK = "EXECUTE radiusd_reserve_lock(%(locked)s); "
+_EXEC_USAGE = "EXECUTE radiusd_reserve_usage(%(locked)s, %(keys)s, %(now)s)"
+_EXEC_UPSERT = ("EXECUTE radiusd_reserve_upsert(%(ttl)s, %(call_id)s, %(nas_id)s, %(account_id)s, %(client_id)s,"
+                " %(caller)s, %(called)s, %(rate_table_id)s, %(prefix)s, %(max_cost)s, %(max_duration)s,"
+                " %(created_at)s)")
+_SYNC_OFF = "SET LOCAL synchronous_commit TO off; "
+
+
+def _literal(values) -> str:
+    """A PostgreSQL array literal of numbers or ISO times (no character that needs quoting)."""
+    return "{" + ",".join("NULL" if v is None else str(v) for v in values) + "}"
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + value.replace("\x00", "").replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _text_literal(values) -> str:
+    """A PostgreSQL array literal of strings, every element quoted (one string for psycopg2 to
+    escape instead of one adapter per element)."""
+    return "{" + ",".join(map(_text, values)) + "}"
+
+
+def _pg_rows(accepted: dict[str, tuple[_Item, Accept]], ttl: int) -> dict:
+    pairs = list(accepted.values())
+    plans = [item.plan for item, _ in pairs]
+    return {
+        "ttl": ttl,
+        "call_id": _text_literal([item.call_id for item, _ in pairs]),
+        "nas_id": _literal([p.nas_id for p in plans]),
+        "account_id": _literal([p.account.id for p in plans]),
+        "client_id": _literal([p.client.id for p in plans]),
+        "caller": _text_literal([(p.calling_number or "")[:64] for p in plans]),
+        "called": _text_literal([(p.called_number or "")[:64] for p in plans]),
+        "rate_table_id": _literal([p.rate_table.id for p in plans]),
+        "prefix": _text_literal([p.rate.prefix for p in plans]),
+        "max_cost": _literal([decision.max_cost for _, decision in pairs]),
+        "max_duration": _literal([decision.max_duration for _, decision in pairs]),
+        "created_at": _literal([item.now.isoformat() for item, _ in pairs]),
+    }
+
+
+class _PgStore:
+    """Batches over one psycopg2 connection in autocommit mode, so that BEGIN, SET LOCAL, the
+    locks and the reads travel together: the first round trip locks the limited clients and
+    reads their numbers, the second writes the reservations and commits. A batch without limits
+    is one round trip (one statement = one implicit transaction)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._fairy = None   # pooled connection, kept between batches
+
+    def _cursor(self):
+        if self._fairy is None:
+            fairy = self.engine.raw_connection()
+            try:
+                fairy.driver_connection.autocommit = True
+                if not fairy.info.get("radiusd_reserve_prepared"):   # info is per DBAPI connection
+                    with fairy.driver_connection.cursor() as cur:
+                        cur.execute(_PREPARE)
+                    fairy.info["radiusd_reserve_prepared"] = True
+            except Exception:
+                fairy.invalidate()
+                raise
+            self._fairy = fairy
+        return self._fairy.driver_connection.cursor()
+
+    def decide(self, items, settings, *, lock_wait: bool, check_existence: bool) -> list[Decision]:
+        import psycopg2
+
+        cur = self._cursor()
+        in_block = False
+        sql = "(connect)"
+        try:
+            limited = _limited(items)
+            keys = [item.key for item in items]
+            params: dict = {"now": max(item.now for item in items)}
+            usage = None
+            missing_clients: set[int] = set()
+            missing_accounts: set[int] = set()
+            if limited or check_existence:
+                sql = "BEGIN; " + _SYNC_OFF
+                if lock_wait:
+                    sql += f"SET LOCAL lock_timeout = '{LOCK_WAIT_MS}ms'; "
+                if limited:
+                    sql += _EXEC_LOCK + _EXEC_USAGE
+                    params["locked"] = _literal(limited)
+                    params["keys"] = _text_literal(keys)
+                usage_rows: list = []
+                if check_existence:   # rare (after a foreign-key failure): not worth preparing
+                    params["clients"] = sorted({item.plan.client.id for item in items})
+                    params["accounts"] = sorted({item.plan.account.id for item in items})
+                    if limited:   # only the last result set comes back: read the usage first
+                        in_block = True
+                        cur.execute(sql, params)
+                        usage_rows = cur.fetchall()
+                        sql = _PG_EXISTING
+                    else:
+                        sql += _PG_EXISTING
+                in_block = True
+                cur.execute(sql, params)
+                rows = usage_rows + cur.fetchall()
+                usage = _Usage() if limited else None
+                clients, accounts = set(), set()
+                for kind, client_id, account_id, key, count, amount in rows:
+                    if kind == 0:
+                        usage.balances[client_id] = amount
+                    elif kind == 1:
+                        usage.add_open(client_id, account_id, count, amount)
+                    elif kind == 2:
+                        usage.keyed[key] = (client_id, account_id, Decimal(amount or 0))
+                    elif kind == 3:
+                        clients.add(client_id)
+                    else:
+                        accounts.add(account_id)
+                if check_existence:
+                    missing_clients = set(params["clients"]) - clients - set(limited)
+                    missing_accounts = set(params["accounts"]) - accounts
+            decisions, accepted = _admit_all(items, settings, usage, limited, missing_clients, missing_accounts)
+            if in_block:
+                sql = (_EXEC_UPSERT + "; COMMIT") if accepted else "COMMIT"
+                cur.execute(sql, _pg_rows(accepted, settings.reservation_ttl) if accepted else None)
+                in_block = False
+            elif accepted:
+                sql = _SYNC_OFF + _EXEC_UPSERT
+                cur.execute(sql, _pg_rows(accepted, settings.reservation_ttl))
+            return decisions
+        except BaseException as exc:
+            dead = self._undo(exc, in_block)
+            if isinstance(exc, psycopg2.Error):
+                raise sa_exc.DBAPIError.instance(sql[:200], None, exc, psycopg2.Error,
+                                                 connection_invalidated=dead) from None
+            raise
+        finally:
+            cur.close()
+
+    def _undo(self, exc: BaseException, in_block: bool) -> bool:
+        """Roll back an open transaction (never leave locks behind on a kept connection);
+        returns whether the connection is dead (then it is dropped), as SQLAlchemy would judge."""
+        import psycopg2
+
+        conn = self._fairy.driver_connection
+        dead = isinstance(exc, psycopg2.Error) and self.engine.dialect.is_disconnect(exc, conn, None)
+        if not dead and in_block:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("ROLLBACK")
+            except Exception:
+                dead = True
+        if dead:
+            self.reset()
+        return dead
+
+    def reset(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            try:
+                fairy.invalidate()
+            except Exception:
+                pass
+
+    def close(self) -> None:
+        fairy, self._fairy = self._fairy, None
+        if fairy is not None:
+            try:
+                fairy.driver_connection.autocommit = False
+                fairy.close()   # back to the pool, as it came
+            except Exception:
+                fairy.invalidate()
+
+
+# --- retries and fallbacks ----------------------------------------------------------------------
 
 def _pgcode(exc: BaseException) -> str | None:
     return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
-def _run(engine, items: list[_Item], settings: Settings, lock_wait: bool) -> list[Decision]:
+def _run(store, items: list[_Item], settings: Settings, lock_wait: bool) -> list[Decision]:
     """One transaction; a foreign-key failure (client/account deleted since the snapshot) is
     answered by deciding again with explicit existence checks; a connection found dead is
     replaced once (what pool_pre_ping would have done), since the upsert makes a retry harmless."""
@@ -293,29 +550,31 @@ def _run(engine, items: list[_Item], settings: Settings, lock_wait: bool) -> lis
     reconnected = False
     while True:
         try:
-            with engine.begin() as conn:
-                return _decide(conn, items, settings, lock_wait=lock_wait, check_existence=check_existence)
+            return store.decide(items, settings, lock_wait=lock_wait, check_existence=check_existence)
         except sa_exc.IntegrityError:
             if check_existence:
                 raise
             check_existence = True
         except sa_exc.DBAPIError as exc:
+            if _pgcode(exc) == "23503" and not check_existence:   # foreign key (raw path)
+                check_existence = True
+                continue
             if not exc.connection_invalidated or reconnected:
                 raise
+            store.reset()
             reconnected = True
 
 
-def _decide_items(engine, items: list[_Item], settings: Settings) -> list[Decision | BaseException]:
-    clients = {item.plan.client.id for item in items if needs_usage(item.plan)}
-    if len(clients) <= 1 or engine.dialect.name != "postgresql":
+def _decide_items(store, items: list[_Item], settings: Settings) -> list[Decision | BaseException]:
+    if len(_limited(items)) <= 1 or store.dialect != "postgresql":
         try:
-            return list(_run(engine, items, settings, lock_wait=False))
+            return list(_run(store, items, settings, lock_wait=False))
         except Exception as exc:
             return [exc] * len(items)
     try:
-        return list(_run(engine, items, settings, lock_wait=True))
-    except sa_exc.OperationalError as exc:
-        if _pgcode(exc) not in _RETRY_ONE_BY_ONE:
+        return list(_run(store, items, settings, lock_wait=True))
+    except Exception as exc:
+        if not isinstance(exc, sa_exc.DBAPIError) or _pgcode(exc) not in _RETRY_ONE_BY_ONE:
             return [exc] * len(items)
     # A lock wait too long (maybe a deadlock with an accounting group): one client per transaction.
     by_client: dict[int, list[int]] = {}
@@ -325,7 +584,7 @@ def _decide_items(engine, items: list[_Item], settings: Settings) -> list[Decisi
     for client_id in sorted(by_client):
         indexes = by_client[client_id]
         try:
-            decided = _run(engine, [items[i] for i in indexes], settings, lock_wait=False)
+            decided = _run(store, [items[i] for i in indexes], settings, lock_wait=False)
         except Exception as exc:
             decided = [exc] * len(indexes)
         for i, result in zip(indexes, decided):
@@ -333,8 +592,20 @@ def _decide_items(engine, items: list[_Item], settings: Settings) -> list[Decisi
     return results  # type: ignore[return-value]
 
 
-def reserve_batch(sessions, requests: Sequence[tuple[CallPlan, dt.datetime]],
-                  settings: Settings) -> list[Decision | BaseException]:
+def _store_for(bind):
+    """The batch store for a sessionmaker, engine or connection (a connection: SQLAlchemy path)."""
+    if isinstance(bind, sessionmaker):
+        bind = bind.kw.get("bind")
+    if isinstance(bind, Engine):
+        return _PgStore(bind) if bind.dialect.name == "postgresql" and bind.dialect.driver == "psycopg2" \
+            else _SqlStore(bind)
+    if isinstance(bind, Connection):
+        return _SqlStore(bind)
+    raise ValueError("reserve_batch needs a sessionmaker bound to an engine, an engine or a connection")
+
+
+def reserve_batch(sessions: sessionmaker[Session] | Engine | Connection, requests: Sequence[tuple[CallPlan, dt.datetime]],
+                  settings: Settings, *, store=None) -> list[Decision | BaseException]:
     """Decide capacity and money for each (plan, now), in arrival order, in as few transactions
     as correctness allows; on Accept the reservation is held. Each result is the decision or, if
     the store failed for that call, the exception (the caller answers service unavailable).
@@ -345,7 +616,13 @@ def reserve_batch(sessions, requests: Sequence[tuple[CallPlan, dt.datetime]],
     if not requests:
         return []
     items = [_item(plan, now) for plan, now in requests]
-    return _decide_items(_engine(sessions), items, settings)
+    if store is not None:
+        return _decide_items(store, items, settings)
+    store = _store_for(sessions)
+    try:
+        return _decide_items(store, items, settings)
+    finally:
+        store.close()
 
 
 def reserve_call(sessions: sessionmaker[Session], plan: CallPlan, now: dt.datetime,
@@ -361,7 +638,7 @@ def reserve_call(sessions: sessionmaker[Session], plan: CallPlan, now: dt.dateti
 # --- the batcher thread -------------------------------------------------------------------------
 
 Done = Callable[[object], None]          # called with the Accept/Reject, or the exception
-Deliver = Callable[[list[tuple[Done, object]]], None]
+Deliver = Callable[[list[tuple[object, object]]], None]
 _STOP = object()
 
 
@@ -370,10 +647,10 @@ class ReservationBatcher:
     one `reserve_batch` call: while one batch is in the store the next one gathers, so the
     number of transactions adapts to the load (one per request when idle).
 
-    `submit(plan, now, done)` may be called from any thread; results go out through
-    `deliver([(done, result), ...])` once per batch, from the batcher thread (default: call each
-    `done(result)` there). The RADIUS edge passes a `deliver` that hops to its event loop once
-    per batch rather than once per request.
+    `submit(plan, now, token)` may be called from any thread; results go out through
+    `deliver([(token, result), ...])` once per batch, from the batcher thread (default: call each
+    token, a callable, with its result there). The RADIUS edge passes a `deliver` that hops to
+    its event loop once per batch rather than once per request.
     """
 
     def __init__(self, sessions, settings: Settings, deliver: Deliver | None = None,
@@ -384,6 +661,7 @@ class ReservationBatcher:
         self._deliver = deliver or _deliver_here
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._store = None
         self.batches = 0
         self.decided = 0
 
@@ -391,8 +669,8 @@ class ReservationBatcher:
         self._thread.start()
         return self
 
-    def submit(self, plan: CallPlan, now: dt.datetime, done: Done) -> None:
-        self._queue.put((plan, now, done))
+    def submit(self, plan: CallPlan, now: dt.datetime, token) -> None:
+        self._queue.put((plan, now, token))
 
     def stop(self, timeout: float = 10.0) -> None:
         """Decide what is queued, then end the thread."""
@@ -417,18 +695,27 @@ class ReservationBatcher:
                     stopping = True
                     break
                 batch.append(entry)
-            try:
-                results = reserve_batch(self.sessions, [(plan, now) for plan, now, _ in batch], self.settings)
-            except Exception as exc:  # a bug must cost this batch, never the thread
-                results = [exc] * len(batch)
+            results = self._decide([(plan, now) for plan, now, _ in batch])
             self.batches += 1
             self.decided += len(batch)
             try:
-                self._deliver([(done, result) for (_, _, done), result in zip(batch, results)])
+                self._deliver([(token, result) for (_, _, token), result in zip(batch, results)])
             except Exception:
                 pass  # the receiver is gone (event loop closed during shutdown)
+        if self._store is not None:
+            self._store.close()
+
+    def _decide(self, requests) -> list:
+        """reserve_batch on a store (connection) kept for the next batch: no pool checkout and
+        no ping per batch; a dead connection is replaced inside reserve_batch."""
+        try:
+            if self._store is None:
+                self._store = _store_for(self.sessions)
+            return reserve_batch(self.sessions, requests, self.settings, store=self._store)
+        except Exception as exc:  # a bug must cost this batch, never the thread
+            return [exc] * len(requests)
 
 
-def _deliver_here(pairs: list[tuple[Done, object]]) -> None:
+def _deliver_here(pairs) -> None:
     for done, result in pairs:
         done(result)
