@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 from radiusd.core.decision import Reject
 from radiusd.core.facts import AuthFacts
@@ -72,6 +73,13 @@ def _caller_ip(address: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Add
         if ip.scope_id:
             ip = ipaddress.IPv6Address(int(ip))  # a zone id is local to the switch, not a network
     return ip
+
+
+@lru_cache(maxsize=65536)
+def _caller_tree_key(address: str) -> tuple[int, str] | None:
+    """(IP version, canonical text) of a caller address; cached: switches repeat their callers."""
+    ip = _caller_ip(address)
+    return None if ip is None else (ip.version, str(ip))
 
 
 def _valid_on(account: AccountInfo, nas_id: int) -> bool:
@@ -142,12 +150,13 @@ def _pick_originator(
 
 
 def _by_ip(snapshot: Snapshot, address: str | None, pick) -> list[AccountInfo]:
-    ip = _caller_ip(address)
-    if ip is None:
+    found_ip = _caller_tree_key(address) if isinstance(address, str) else None
+    if found_ip is None:
         return []
-    tree = snapshot.ip_accounts_v4 if ip.version == 4 else snapshot.ip_accounts_v6
+    version, text = found_ip
+    tree = snapshot.ip_accounts_v4 if version == 4 else snapshot.ip_accounts_v6
     try:
-        key = tree.get_key(str(ip))
+        key = tree.get_key(text)
     except (ValueError, KeyError):
         return []
     while key is not None:
