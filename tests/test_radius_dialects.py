@@ -279,3 +279,28 @@ def test_random_attribute_contents_give_facts_or_malformed_never_a_crash():
                 build()
             except MalformedRequest:
                 pass
+
+
+def test_repeated_accounting_records_give_equal_facts_and_own_copies_of_values():
+    from radiusd.radius.dialects import normalise_address, raw_values
+
+    attrs = [("Acct-Status-Type", 2), ("Acct-Session-Id", "0000ABCD"), ("Acct-Session-Time", 30),
+             ("h323-remote-address", "h323-remote-address=10.1.2.3"),
+             ("h323-setup-time", "h323-setup-time=20:24:19.703 GMT Wed Nov 25 2026"),
+             ("h323-disconnect-time", "h323-disconnect-time=20:24:49.703 XYZ Wed Nov 25 2026")]
+    first_warnings, second_warnings = [], []
+    first = acct_facts(acct_request(attrs)[1], nas(), "127.0.0.1", NOW, first_warnings)
+    _, pkt = acct_request(attrs)
+    second = acct_facts(pkt, nas(), "127.0.0.1", NOW, second_warnings)
+    assert first == second
+    assert first.caller_address == first.remote_address == "10.1.2.3"
+    assert first.setup_time == dt.datetime(2026, 11, 25, 20, 24, 19, 703000, UTC)
+    assert first_warnings == second_warnings == ["unknown time zone 'XYZ', read as UTC"]
+    values = raw_values(pkt, 44)
+    values.append(b"changed")                          # a caller's list is its own
+    assert raw_values(pkt, 44) == [b"0000ABCD"]
+    for _ in range(2):
+        assert normalise_address("[::ffff:10.1.2.3]") == "10.1.2.3"
+        assert normalise_address("10.1.2.3:5060") == "10.1.2.3"
+        assert normalise_address(" 10.1.2.3 ") == "10.1.2.3"
+        assert normalise_address("gw.example") is None

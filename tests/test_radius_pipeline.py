@@ -113,3 +113,64 @@ def test_drop_log_lines_are_rate_limited_but_counters_count_everything():
     for _ in range(30):
         server.handle_datagram(listener, data, ("127.0.0.3", 5000))
     assert dropped(server, AUTH, "unknown_nas") == 30
+
+
+class GroupWriter:
+    """Stands in for the accounting writer: keeps the records and acknowledges a whole group at
+    once from its own thread, as the real writer does after a commit."""
+
+    def __init__(self):
+        self.pending = []
+
+    def submit(self, facts, on_done):
+        self.pending.append((facts, on_done))
+
+    def commit(self, results):
+        import threading
+
+        group, self.pending = self.pending, []
+        thread = threading.Thread(target=lambda: [on_done(ok) for (_, on_done), ok in zip(group, results)])
+        thread.start()
+        thread.join()
+
+
+class CountingLoop:
+    """The real event loop, counting the wake-ups the writer thread asks for."""
+
+    def __init__(self, loop):
+        self.loop, self.wakeups = loop, 0
+
+    def call_soon_threadsafe(self, *args):
+        self.wakeups += 1
+        return self.loop.call_soon_threadsafe(*args)
+
+
+def test_a_committed_group_is_answered_with_one_wakeup_and_failures_get_no_answer():
+    import asyncio
+
+    async def scenario():
+        server, listener = make_server(require_message_authenticator=False), Listener(ACCT)
+        server.writer = GroupWriter()
+        server.loop = CountingLoop(asyncio.get_running_loop())
+        requests = [acct_request([("Acct-Status-Type", status), ("Acct-Session-Id", f"leg-{i}")], id=i)[0]
+                    for i, status in enumerate((1, 1, 2, 2))]
+        for i, data in enumerate(requests):
+            server.handle_datagram(listener, data, ("127.0.0.1", 6000 + i))
+        assert listener.transport.sent == []          # nothing is answered before it is stored
+        server.writer.commit([True, True, True, False])
+        await asyncio.sleep(0.01)
+        assert server.loop.wakeups == 1
+        answered = sorted(addr[1] for _, addr in listener.transport.sent)
+        assert answered == [6000, 6001, 6002]        # the record stored nowhere gets no answer
+        assert all(data[0] == AccountingResponse for data, _ in listener.transport.sent)
+        assert server.metrics.get("radiusd_accounting_total", status="start") == 2
+        assert server.metrics.get("radiusd_accounting_total", status="stop") == 1
+        assert dropped(server, ACCT, "not_recorded") == 1
+        # the unrecorded one is a new request when the switch retransmits it
+        server.handle_datagram(listener, requests[3], ("127.0.0.1", 6003))
+        assert len(server.writer.pending) == 1
+        server.writer.commit([True])
+        await asyncio.sleep(0.01)
+        assert server.loop.wakeups == 2 and len(listener.transport.sent) == 4
+
+    asyncio.run(scenario())

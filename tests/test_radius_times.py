@@ -48,3 +48,21 @@ def test_epoch_accepts_int_float_string_and_bytes():
     assert parse_epoch(0) == dt.datetime(1970, 1, 1, tzinfo=UTC)
     assert parse_epoch(b"1606330000.5").microsecond == 500000
     assert parse_epoch("nope") is None
+
+
+def test_repeated_times_give_equal_results_and_warn_every_time():
+    # switch times repeat within a second; the parse is cached by text, and a cached answer
+    # must still report its warning to every caller (each record logs it)
+    for _ in range(3):
+        warnings = []
+        assert parse_switch_time("14:30:25.429 XYZ Wed Jan 23 2002", warnings) == \
+            dt.datetime(2002, 1, 23, 14, 30, 25, 429000, UTC)
+        assert warnings == ["unknown time zone 'XYZ', read as UTC"]
+        warnings = []
+        assert parse_switch_time(b" 15:59:47.000 EET Sun Dec 25 2005 ", warnings) == \
+            dt.datetime(2005, 12, 25, 13, 59, 47, tzinfo=UTC)
+        assert warnings == []
+        warnings = []
+        assert parse_switch_time("not a time", warnings) is None
+        assert warnings == ["unreadable time 'not a time'"]
+    assert parse_switch_time("not a time") is None   # no warnings list: nothing to report into

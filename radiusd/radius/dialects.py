@@ -29,6 +29,7 @@ digits, `#` and `*` (so `+44 20 7123` -> `44207123`). Calling number: the same.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -201,12 +202,23 @@ class FastAcctPacket(_FastDecode, AcctPacket):
 
 # --- raw attribute access -------------------------------------------------------------------
 
+_get = OrderedDict.get
+
+
+def _raw(pkt: Packet, key) -> list[bytes] | tuple:
+    """raw_values without the copy, for reading only: the decoder stores bytes already, and
+    most attributes appear once (copying every list was ~10% of acct_facts)."""
+    values = _get(pkt, key)
+    if not values or isinstance(values, dict):
+        return ()
+    if len(values) == 1 and type(values[0]) is bytes:
+        return values
+    return [bytes(v) for v in values]
+
+
 def raw_values(pkt: Packet, key: int | tuple[int, int]) -> list[bytes]:
     """Raw octets of every instance of an attribute (by number, or (vendor, number))."""
-    values = OrderedDict.get(pkt, key)
-    if not values or isinstance(values, dict):
-        return []
-    return [bytes(v) for v in values]
+    return list(_raw(pkt, key))
 
 
 def _text(raw: bytes) -> str:
@@ -214,23 +226,28 @@ def _text(raw: bytes) -> str:
 
 
 def first_text(pkt: Packet, key) -> str | None:
-    for raw in raw_values(pkt, key):
+    for raw in _raw(pkt, key):
         text = _text(raw)
         if text:
             return text
     return None
 
 
+_UINT32 = struct.Struct("!I")
+
+
 def first_int(pkt: Packet, key) -> int | None:
-    for raw in raw_values(pkt, key):
+    for raw in _raw(pkt, key):
         if len(raw) == 4:
-            return struct.unpack("!I", raw)[0]
+            return _UINT32.unpack(raw)[0]
     return None
 
 
 def cisco_value(name: str, raw: bytes) -> str:
     """A Cisco VSA value without the `name=` prefix IOS puts in front of it."""
     text = _text(raw)
+    if "=" not in text:   # no prefix possible (the prefix ends with "=")
+        return text
     prefix = name + "="
     if text[: len(prefix)].lower() == prefix:
         return text[len(prefix):].strip()
@@ -238,7 +255,7 @@ def cisco_value(name: str, raw: bytes) -> str:
 
 
 def cisco_vsa(pkt: Packet, number: int, name: str) -> str | None:
-    for raw in raw_values(pkt, (CISCO, number)):
+    for raw in _raw(pkt, (CISCO, number)):
         value = cisco_value(name, raw)
         if value:
             return value
@@ -248,7 +265,7 @@ def cisco_vsa(pkt: Packet, number: int, name: str) -> str | None:
 def cisco_avpairs(pkt: Packet) -> dict[str, str]:
     """Cisco-AVPair `name=value` strings -> {name: value} (first occurrence wins)."""
     pairs: dict[str, str] = {}
-    for raw in raw_values(pkt, (CISCO, AVPAIR)):
+    for raw in _raw(pkt, (CISCO, AVPAIR)):
         text = _text(raw)
         name, sep, value = text.partition("=")
         if sep and name.strip():
@@ -280,6 +297,12 @@ def normalise_address(text: str | None) -> str | None:
     """An IP address as the NAS wrote it (maybe with a port or brackets) -> canonical text."""
     if not text:
         return None
+    return _normalise_address(text)
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalise_address(text: str) -> str | None:
+    # Pure and keyed by the text: the same callers/gateways repeat in every record.
     text = text.strip()
     if _DOTTED_QUAD.fullmatch(text):   # already canonical IPv4 (the usual case): no ipaddress parse
         return text
@@ -444,8 +467,8 @@ def _leg(origin: str | None) -> str:
 
 def event_time(pkt: Packet, received_at: dt.datetime, warnings: list[str] | None = None) -> dt.datetime:
     """Event-Timestamp (integer, or Kamailio's float string), else receive time - Acct-Delay-Time."""
-    for raw in raw_values(pkt, EVENT_TIMESTAMP):
-        value = parse_epoch(struct.unpack("!I", raw)[0]) if len(raw) == 4 else parse_epoch(raw)
+    for raw in _raw(pkt, EVENT_TIMESTAMP):
+        value = parse_epoch(_UINT32.unpack(raw)[0]) if len(raw) == 4 else parse_epoch(raw)
         if value is not None:
             return value
         if warnings is not None:
@@ -469,6 +492,9 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
     pairs = cisco_avpairs(pkt)
     user_name = first_text(pkt, USER_NAME)
     cause = cisco_vsa(pkt, DISCONNECT_CAUSE, "h323-disconnect-cause")
+    remote = normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address"))
+    # the usual Cisco set-up identifies the caller by h323-remote-address: read it once
+    caller = remote if nas.caller_address_source == "h323-remote-address" else caller_address(pkt, nas, source_ip)
     return AcctFacts(
         nas_id=nas.id,
         status=status,
@@ -476,8 +502,8 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         leg_key=f"{nas.id}:{session_id or ''}",
         call_id=call_id(pkt, pairs),
         leg=_leg(cisco_vsa(pkt, CALL_ORIGIN, "h323-call-origin")),
-        caller_address=caller_address(pkt, nas, source_ip),
-        remote_address=normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address")),
+        caller_address=caller,
+        remote_address=remote,
         user_name=user_name,
         calling_number=normalise_number(first_text(pkt, CALLING_STATION_ID)),
         called_number=normalise_number(first_text(pkt, CALLED_STATION_ID)),

@@ -25,7 +25,7 @@ import os
 import signal
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -236,6 +236,10 @@ class RadiusServer:
         self._reload = asyncio.Event()
         self._stopping = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Accounting acknowledgements from the writer thread wait here; the first of a burst
+        # wakes the loop once (one self-pipe write per committed group, not one per record).
+        self._acks: deque = deque()
+        self._acks_scheduled = False
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -625,14 +629,18 @@ class RadiusServer:
         if self.writer is None:
             self.caches[ACCT].forget(key, pkt.authenticator)
             return self._drop(ACCT, "not_recorded", source, nas, detail="no accounting writer")
-        loop = self.loop
         started = time.perf_counter()
+        request = (listener, addr, key, pkt, nas, source, facts, started)
+        acks = self._acks
 
         def on_done(ok: bool) -> None:  # called from the writer thread
-            try:
-                loop.call_soon_threadsafe(self._accounted, listener, addr, key, pkt, nas, source, facts, ok, started)
-            except RuntimeError:
-                pass  # loop closed during shutdown: no answer, the NAS retransmits to the next run
+            acks.append((request, ok))
+            if not self._acks_scheduled:
+                self._acks_scheduled = True
+                try:
+                    self.loop.call_soon_threadsafe(self._drain_acks)
+                except RuntimeError:
+                    pass  # loop closed during shutdown: no answer, the NAS retransmits to the next run
 
         try:
             self.writer.submit(facts, on_done)
@@ -641,12 +649,35 @@ class RadiusServer:
             self.metrics.inc("radiusd_store_errors_total", operation="accounting")
             return self._drop(ACCT, "not_recorded", source, nas, detail=exc.__class__.__name__)
 
-    def _accounted(self, listener, addr, key, pkt, nas, source, facts, ok: bool, started: float) -> None:
+    def _drain_acks(self) -> None:
+        """Answer every acknowledged Accounting-Request waiting in `_acks` (a group's worth)."""
+        # Reset before draining: an ack appended after this point either is drained below or
+        # schedules the next call (at worst one extra, empty drain).
+        self._acks_scheduled = False
+        acks = self._acks
+        done = []
+        while acks:
+            done.append(acks.popleft())
+        # Count before answering, so a switch that sees its answer also sees it in /metrics.
+        recorded: dict[str, int] = {}
+        for request, ok in done:
+            if ok:
+                status = request[6].status
+                recorded[status] = recorded.get(status, 0) + 1
+        for status, count in recorded.items():
+            self.metrics.inc("radiusd_accounting_total", count, status=status)
+        for request, ok in done:
+            try:
+                self._accounted(*request, ok)
+            except Exception:
+                self.log.exception("packet.internal_error", port=ACCT, source=request[5])
+
+    def _accounted(self, listener, addr, key, pkt, nas, source, facts, started: float, ok: bool) -> None:
+        """Answer one acknowledged request (radiusd_accounting_total is counted by the caller)."""
         if not ok:
             self.caches[ACCT].forget(key, pkt.authenticator)
             self.metrics.inc("radiusd_store_errors_total", operation="accounting")
             return self._drop(ACCT, "not_recorded", source, nas, status=facts.status, leg_key=facts.leg_key)
-        self.metrics.inc("radiusd_accounting_total", status=facts.status)
         self.log.info(
             "accounting.recorded", nas=nas.name, source=source, status=facts.status, leg_key=facts.leg_key,
             call_id=facts.call_id, leg=facts.leg, latency_ms=round((time.perf_counter() - started) * 1000, 2),
