@@ -84,3 +84,31 @@ def charge_leg(
         return LegCharge(table, rate, 0, ZERO, currency)
     billed, cost = call_cost(duration, rate)
     return LegCharge(table, rate, billed, cost, currency)
+
+
+# --- how Start and Interim-Update move an open leg (shared by the per-record and the group path)
+
+def start_times(facts, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """(started_at, last_seen_at) of a leg opened by its Start."""
+    started = facts.connect_time or facts.event_time or now
+    return started, facts.event_time or started
+
+
+def interim_progress(facts, now: dt.datetime, started_at: dt.datetime | None,
+                     last_seen_at: dt.datetime, session_seconds: int | None) -> tuple[dt.datetime, int]:
+    """(last_seen_at, session_seconds) of an open leg after an Interim-Update.
+
+    max(): a late (replayed, reordered) Interim never moves a call backwards.
+    """
+    seen = facts.event_time or now
+    seconds = facts.session_time
+    if seconds is None and started_at is not None:
+        seconds = max(0, int((seen - started_at).total_seconds()))
+    return max(last_seen_at, seen), max(session_seconds or 0, seconds or 0)
+
+
+def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, int]:
+    """(started_at, last_seen_at, session_seconds) of a leg first seen by an Interim (its Start was lost)."""
+    seen = facts.event_time or now
+    seconds = max(0, facts.session_time or 0)
+    return facts.connect_time or (seen - dt.timedelta(seconds=seconds)), seen, seconds

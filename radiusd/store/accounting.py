@@ -55,6 +55,7 @@ import structlog
 from sqlalchemy import bindparam, delete, insert, or_, select, text
 from sqlalchemy.orm import Session
 
+from radiusd.core import legs
 from radiusd.core.causes import describe
 from radiusd.core.facts import AcctFacts
 from radiusd.core.legs import LegCharge, charge_leg, leg_duration, strip_tech_prefix
@@ -355,25 +356,19 @@ def _start(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.datet
         return Outcome("ignored", detail="start after stop")
     if _open_row(session, facts.leg_key) is not None:
         return Outcome("duplicate")
-    at = facts.connect_time or facts.event_time or now
-    return _open(session, facts, snapshot, now, started_at=at, seen_at=facts.event_time or at, session_seconds=0)
+    started, seen = legs.start_times(facts, now)
+    return _open(session, facts, snapshot, now, started_at=started, seen_at=seen, session_seconds=0)
 
 
 def _interim(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.datetime) -> Outcome:
     if _cdr_exists(session, facts.leg_key):
         return Outcome("ignored", detail="interim after stop")
-    seen = facts.event_time or now
     row = _open_row(session, facts.leg_key)
     if row is not None:
-        seconds = facts.session_time
-        if seconds is None and row.started_at is not None:
-            seconds = max(0, int((seen - row.started_at).total_seconds()))
-        # max(): a late (replayed, reordered) Interim never moves a call backwards
-        row.last_seen_at = max(row.last_seen_at, seen)
-        row.session_seconds = max(row.session_seconds or 0, seconds or 0)
+        row.last_seen_at, row.session_seconds = legs.interim_progress(
+            facts, now, row.started_at, row.last_seen_at, row.session_seconds)
         return Outcome("updated")
-    seconds = max(0, facts.session_time or 0)
-    started = facts.connect_time or (seen - dt.timedelta(seconds=seconds))
+    started, seen, seconds = legs.interim_opening(facts, now)
     return _open(session, facts, snapshot, now, started_at=started, seen_at=seen, session_seconds=seconds)
 
 

@@ -48,6 +48,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
+from radiusd.core import legs
 from radiusd.core.causes import describe
 from radiusd.core.facts import AcctFacts
 from radiusd.core.legs import charge_leg, leg_duration, strip_tech_prefix
@@ -758,24 +759,19 @@ class _Group:
     def _start(self, facts: AcctFacts) -> None:
         if facts.leg_key in self.done or self.rows.get(facts.leg_key) is not None:
             return  # start after stop / repeated start
-        at = facts.connect_time or facts.event_time or self.now
-        self._open(facts, started_at=at, seen_at=facts.event_time or at, session_seconds=0)
+        started, seen = legs.start_times(facts, self.now)
+        self._open(facts, started_at=started, seen_at=seen, session_seconds=0)
 
     def _interim(self, facts: AcctFacts) -> None:
         if facts.leg_key in self.done:
             return  # interim after stop
-        seen = facts.event_time or self.now
         row = self.rows.get(facts.leg_key)
         if row is not None:
-            seconds = facts.session_time
-            if seconds is None and row.started_at is not None:
-                seconds = max(0, int((seen - row.started_at).total_seconds()))
-            row.last_seen_at = max(row.last_seen_at, seen)
-            row.session_seconds = max(row.session_seconds or 0, seconds or 0)
+            row.last_seen_at, row.session_seconds = legs.interim_progress(
+                facts, self.now, row.started_at, row.last_seen_at, row.session_seconds)
             row.dirty = True
             return
-        seconds = max(0, facts.session_time or 0)
-        started = facts.connect_time or (seen - dt.timedelta(seconds=seconds))
+        started, seen, seconds = legs.interim_opening(facts, self.now)
         self._open(facts, started_at=started, seen_at=seen, session_seconds=seconds)
 
     def _open(self, facts: AcctFacts, started_at: dt.datetime, seen_at: dt.datetime, session_seconds: int) -> None:
