@@ -11,15 +11,16 @@ class UserError(ValueError):
     """Input the user can correct. The message names the field and the value."""
 
 
-def _plain(value):
+def plain(value):
+    """A JSON-friendly copy: Decimal as exact text, datetimes as ISO-8601, containers as lists/dicts."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 
@@ -27,7 +28,7 @@ def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = Non
     """Print one record (dict) or a list of records as a table or as JSON."""
     out = out or sys.stdout
     if as_json:
-        json.dump(_plain(rows), out, indent=2, sort_keys=False)
+        json.dump(plain(rows), out, indent=2, sort_keys=False)
         out.write("\n")
         return
     if isinstance(rows, dict):
@@ -47,7 +48,7 @@ def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = Non
 
 
 def _cell(value) -> str:
-    value = _plain(value)
+    value = plain(value)
     if value is None:
         return "-"
     if isinstance(value, bool):

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radiusd.admin import fields as F
+from radiusd.cli_output import plain  # noqa: F401  (audit.plain: the same JSON-friendly form)
 from radiusd.db import bump_store_version
 from radiusd.models import AuditEntry
 
@@ -24,19 +24,6 @@ CONTEXTS = ("cli", "seed", "api")
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def plain(value):
-    """A JSON-friendly copy: Decimal as text (exact), datetimes as ISO-8601."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
 
 
 def redact(record: dict) -> dict:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
+from radiusd.admin import audit
 from radiusd.cli_output import UserError, actor_from_args, common_options, emit, settings_from_args
-from radiusd.models import Account, ActiveCall, AuditEntry, Cdr, Client, Nas
+from radiusd.models import Account, ActiveCall, Cdr, Client, Nas
 
 CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "caller", "called", "started_at",
                 "last_seen_at", "session_seconds", "expires_at", "max_duration"]
@@ -49,6 +49,16 @@ def _open(args):
 
     settings = settings_from_args(args)
     return open_store_from_args(args, create=settings.database_url.startswith("sqlite"))
+
+
+def _owned_by(session, stmt, model, args):
+    """Narrow a calls/CDR query to the --account, --client and --nas given by name."""
+    for option, owner, column in (("account", Account, model.account_id), ("client", Client, model.client_id),
+                                  ("nas", Nas, model.nas_id)):
+        owner_id = _lookup(session, owner, getattr(args, option), option)
+        if owner_id is not None:
+            stmt = stmt.where(column == owner_id)
+    return stmt
 
 
 def _lookup(session, model, name: str | None, field: str) -> int | None:
@@ -102,15 +112,7 @@ def calls_list(args) -> int:
     try:
         with sessions() as session:
             stmt = _named(ActiveCall).order_by(ActiveCall.id)
-            account_id = _lookup(session, Account, args.account, "account")
-            client_id = _lookup(session, Client, args.client, "client")
-            nas_id = _lookup(session, Nas, args.nas, "nas")
-            if account_id is not None:
-                stmt = stmt.where(ActiveCall.account_id == account_id)
-            if client_id is not None:
-                stmt = stmt.where(ActiveCall.client_id == client_id)
-            if nas_id is not None:
-                stmt = stmt.where(ActiveCall.nas_id == nas_id)
+            stmt = _owned_by(session, stmt, ActiveCall, args)
             rows = [_row(call, CALL_COLUMNS, n, a, c) for call, n, a, c in session.execute(stmt).all()]
     finally:
         engine.dispose()
@@ -142,11 +144,9 @@ def calls_remove(args) -> int:
                 charge = close_row(session, row, StoreCatalog(session), now, seconds, MANUAL)
                 result = {"id": call_id, "removed": "call", "duration": seconds,
                           "cost": charge.cost if charge else None}
-            session.add(AuditEntry(
-                at=now, object_type="call", object_id=call_id, object_name=before["call_id"][:200],
-                action="remove", actor=actor_from_args(args), context="cli",
-                changes=json.dumps({k: [v, None] for k, v in before.items()}, default=str),
-            ))
+            audit.record(session, object_type="call", object_id=call_id, object_name=before["call_id"][:200],
+                         action="remove", actor=actor_from_args(args), context="cli",
+                         changes={k: [v, None] for k, v in before.items()})
     finally:
         engine.dispose()
     emit(result, getattr(args, "json", False))
@@ -165,15 +165,7 @@ def cdr_list_command(args) -> int:
     try:
         with sessions() as session:
             stmt = _named(Cdr).order_by(Cdr.disconnect_time.desc(), Cdr.id.desc()).limit(limit)
-            account_id = _lookup(session, Account, args.account, "account")
-            client_id = _lookup(session, Client, args.client, "client")
-            nas_id = _lookup(session, Nas, args.nas, "nas")
-            if account_id is not None:
-                stmt = stmt.where(Cdr.account_id == account_id)
-            if client_id is not None:
-                stmt = stmt.where(Cdr.client_id == client_id)
-            if nas_id is not None:
-                stmt = stmt.where(Cdr.nas_id == nas_id)
+            stmt = _owned_by(session, stmt, Cdr, args)
             if args.call_id:
                 stmt = stmt.where(Cdr.call_id == args.call_id)
             if since is not None:
