@@ -54,12 +54,10 @@ def create_schema(engine: Engine) -> None:
 
 
 def bump_store_version(session: Session) -> None:
-    """Tell running servers that admin data changed (they poll this counter; PG also NOTIFYs)."""
+    """Tell running servers that admin data changed: they poll this counter (works on SQLite too)."""
     session.execute(
         StoreVersion.__table__.update().where(StoreVersion.id == 1).values(version=StoreVersion.version + 1)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection().exec_driver_sql("NOTIFY radiusd_changes")
 
 
 def current_store_version(session: Session) -> int:

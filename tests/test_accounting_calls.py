@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept, Reject
-from radiusd.models import Cdr, Client
+from radiusd.models import Cdr
 from radiusd.store.capacity import reserve_call
 from radiusd.store.sweeper import sweep
 from test_accounting_support import (

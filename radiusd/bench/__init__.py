@@ -5,4 +5,3 @@ Request Authenticator, the PAP password and the Message-Authenticator are comput
 generator's own CPU stays small next to the server's. One process drives a window of
 outstanding requests (or a target rate) over several UDP sockets.
 """
-from radiusd.bench.stats import percentile  # noqa: F401
