@@ -12,7 +12,7 @@ import os
 import sys
 
 from radiusd.config import ConfigError
-from radiusd.cli_output import UserError
+from radiusd.errors import UserError
 
 # module path -> each defines register(subparsers) adding commands with set_defaults(func=...)
 COMMAND_MODULES = (

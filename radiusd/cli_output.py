@@ -6,9 +6,7 @@ import json
 import sys
 from decimal import Decimal
 
-
-class UserError(ValueError):
-    """Input the user can correct. The message names the field and the value."""
+from radiusd.errors import UserError  # noqa: F401  (the CLI catches it)
 
 
 def plain(value):

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from decimal import Decimal, InvalidOperation
 
-from radiusd.cli_output import UserError  # noqa: F401  (re-exported: F.UserError)
+from radiusd.errors import UserError  # noqa: F401  (re-exported: F.UserError)
 from radiusd.models import MONEY_SCALE
 
 NONE_WORDS = ("", "none", "null", "-")

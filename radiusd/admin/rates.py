@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from radiusd.admin import audit
 from radiusd.admin import fields as F
 from radiusd.admin.refs import find
-from radiusd.cli_output import UserError
+from radiusd.errors import UserError
 from radiusd.models import Client, Rate, RateTable
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
-from radiusd.cli_output import UserError
+from radiusd.errors import UserError
 from radiusd.models import Base, Money, UTCDateTime
 
 _TOKEN = re.compile(r"""
