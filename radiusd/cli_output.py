@@ -6,19 +6,21 @@ import json
 import sys
 from decimal import Decimal
 
+from radiusd.admin import fields as F
 from radiusd.errors import UserError  # noqa: F401  (the CLI catches it)
 
 
-def plain(value):
-    """A JSON-friendly copy: Decimal as exact text, datetimes as ISO-8601, containers as lists/dicts."""
+def plain(value, key: str | None = None):
+    """A JSON-friendly copy: money as text in its one format (an amount, or a rate when `key` is a
+    rate field: admin.fields.amount_text / rate_text), datetimes as ISO-8601, containers as lists/dicts."""
     if isinstance(value, Decimal):
-        return str(value)
+        return F.rate_text(value) if key in F.RATE_FIELDS else F.amount_text(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v) for v in value]
+        return [plain(v, key) for v in value]
     if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
+        return {k: plain(v, k) for k, v in value.items()}
     return value
 
 
@@ -32,17 +34,29 @@ def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = Non
     if isinstance(rows, dict):
         width = max((len(k) for k in rows), default=0)
         for key, value in rows.items():
-            out.write(f"{key:<{width}}  {_cell(value)}\n")
+            out.write(f"{key:<{width}}  {_cell(plain(value, key))}\n")
         return
     if not rows:
         out.write("(none)\n")
         return
     columns = columns or list(rows[0].keys())
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[_cell(plain(r.get(c), c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     out.write("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip() + "\n")
     for row in cells:
         out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+
+
+def emit_page(rows: list[dict], total: int, as_json: bool, columns: list[str] | None = None, out=None,
+              err=None) -> None:
+    """A list cut at --limit: JSON `{"total": M, "rows": [...]}`; a table, and when rows are left
+    out, a line on stderr saying so (stdout stays the rows alone, fit for a pipe)."""
+    if as_json:
+        emit({"total": total, "rows": rows}, True, out=out)
+    else:
+        emit(rows, False, columns, out=out)
+    if len(rows) < total:
+        print(f"showing {len(rows)} of {total}; use --limit {total} to see them all", file=err or sys.stderr)
 
 
 def _cell(value) -> str:
@@ -95,16 +109,16 @@ def first_line(exc: Exception) -> str:
 
 def safe_url(url: str) -> str:
     """A store URL fit to print: the password hidden."""
-    from sqlalchemy.engine import make_url
+    from radiusd.db import redacted_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable URL)"
+    return redacted_url(url)
 
 
-def open_store_from_args(args, create: bool = True):
-    """(settings, engine, sessions) for a command; an unreachable store is a UserError, not a traceback."""
+def open_store_from_args(args, create: bool = False):
+    """(settings, engine, sessions) for a command; an unreachable or missing store is a UserError.
+
+    Only `db init` (and the demo) create a store: every other command wants one that exists.
+    """
     from sqlalchemy.exc import DBAPIError
 
     from radiusd.db import open_store

@@ -1,11 +1,33 @@
 """Engine and session factory for the store (PostgreSQL in production, SQLite embedded)."""
 from __future__ import annotations
 
-from sqlalchemy import create_engine, event, select
+import os
+import re
+
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from radiusd.errors import UserError
 from radiusd.models import Base, StoreVersion
+
+# the URL schemes we run on: the embedded SQLite file and PostgreSQL through psycopg2
+_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg2")
+
+
+def redacted_url(url: str) -> str:
+    """A store URL fit to print: the password hidden (also in multi-host and ?password= forms)."""
+    text = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", str(url))
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", text)
+
+
+def check_url(url: str) -> str:
+    """The URL itself, or a UserError when its scheme is not one we run on."""
+    scheme = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
+    if scheme not in _SCHEMES:
+        raise UserError(f"database_url: expected a sqlite or postgresql URL, e.g. sqlite:///radiusd.sqlite3 "
+                        f"or postgresql://user:pass@host/db ({redacted_url(url)})")
+    return url
 
 
 def normalise_url(url: str) -> str:
@@ -15,9 +37,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file an SQLite URL names; None for other stores and for in-memory SQLite."""
+    if not str(url).startswith("sqlite"):
+        return None
+    path = str(url).split("://", 1)[1].split("?", 1)[0]
+    path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db -> rel.db, sqlite:////abs -> /abs
+    return None if path in ("", ":memory:") else path
+
+
+def require_store(engine: Engine, url: str) -> None:
+    """A UserError naming the URL unless the store exists with our schema (nothing is created)."""
+    if not inspect(engine).has_table(StoreVersion.__tablename__):
+        raise UserError(f"database_url: no radiusd store here; create it with `radiusd db init` "
+                        f"({redacted_url(url)})")
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     """An engine configured for our use of each backend."""
-    url = normalise_url(url)
+    url = normalise_url(check_url(url))
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
@@ -65,8 +103,24 @@ def current_store_version(session: Session) -> int:
 
 
 def open_store(database_url: str, create: bool = True):
-    """(engine, sessionmaker) for a store URL; creates the schema when asked (embedded default)."""
+    """(engine, sessionmaker) for a store URL.
+
+    create=True makes the schema (idempotent: `db init`, the demo); create=False wants an existing
+    store and is a UserError naming the URL otherwise, so a typo never leaves an empty store behind
+    (an SQLite file would be created by merely connecting, hence the file check first).
+    """
+    check_url(database_url)
+    path = sqlite_file(database_url)
+    if not create and path is not None and not os.path.exists(path):
+        raise UserError(f"database_url: no such store (file {path} does not exist); create it with "
+                        f"`radiusd db init` ({redacted_url(database_url)})")
     engine = make_engine(database_url)
     if create:
         create_schema(engine)
+    else:
+        try:
+            require_store(engine, database_url)
+        except BaseException:
+            engine.dispose()
+            raise
     return engine, make_sessionmaker(engine)

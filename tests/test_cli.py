@@ -13,6 +13,9 @@ def test_output_cut_short_by_head_is_not_an_error(sqlite_url, tmp_path):
     rows = ",\n".join(f"({i}, 'client number {i:05d} with a fairly long name', 0.00, 0.00)" for i in range(1, 2501))
     seed_file = tmp_path / "many.sql"
     seed_file.write_text(f"INSERT INTO clients (id, name, balance, credit_limit) VALUES\n{rows};\n")
+    init = subprocess.run([sys.executable, "-m", "radiusd", "db", "init", "--database-url", sqlite_url],
+                          capture_output=True, text=True, timeout=60)
+    assert init.returncode == 0, init.stderr
     seed = subprocess.run([sys.executable, "-m", "radiusd", "seed", "load", str(seed_file),
                            "--database-url", sqlite_url], capture_output=True, text=True, timeout=60)
     assert seed.returncode == 0, seed.stderr

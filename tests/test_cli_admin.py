@@ -62,7 +62,9 @@ class Cli:
 
 @pytest.fixture
 def cli(store_url, capsys, monkeypatch):
-    return Cli(store_url, capsys, monkeypatch)
+    cli = Cli(store_url, capsys, monkeypatch)
+    cli.ok("db", "init")  # the one command that creates a store
+    return cli
 
 
 @pytest.fixture
@@ -114,7 +116,7 @@ def test_every_change_is_audited_and_no_secret_is_ever_printed(demo_cli, tmp_pat
         cli.ok(*command)
         cli.json(*command)
 
-    entries = cli.json("audit", "list")
+    entries = cli.json("audit", "list")["rows"]
     done = [(e["object_type"], e["object_name"], e["action"]) for e in entries]
     assert done == [
         ("seed", "demo.sql", "import"),
@@ -213,7 +215,7 @@ def test_deactivate_keeps_the_account_delete_refunds_it(demo_cli):
     assert cli.json("client", "show", "Acme Telecom")["balance"] == "101.583333"
     code, out, err = cli("account", "show", "acme-gw")
     _one_line_error(code, out, err, "account", "(acme-gw)")
-    deletion = cli.json("audit", "list", "--object-type", "account", "--object-id", "1")[-1]
+    deletion = cli.json("audit", "list", "--object-type", "account", "--object-id", "1")["rows"][-1]
     assert deletion["action"] == "delete" and deletion["changes"]["refunded"] == [None, "1.583333"]
     assert deletion["changes"]["ips"] == [["10.1.2.0/24", "192.0.2.10/32"], None]
     out = cli.ok("account", "delete", "beta-gw", "--yes")

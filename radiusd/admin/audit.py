@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from radiusd.admin import fields as F
@@ -42,14 +42,14 @@ def diff(before: dict | None, after: dict | None) -> dict:
     changes: dict = {}
     for key in list(before) + [k for k in after if k not in before]:
         old, new = before.get(key), after.get(key)
-        if key in before and key in after and plain(old) == plain(new):
+        if key in before and key in after and plain(old, key) == plain(new, key):
             continue
         if key in SECRET_FIELDS:
             old_shown = REDACTED if old else None
             new_shown = (CHANGED if old else REDACTED) if new else None
             changes[key] = [old_shown, new_shown]
         else:
-            changes[key] = [plain(old), plain(new)]
+            changes[key] = [plain(old, key), plain(new, key)]
     return changes
 
 
@@ -80,7 +80,23 @@ def entry_record(entry: AuditEntry) -> dict:
 def list_entries(session: Session, *, object_type: str | None = None, object_id=None, actor: str | None = None,
                  since=None, until=None, limit: int | None = None) -> list[dict]:
     """Audit entries, oldest first; `since` inclusive, `until` exclusive; `limit` keeps the newest."""
-    query = select(AuditEntry)
+    query = _filtered(select(AuditEntry), object_type, object_id, actor, since, until)
+    query = query.order_by(AuditEntry.id.desc())
+    if limit is not None:
+        query = query.limit(F.integer("limit", limit, minimum=1))
+    entries = list(session.scalars(query))
+    entries.reverse()
+    return [entry_record(e) for e in entries]
+
+
+def count_entries(session: Session, *, object_type: str | None = None, object_id=None, actor: str | None = None,
+                  since=None, until=None) -> int:
+    """How many entries list_entries would give without a limit."""
+    query = _filtered(select(func.count()).select_from(AuditEntry), object_type, object_id, actor, since, until)
+    return session.scalar(query) or 0
+
+
+def _filtered(query, object_type, object_id, actor, since, until):
     if object_type:
         query = query.where(AuditEntry.object_type == object_type)
     if object_id is not None:
@@ -91,9 +107,4 @@ def list_entries(session: Session, *, object_type: str | None = None, object_id=
         query = query.where(AuditEntry.at >= F.timestamp("since", since))
     if until is not None:
         query = query.where(AuditEntry.at < F.timestamp("until", until))
-    query = query.order_by(AuditEntry.id.desc())
-    if limit is not None:
-        query = query.limit(F.integer("limit", limit, minimum=1))
-    entries = list(session.scalars(query))
-    entries.reverse()
-    return [entry_record(e) for e in entries]
+    return query

@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
 from radiusd.cli_output import (
-    UserError, actor_from_args, common_options, emit, first_line, open_store_from_args, safe_url, settings_from_args,
+    UserError, actor_from_args, common_options, emit, emit_page, first_line, open_store_from_args, safe_url,
+    settings_from_args,
 )
 from radiusd.db import current_store_version
 
@@ -23,9 +24,9 @@ CONTEXT = "cli"
 
 # ---------------------------------------------------------------- plumbing
 
-def _in_transaction(args, work):
+def _in_transaction(args, work, *, create: bool = False):
     """Open the store, run work(session) in one transaction, close the store."""
-    settings, engine, sessions = open_store_from_args(args)
+    settings, engine, sessions = open_store_from_args(args, create=create)
     url = settings.database_url
     try:
         with sessions.begin() as session:
@@ -79,7 +80,7 @@ def _db_init(args) -> int:
     def work(session):
         return {"database": safe_url(url), "store_version": current_store_version(session)}
 
-    result = _in_transaction(args, work)
+    result = _in_transaction(args, work, create=True)
     if _json(args):
         emit(result, True)
     else:
@@ -450,11 +451,12 @@ def _routing_rule_add(args) -> int:
 # ---------------------------------------------------------------- audit
 
 def _audit_list(args) -> int:
-    rows = _in_transaction(args, lambda s: audit.list_entries(
-        s, object_type=args.object_type, object_id=args.object_id, actor=args.by, since=args.since,
-        until=args.until, limit=args.limit))
-    emit(rows, _json(args), ["id", "at", "actor", "context", "action", "object_type", "object_id", "object_name",
-                             "changes"])
+    filters = dict(object_type=args.object_type, object_id=args.object_id, actor=args.by, since=args.since,
+                   until=args.until)
+    rows, total = _in_transaction(args, lambda s: (audit.list_entries(s, **filters, limit=args.limit),
+                                                   audit.count_entries(s, **filters)))
+    emit_page(rows, total, _json(args), ["id", "at", "actor", "context", "action", "object_type", "object_id",
+                                         "object_name", "changes"])
     return 0
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import aliased
 
 from radiusd.admin import audit
-from radiusd.cli_output import UserError, actor_from_args, common_options, emit, settings_from_args
+from radiusd.cli_output import UserError, actor_from_args, common_options, emit, emit_page
 from radiusd.models import Account, ActiveCall, Cdr, Client, Nas
 
 CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "caller", "called", "started_at",
@@ -37,18 +37,18 @@ def register(subparsers) -> None:
     cdr_list.add_argument("--account", help="account name")
     cdr_list.add_argument("--client", help="client name")
     cdr_list.add_argument("--nas", help="NAS name")
-    cdr_list.add_argument("--call-id", help="call id (h323-conf-id / SIP Call-ID): all legs of one call")
+    cdr_list.add_argument("--call-id", help="call id (h323-conf-id / SIP Call-ID): all legs of one call; "
+                          "the first word of an h323-conf-id is enough (3D3C5E4A)")
     cdr_list.add_argument("--since", help="disconnect time from (ISO-8601; UTC if no offset)")
     cdr_list.add_argument("--until", help="disconnect time before (ISO-8601; UTC if no offset)")
-    cdr_list.add_argument("--limit", default="100", help="at most this many rows (default 100)")
+    cdr_list.add_argument("--limit", default="100", help="at most this many rows, the newest (default 100)")
     cdr_list.set_defaults(func=cdr_list_command)
 
 
 def _open(args):
     from radiusd.cli_output import open_store_from_args
 
-    settings = settings_from_args(args)
-    return open_store_from_args(args, create=settings.database_url.startswith("sqlite"))
+    return open_store_from_args(args)
 
 
 def _owned_by(session, stmt, model, args):
@@ -164,18 +164,36 @@ def cdr_list_command(args) -> int:
     _settings, engine, sessions = _open(args)
     try:
         with sessions() as session:
-            stmt = _named(Cdr).order_by(Cdr.disconnect_time.desc(), Cdr.id.desc()).limit(limit)
-            stmt = _owned_by(session, stmt, Cdr, args)
-            if args.call_id:
-                stmt = stmt.where(Cdr.call_id == args.call_id)
-            if since is not None:
-                stmt = stmt.where(Cdr.disconnect_time >= since)
-            if until is not None:
-                stmt = stmt.where(Cdr.disconnect_time < until)
+            def narrow(stmt):
+                stmt = _owned_by(session, stmt, Cdr, args)
+                if args.call_id:
+                    stmt = stmt.where(_call_id_matches(args.call_id))
+                if since is not None:
+                    stmt = stmt.where(Cdr.disconnect_time >= since)
+                if until is not None:
+                    stmt = stmt.where(Cdr.disconnect_time < until)
+                return stmt
+
+            stmt = narrow(_named(Cdr)).order_by(Cdr.disconnect_time.desc(), Cdr.id.desc()).limit(limit)
+            total = session.scalar(narrow(select(func.count()).select_from(Cdr)))
             columns = CDR_COLUMNS if not getattr(args, "json", False) else CDR_COLUMNS + [
                 "leg_key", "acct_session_id", "tech_prefix", "remote_address", "setup_time", "rate_table_id"]
             rows = [_row(cdr, columns, n, a, c) for cdr, n, a, c in session.execute(stmt).all()]
     finally:
         engine.dispose()
-    emit(rows, getattr(args, "json", False), columns)
+    emit_page(rows, total, getattr(args, "json", False), columns)
     return 0
+
+
+def _call_id_matches(given: str):
+    """The legs of one call: its call id as stored, or as an operator copies it from a Cisco log.
+
+    h323-conf-ids are stored as four upper-case hex words (radius.dialects.normalise_conf_id), so
+    the conf-id in any case and spacing matches, and so does its first word alone (`3D3C5E4A`).
+    """
+    text = " ".join(given.split())
+    wanted = {given, text, text.upper()}
+    match = Cdr.call_id.in_(sorted(wanted))
+    if text and " " not in text:
+        match = or_(match, Cdr.call_id.startswith(text.upper() + " ", autoescape=True))
+    return match

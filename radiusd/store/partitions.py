@@ -188,7 +188,7 @@ def cmd_db_partitions(args) -> int:
         raise UserError(f"months-ahead: not a whole number ({args.months_ahead!r})") from None
     if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
         raise UserError(f"months-ahead: must be 0 to {MAX_MONTHS_AHEAD} ({months_ahead})")
-    _settings, engine, _sessions = open_store_from_args(args)
+    _settings, engine, _sessions = open_store_from_args(args, create=True)  # a `db` command: may create the schema
     try:
         if engine.dialect.name != "postgresql":
             report, in_default = PartitionReport(partitioned=False), None
