@@ -82,7 +82,7 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
         with engine.begin() as conn:
             # NAS on loopback with the benchmark's secret (kept if already there)
             known = set(conn.scalars(select(Nas.address)))
-            nas_rows = [dict(name=f"bench-{i}", address=a, secret=secret, require_message_authenticator=True,
+            nas_rows = [dict(name=f"bench-{i}", address=a, secret=secret, message_authenticator="yes",
                              dialect="cisco", caller_address_source="h323-remote-address", notes="benchmark")
                         for i, a in enumerate(nas_addresses) if a not in known]
             if nas_rows:

@@ -35,6 +35,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from radiusd.core.message_authenticator import POLICIES as MESSAGE_AUTHENTICATOR_POLICIES
+
 MONEY_SCALE = 6
 _MICRO = Decimal(10) ** MONEY_SCALE
 
@@ -186,7 +188,10 @@ class Client(Base):
     """A carrier customer or vendor: holds the money and the client-level limits."""
 
     __tablename__ = "clients"
-    __table_args__ = (CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity_not_negative"),)
+    __table_args__ = (
+        CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity_not_negative"),
+        CheckConstraint("max_call_duration IS NULL OR max_call_duration > 0", name="max_call_duration_positive"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
@@ -199,6 +204,9 @@ class Client(Base):
     term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
     routing_plan_id: Mapped[int | None] = mapped_column(ForeignKey("routing_plans.id", ondelete="SET NULL"))
     capacity: Mapped[int | None] = mapped_column(Integer)  # NULL = no client-level limit
+    # Longest call answered for this client, seconds; NULL = no limit at this level. The Accept
+    # answers the smallest of account, client and [limits] max_call_duration (core/authorize).
+    max_call_duration: Mapped[int | None] = mapped_column(Integer)
     notes: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
@@ -213,12 +221,18 @@ class Nas(Base):
     __table_args__ = (
         CheckConstraint(_in("dialect", DIALECTS), name="dialect_known"),
         CheckConstraint(_in("caller_address_source", CALLER_ADDRESS_SOURCES), name="caller_source_known"),
+        CheckConstraint(_in("message_authenticator", MESSAGE_AUTHENTICATOR_POLICIES),
+                        name="message_authenticator_policy_known"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     address: Mapped[str] = mapped_column(String(64), unique=True)  # normalised CIDR, e.g. 10.0.0.1/32
     secret: Mapped[str] = mapped_column(String(256))
-    require_message_authenticator: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # Access-Requests: yes | no | auto (radiusd.core.message_authenticator). Under auto the first
+    # valid Message-Authenticator seen from the NAS is recorded in message_authenticator_seen_at
+    # (written once, by the server) and from then on it is required.
+    message_authenticator: Mapped[str] = mapped_column(String(4), server_default="auto")
+    message_authenticator_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     dialect: Mapped[str] = mapped_column(String(16), server_default="cisco")
     caller_address_source: Mapped[str] = mapped_column(String(32), server_default="h323-remote-address")
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
@@ -245,6 +259,7 @@ class Account(Base):
         CheckConstraint("term_port IS NULL OR (term_port BETWEEN 1 AND 65535)", name="term_port_range"),
         CheckConstraint("term_protocol IS NULL OR " + _in("term_protocol", PROTOCOLS), name="term_protocol_known"),
         CheckConstraint("ident_by <> 'ani' OR ani IS NOT NULL", name="ani_account_has_ani"),
+        CheckConstraint("max_call_duration IS NULL OR max_call_duration > 0", name="max_call_duration_positive"),
         Index(
             "uq_accounts_ani_identity", "ani", "tech_prefix", unique=True,
             postgresql_where=text("ident_by = 'ani'"), sqlite_where=text("ident_by = 'ani'"),
@@ -260,6 +275,8 @@ class Account(Base):
     password: Mapped[str | None] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     notes: Mapped[str] = mapped_column(Text, server_default="")
+    # Longest call answered for this account, seconds; NULL = no limit at this level.
+    max_call_duration: Mapped[int | None] = mapped_column(Integer)
     # Originator settings: the account sends calls to us.
     orig_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     orig_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))

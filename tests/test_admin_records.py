@@ -78,7 +78,7 @@ def test_nas_secret_never_shown_nor_logged(sessions):
     record = _do(sessions, nas.create_nas, name="edge1", address="192.0.2.1", secret="Sup3r-Secret!",
                  dialect="kamailio", caller_address_source="packet-source")
     assert record["address"] == "192.0.2.1/32" and record["secret"] == "***"
-    assert record["require_message_authenticator"] is True
+    assert record["message_authenticator"] == "auto" and record["message_authenticator_learned"] is None
     _do(sessions, nas.update_nas, "edge1", secret="An0ther-Secret", address="2001:DB8::/64")
     with sessions() as s:
         assert s.scalars(select(Nas.secret)).one() == "An0ther-Secret"

@@ -134,7 +134,7 @@ def test_every_change_is_audited_and_no_secret_is_ever_printed(demo_cli, tmp_pat
     assert by_action[("Delta Telecom", "update")] == {"capacity": [3, 6], "notes": ["", "grew"]}
     assert by_action[("Delta Telecom", "topup")]["balance"] == ["5.00", "25.25"]
     assert by_action[("edge9", "update")] == {"secret": ["***", "(changed)"],
-                                               "require_message_authenticator": [True, False]}
+                                               "message_authenticator": ["auto", "no"]}
     assert by_action[("delta-sip", "create")]["password"] == [None, "***"]
     assert by_action[("delta-sip", "update")] == {"password": ["***", "(changed)"], "orig_capacity": [None, 2]}
     assert by_action[("delta-sip", "deactivate")] == {"orig_enabled": [True, False]}

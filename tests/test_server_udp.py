@@ -139,6 +139,8 @@ def test_unknown_nas_is_dropped_and_counted(server):
 
 
 def test_missing_message_authenticator_is_dropped(server):
+    # the demo NAS is `auto`: once it has sent a Message-Authenticator, requests without one are dropped
+    assert decide(server, *acme(n=8)).code == AccessAccept
     _, data = request(*acme(n=8), ma=False)
     assert exchange(data, server.auth_port, timeout=0.5) is None
     assert server.counter('radiusd_packets_dropped_total{port="auth",reason="missing_message_authenticator"}') >= 1

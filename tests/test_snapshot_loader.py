@@ -34,7 +34,7 @@ def seed(sessions):
     with sessions() as s, s.begin():
         nas1 = Nas(name="sw1", address="192.0.2.1/32", secret="sw1-secret", dialect="cisco")
         nas2 = Nas(name="sw2", address="2001:db8:ffff::/48", secret="sw2-sëcret", dialect="kamailio",
-                   require_message_authenticator=False, caller_address_source="framed-ip-address")
+                   message_authenticator="no", caller_address_source="framed-ip-address")
         table = RateTable(name="retail", currency="EUR", rates=[
             Rate(prefix="49", price_per_minute=D("0.012345"), minimum_seconds=30, interval_seconds=6,
                  effective_from=NOW - dt.timedelta(days=30)),
@@ -75,8 +75,8 @@ def test_loaded_snapshot_has_every_record(sessions):
     assert snap.version == 1
     assert snap.nas[ids["nas1"]].secret == b"sw1-secret"
     nas2 = snap.nas[ids["nas2"]]
-    assert (nas2.secret, nas2.dialect, nas2.require_message_authenticator, nas2.caller_address_source) == \
-        ("sw2-sëcret".encode(), "kamailio", False, "framed-ip-address")
+    assert (nas2.secret, nas2.dialect, nas2.message_authenticator, nas2.caller_address_source) == \
+        ("sw2-sëcret".encode(), "kamailio", "no", "framed-ip-address")
 
     acme = snap.clients[ids["acme"]]
     assert (acme.credit_limit, acme.currency, acme.capacity, acme.routing_plan_id) == \

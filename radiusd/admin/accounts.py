@@ -34,7 +34,7 @@ from radiusd.models import (
 
 ACCOUNT_FIELDS = (
     "client", "name", "ident_by", "ips", "tech_prefix", "password", "ani", "gateways", "notes", "active",
-    "orig_enabled", "orig_rate_table", "orig_routing_plan", "orig_tag", "orig_capacity",
+    "max_call_duration", "orig_enabled", "orig_rate_table", "orig_routing_plan", "orig_tag", "orig_capacity",
     "term_enabled", "term_rate_table", "term_tag", "term_capacity", "term_protocol", "term_proxy", "term_port",
 )
 
@@ -54,6 +54,7 @@ def account_state(session: Session, account: Account) -> dict:
         "notes": account.notes,
         "active": account.active,
         "orig_enabled": account.orig_enabled,
+        "max_call_duration": account.max_call_duration,   # None = no limit at the account level
         "orig_rate_table": name_of(session, RateTable, account.orig_rate_table_id),
         "orig_routing_plan": name_of(session, RoutingPlan, account.orig_routing_plan_id),
         "orig_tag": account.orig_tag,
@@ -147,6 +148,8 @@ def _gateways_overlap(a: set[int], b: set[int]) -> bool:
 def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
     """Whole-account rules: what each ident_by needs, and no two accounts with one identity."""
     c = draft.cols
+        elif key == "max_call_duration":
+            c[key] = F.max_call_duration(key, value)
     if not c.get("client_id"):
         raise F.fail("client", "a client is required", "missing")
     if not c.get("name"):

@@ -17,7 +17,7 @@ from radiusd.admin.refs import find, find_optional, name_of
 from radiusd.models import Account, Client, RateTable, RoutingPlan
 
 CLIENT_FIELDS = ("name", "active", "balance", "credit_limit", "currency", "orig_rate_table", "term_rate_table",
-                 "routing_plan", "capacity", "notes")
+                 "routing_plan", "capacity", "max_call_duration", "notes")
 UPDATABLE = tuple(f for f in CLIENT_FIELDS if f != "balance")
 
 
@@ -33,6 +33,7 @@ def client_record(session: Session, client: Client) -> dict:
         "term_rate_table": name_of(session, RateTable, client.term_rate_table_id),
         "routing_plan": name_of(session, RoutingPlan, client.routing_plan_id),
         "capacity": client.capacity,
+        "max_call_duration": client.max_call_duration,   # None = no limit at the client level
         "notes": client.notes,
     }
 
@@ -65,6 +66,8 @@ def _apply(session: Session, client: Client, values: dict) -> None:
             client.routing_plan_id = plan.id if plan else None
         elif key == "capacity":
             client.capacity = F.capacity("capacity", value)
+        elif key == "max_call_duration":
+            client.max_call_duration = F.max_call_duration("max_call_duration", value)
         elif key == "notes":
             client.notes = F.text("notes", value, max_len=10000, strip=False)
 

@@ -109,8 +109,14 @@ def _seed_load(args) -> int:
 
 # ---------------------------------------------------------------- clients
 
+MAX_CALL_DURATION_HELP = (
+    "longest call answered, in seconds (none = no limit at this level). The Accept answers the smallest "
+    "of account, client and [limits] max_call_duration, shortened to what the balance buys; a "
+    "prepaid client's balance holds that worst case per call in progress, so a smaller value lets "
+    "the balance carry more simultaneous calls")
+
 CLIENT_OPTIONS = ("active", "credit_limit", "currency", "orig_rate_table", "term_rate_table", "routing_plan",
-                  "capacity", "notes")
+                  "capacity", "max_call_duration", "notes")
 CLIENT_COLUMNS = ["id", "name", "active", "balance", "credit_limit", "currency", "orig_rate_table",
                   "term_rate_table", "routing_plan", "capacity", "accounts"]
 
@@ -130,6 +136,8 @@ def _client_options(parser, *, adding: bool) -> None:
     parser.add_argument("--term-rate-table", dest="term_rate_table", metavar="TABLE|none")
     parser.add_argument("--routing-plan", dest="routing_plan", metavar="PLAN|none")
     parser.add_argument("--capacity", metavar="N|none", help="simultaneous calls for the whole client")
+    parser.add_argument("--max-call-duration", dest="max_call_duration", metavar="SECONDS|none",
+                        help=MAX_CALL_DURATION_HELP)
     parser.add_argument("--notes")
 
 
@@ -189,6 +197,8 @@ def _account_options(parser, *, adding: bool) -> None:
     general.add_argument("--gateways", metavar="NAS;NAS", help="NAS names/ids the account is valid on; '' = all")
     general.add_argument("--notes")
     general.add_argument("--active", metavar="yes|no")
+    general.add_argument("--max-call-duration", dest="max_call_duration", metavar="SECONDS|none",
+                         help=MAX_CALL_DURATION_HELP)
     orig = parser.add_argument_group("originator (the account sends calls to us)")
     orig.add_argument("--orig-enabled", dest="orig_enabled", metavar="yes|no")
     orig.add_argument("--orig-rate-table", dest="orig_rate_table", metavar="TABLE|none")
@@ -302,10 +312,18 @@ def _account_delete(args) -> int:
 
 # ---------------------------------------------------------------- NAS
 
-NAS_OPTIONS = ("address", "secret", "require_message_authenticator", "dialect", "caller_address_source", "active",
-               "notes")
+NAS_OPTIONS = ("address", "secret", "message_authenticator", "require_message_authenticator", "dialect",
+               "caller_address_source", "active", "notes")
 NAS_COLUMNS = ["id", "name", "address", "secret", "dialect", "caller_address_source",
-               "require_message_authenticator", "active"]
+               "message_authenticator", "message_authenticator_learned", "active"]
+MESSAGE_AUTHENTICATOR_HELP = (
+    "Access-Requests without Message-Authenticator (BlastRADIUS): yes = always drop them; "
+    "no = accept them; auto (default) = accept them until this NAS sends one valid "
+    "Message-Authenticator, then require it (remembered in the store; `nas show` says which). "
+    "Whatever the policy, a Message-Authenticator present is verified and a request carrying "
+    "Proxy-State without one is dropped. auto suits switches that cannot send it (Kamailio 5.6 "
+    "with radcli, Yate's yradius); choose yes for switches that always do. Setting the policy "
+    "again forgets what auto learned")
 
 
 def _nas_options(parser, *, adding: bool) -> None:
@@ -316,8 +334,11 @@ def _nas_options(parser, *, adding: bool) -> None:
     parser.add_argument("--secret", help="shared secret (prefer --secret-stdin: the command line is visible)")
     parser.add_argument("--secret-stdin", dest="secret_stdin", action="store_true",
                         help="read the shared secret from the first line of standard input")
+    parser.add_argument("--message-authenticator", dest="message_authenticator", metavar="yes|no|auto",
+                        help=MESSAGE_AUTHENTICATOR_HELP)
+    # the old boolean flag: yes/no still mean the policies of those names
     parser.add_argument("--require-message-authenticator", dest="require_message_authenticator",
-                        metavar="yes|no", help="drop Access-Requests without Message-Authenticator (default yes)")
+                        metavar="yes|no", help=argparse.SUPPRESS)
     parser.add_argument("--dialect", metavar="|".join(nas.DIALECTS))
     parser.add_argument("--caller-address-source", dest="caller_address_source",
                         metavar="|".join(nas.CALLER_ADDRESS_SOURCES))

@@ -88,6 +88,11 @@ def capacity(field: str, value) -> int | None:
     return integer(field, value, minimum=0, nullable=True)
 
 
+def max_call_duration(field: str, value) -> int | None:
+    """Longest call, in whole seconds > 0 (at most a day), or none for no limit at this level."""
+    return integer(field, value, minimum=1, maximum=86400, nullable=True)
+
+
 def money(field: str, value, *, nullable: bool = False, minimum: Decimal | None = None) -> Decimal | None:
     if value is None or (isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS):
         if nullable:

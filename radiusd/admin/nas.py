@@ -7,24 +7,32 @@ from sqlalchemy.orm import Session
 from radiusd.admin import audit
 from radiusd.admin import fields as F
 from radiusd.admin.refs import find
+from radiusd.core import message_authenticator as ma
 from radiusd.models import CALLER_ADDRESS_SOURCES, DIALECTS, Account, Nas, account_gateways
 
-NAS_FIELDS = ("name", "address", "secret", "require_message_authenticator", "dialect", "caller_address_source",
-              "active", "notes")
+# require_message_authenticator: the former yes/no flag, still accepted as the policy of that name
+NAS_FIELDS = ("name", "address", "secret", "message_authenticator", "require_message_authenticator", "dialect",
+              "caller_address_source", "active", "notes")
 
 
 def nas_state(nas: Nas) -> dict:
     """Full state, secret included: only for diffs (audit.diff redacts it)."""
     return {
         "id": nas.id, "name": nas.name, "address": nas.address, "secret": nas.secret,
-        "require_message_authenticator": nas.require_message_authenticator, "dialect": nas.dialect,
+        "message_authenticator": nas.message_authenticator,
+        "message_authenticator_learned": nas.message_authenticator_seen_at,
+        "dialect": nas.dialect,
         "caller_address_source": nas.caller_address_source, "active": nas.active, "notes": nas.notes,
     }
 
 
 def nas_record(nas: Nas) -> dict:
-    """What we show: the secret as "***"."""
-    return audit.redact(nas_state(nas))
+    """What we show: the secret as "***"; for Message-Authenticator the policy, when auto learned
+    it (None: not yet) and what the NAS is held to now."""
+    record = audit.redact(nas_state(nas))
+    record["message_authenticator_now"] = ma.describe(nas.message_authenticator,
+                                                      nas.message_authenticator_seen_at is not None)
+    return record
 
 
 def _apply(session: Session, nas: Nas, values: dict) -> None:
@@ -32,6 +40,9 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
     if unknown:
         field = sorted(unknown)[0]
         raise F.fail(field, "not a NAS field", "value hidden" if field in audit.SECRET_FIELDS else values[field])
+    if "message_authenticator" in values and "require_message_authenticator" in values:
+        raise F.fail("require_message_authenticator", "give only --message-authenticator yes|no|auto",
+                     values["require_message_authenticator"])
     for key, value in values.items():
         if key == "name":
             new = F.name("name", value, spaces=False)
@@ -47,8 +58,17 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
             nas.address = new
         elif key == "secret":
             nas.secret = F.secret("secret", value, required=True)
-        elif key in ("require_message_authenticator", "active"):
-            setattr(nas, key, F.boolean(key, value))
+        elif key in ("message_authenticator", "require_message_authenticator"):
+            if key == "message_authenticator":
+                policy = F.choice(key, value, ma.POLICIES)
+            else:
+                policy = "yes" if F.boolean(key, value) else "no"
+            nas.message_authenticator = policy
+            # Setting the policy (again) starts auto from scratch, e.g. after a switch was replaced
+            # by one that cannot send Message-Authenticator.
+            nas.message_authenticator_seen_at = None
+        elif key == "active":
+            nas.active = F.boolean(key, value)
         elif key == "dialect":
             nas.dialect = F.choice("dialect", value, DIALECTS)
         elif key == "caller_address_source":
@@ -62,7 +82,8 @@ def create_nas(session: Session, *, actor: str, context: str = "cli", **values) 
     for required in ("name", "address", "secret"):
         if values.get(required) in (None, ""):
             raise F.fail(required, "is required", "missing")
-    values.setdefault("require_message_authenticator", True)
+    if "require_message_authenticator" not in values:
+        values.setdefault("message_authenticator", ma.DEFAULT_POLICY)
     values.setdefault("dialect", "cisco")
     values.setdefault("caller_address_source", "h323-remote-address")
     values.setdefault("active", True)

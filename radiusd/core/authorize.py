@@ -22,7 +22,9 @@ reject reason:
 2. money (clients with a credit limit): balance + credit limit must buy the first billing step
    ...................................................... BALANCE_EXHAUSTED (4); and what is left
    after the worst case of the calls in progress must too  INSUFFICIENT_BALANCE (12).
-   Unlimited credit: the call may last the configured maximum.
+   Unlimited credit: the call may last the maximum.
+   The maximum is the smallest of the account's and the client's `max_call_duration` and
+   `[limits] max_call_duration` (`call_duration_cap`).
 """
 from __future__ import annotations
 
@@ -90,6 +92,14 @@ def plan_call(facts: AuthFacts, snapshot: Snapshot, now: dt.datetime) -> CallPla
     )
 
 
+def call_duration_cap(account_limit: int | None, client_limit: int | None, configured: int) -> int:
+    """The longest call we answer: the smallest of the account's, the client's (None = no limit
+    at that level) and the configured `[limits] max_call_duration`. The money then may shorten
+    it further, and the reservation holds only the cost of this worst case, so a smaller cap lets
+    the same balance carry more simultaneous calls."""
+    return min(limit for limit in (account_limit, client_limit, configured) if limit is not None)
+
+
 def admit(plan: CallPlan, usage: Usage, max_call_duration: int) -> Accept | Reject:
     """Capacity and money for a planned call, given the client's live usage (read under its lock)."""
     account, client, rate = plan.account, plan.client, plan.rate
@@ -102,7 +112,7 @@ def admit(plan: CallPlan, usage: Usage, max_call_duration: int) -> Accept | Reje
         return Reject(RejectReason.CAPACITY_CLIENT,
                       detail=f"{usage.client_calls} calls, capacity {client.capacity}", **ids)
 
-    cap = max_call_duration
+    cap = call_duration_cap(account.max_call_duration, client.max_call_duration, max_call_duration)
     if client.credit_limit is None:
         seconds = rating.max_duration(None, rate, cap)
         return Accept(plan, seconds, rating.call_cost(seconds, rate)[1], None)

@@ -19,7 +19,8 @@ class NasInfo:
     name: str
     address: str                       # normalised CIDR
     secret: bytes
-    require_message_authenticator: bool = True
+    message_authenticator: str = "auto"     # yes | no | auto (radiusd.core.message_authenticator)
+    message_authenticator_learned: bool = False   # auto: the NAS has sent one, so it is required
     dialect: str = "cisco"             # cisco | kamailio | opensips | yate | generic
     caller_address_source: str = "h323-remote-address"
     active: bool = True
@@ -36,6 +37,7 @@ class ClientInfo:
     term_rate_table_id: int | None = None
     routing_plan_id: int | None = None
     capacity: int | None = None                  # None = no client-level limit
+    max_call_duration: int | None = None         # seconds; None = no limit at this level
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class AccountInfo:
     ani: str | None = None
     gateway_ids: frozenset[int] = frozenset()    # empty = valid on every NAS
     active: bool = True
+    max_call_duration: int | None = None         # seconds; None = no limit at this level
     orig_enabled: bool = True
     orig_rate_table_id: int | None = None
     orig_routing_plan_id: int | None = None

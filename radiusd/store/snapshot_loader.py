@@ -45,13 +45,15 @@ def _all(session: Session, statement) -> list:
 def _nas(session: Session) -> list[NasInfo]:
     t = Nas.__table__
     rows = _all(session, select(
-        t.c.id, t.c.name, t.c.address, t.c.secret, t.c.require_message_authenticator,
+        t.c.id, t.c.name, t.c.address, t.c.secret, t.c.message_authenticator,
+        t.c.message_authenticator_seen_at,
         t.c.dialect, t.c.caller_address_source, t.c.active,
     ).order_by(t.c.id))
     return [
         NasInfo(
             id=r.id, name=r.name, address=r.address, secret=(r.secret or "").encode("utf-8"),
-            require_message_authenticator=bool(r.require_message_authenticator),
+            message_authenticator=r.message_authenticator or "auto",
+            message_authenticator_learned=r.message_authenticator_seen_at is not None,
             dialect=r.dialect or "cisco", caller_address_source=r.caller_address_source or "h323-remote-address",
             active=bool(r.active),
         )
@@ -63,13 +65,14 @@ def _clients(session: Session) -> list[ClientInfo]:
     t = Client.__table__
     rows = _all(session, select(
         t.c.id, t.c.name, t.c.active, t.c.credit_limit, t.c.currency, t.c.orig_rate_table_id,
-        t.c.term_rate_table_id, t.c.routing_plan_id, t.c.capacity,
+        t.c.term_rate_table_id, t.c.routing_plan_id, t.c.capacity, t.c.max_call_duration,
     ).order_by(t.c.id))
     return [
         ClientInfo(
             id=r.id, name=r.name, active=bool(r.active), credit_limit=r.credit_limit,
             currency=r.currency or "USD", orig_rate_table_id=r.orig_rate_table_id,
             term_rate_table_id=r.term_rate_table_id, routing_plan_id=r.routing_plan_id, capacity=r.capacity,
+            max_call_duration=r.max_call_duration,
         )
         for r in rows
     ]
@@ -91,7 +94,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
     t = Account.__table__
     rows = _all(session, select(
         t.c.id, t.c.client_id, t.c.name, t.c.ident_by, t.c.tech_prefix, t.c.password, t.c.ani, t.c.active,
-        t.c.orig_enabled, t.c.orig_rate_table_id, t.c.orig_routing_plan_id, t.c.orig_tag, t.c.orig_capacity,
+        t.c.max_call_duration, t.c.orig_enabled, t.c.orig_rate_table_id, t.c.orig_routing_plan_id, t.c.orig_tag, t.c.orig_capacity,
         t.c.term_enabled, t.c.term_rate_table_id, t.c.term_tag, t.c.term_capacity, t.c.term_protocol,
         t.c.term_proxy, t.c.term_port,
     ).order_by(t.c.id))
@@ -100,7 +103,8 @@ def _accounts(session: Session) -> list[AccountInfo]:
     accounts = []
     append = accounts.append
     # Positional arguments in AccountInfo's field order: this loop runs once per account.
-    for (id_, client_id, name, ident_by, tech_prefix, password, ani, active, orig_enabled, orig_rate_table_id,
+    for (id_, client_id, name, ident_by, tech_prefix, password, ani, active, max_call_duration, orig_enabled,
+         orig_rate_table_id,
          orig_routing_plan_id, orig_tag, orig_capacity, term_enabled, term_rate_table_id, term_tag,
          term_capacity, term_protocol, term_proxy, term_port) in rows:
         nets = networks.get(id_)
@@ -110,7 +114,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
             tuple(nets) if nets else no_networks,
             tech_prefix or "", password, ani,
             frozenset(gws) if gws else empty_gateways,
-            bool(active), bool(orig_enabled), orig_rate_table_id, orig_routing_plan_id, orig_tag or "",
+            bool(active), max_call_duration, bool(orig_enabled), orig_rate_table_id, orig_routing_plan_id, orig_tag or "",
             orig_capacity, bool(term_enabled), term_rate_table_id, term_tag or "", term_capacity,
             term_protocol, term_proxy, term_port,
         ))

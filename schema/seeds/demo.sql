@@ -4,10 +4,10 @@
 -- Portable SQL (PostgreSQL and SQLite); ids are explicit so other rows can refer to them.
 
 -- NAS: the switches allowed to talk RADIUS to us.
-INSERT INTO nas (id, name, address, secret, require_message_authenticator, dialect, caller_address_source, active, notes) VALUES
-  (1, 'localhost',    '127.0.0.1/32', 'testing123', TRUE, 'cisco',    'h323-remote-address', TRUE, 'demo: Cisco-style switch on IPv4 loopback'),
-  (2, 'localhost6',   '::1/128',      'testing123', TRUE, 'cisco',    'h323-remote-address', TRUE, 'demo: Cisco-style switch on IPv6 loopback'),
-  (3, 'kamailio-lab', '127.0.0.2/32', 'testing123', TRUE, 'kamailio', 'packet-source',       TRUE, 'demo: Kamailio SIP proxy');
+INSERT INTO nas (id, name, address, secret, message_authenticator, dialect, caller_address_source, active, notes) VALUES
+  (1, 'localhost',    '127.0.0.1/32', 'testing123', 'auto', 'cisco',    'h323-remote-address', TRUE, 'demo: Cisco-style switch on IPv4 loopback'),
+  (2, 'localhost6',   '::1/128',      'testing123', 'auto', 'cisco',    'h323-remote-address', TRUE, 'demo: Cisco-style switch on IPv6 loopback'),
+  (3, 'kamailio-lab', '127.0.0.2/32', 'testing123', 'auto', 'kamailio', 'packet-source',       TRUE, 'demo: Kamailio SIP proxy');
 
 -- Rate tables: what clients pay (retail) and what we pay the vendor (wholesale).
 INSERT INTO rate_tables (id, name, currency, notes) VALUES
