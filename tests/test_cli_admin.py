@@ -78,7 +78,7 @@ def test_seed_load_reports_rows_and_search_finds_accounts_by_ip(cli):
     assert "accounts          10" in out and "loaded 42 rows" in out
     out = cli.ok("account", "search", "--ip", "10.1.2.3")
     lines = out.strip().splitlines()
-    assert lines[0].split()[:4] == ["ID", "NAME", "CLIENT", "IDENT_BY"]
+    assert lines[0].split()[:5] == ["ID", "NAME", "CLIENT", "STATUS", "IDENT_BY"]
     assert [line.split()[1] for line in lines[1:]] == ["acme-gw", "acme-gw-0099"]
     assert [a["name"] for a in cli.json("account", "search", "--ip", "10.1.2.3")] == ["acme-gw", "acme-gw-0099"]
     assert [a["name"] for a in cli.json("account", "search", "unlimited")] == ["gamma-gw"]  # client name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from decimal import Decimal
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import and_, delete, func, not_, or_, select
 from sqlalchemy.orm import Session
 
 from radiusd.admin import audit
@@ -30,6 +30,7 @@ from radiusd.models import (
     RateTable,
     RoutingPlan,
     RoutingRule,
+    account_gateways,
 )
 
 ACCOUNT_FIELDS = (
@@ -53,8 +54,8 @@ def account_state(session: Session, account: Account) -> dict:
         "gateways": [g.name for g in account.gateways],
         "notes": account.notes,
         "active": account.active,
-        "orig_enabled": account.orig_enabled,
         "max_call_duration": account.max_call_duration,   # None = no limit at the account level
+        "orig_enabled": account.orig_enabled,
         "orig_rate_table": name_of(session, RateTable, account.orig_rate_table_id),
         "orig_routing_plan": name_of(session, RoutingPlan, account.orig_routing_plan_id),
         "orig_tag": account.orig_tag,
@@ -70,8 +71,25 @@ def account_state(session: Session, account: Account) -> dict:
 
 
 def account_record(session: Session, account: Account) -> dict:
-    """What we show: every field, the password as "***"."""
-    return audit.redact(account_state(session, account))
+    """What we show: every field, the password as "***", and whether the account can carry calls."""
+    record = audit.redact(account_state(session, account))
+    record["status"] = account_status(account, session.get(Client, account.client_id))
+    return record
+
+
+STATUSES = ("active", "account inactive", "client inactive", "deactivated")
+
+
+def account_status(account: Account, client: Client) -> str:
+    """"active" when calls can come in or go out through this account, else why not (in the words of
+    the reject reasons): the account or its client is inactive, or both directions are off."""
+    if not account.active:
+        return "account inactive"
+    if not client.active:
+        return "client inactive"
+    if not (account.orig_enabled or account.term_enabled):
+        return "deactivated"
+    return "active"
 
 
 class _Draft:
@@ -130,6 +148,8 @@ def _parse(session: Session, draft: _Draft, values: dict) -> None:
             c[key] = F.text(key, value, max_len=64)
         elif key in ("orig_capacity", "term_capacity"):
             c[key] = F.capacity(key, value)
+        elif key == "max_call_duration":
+            c[key] = F.max_call_duration(key, value)
         elif key == "term_protocol":
             c["term_protocol"] = F.choice("term_protocol", value, PROTOCOLS, nullable=True)
         elif key == "term_proxy":
@@ -148,8 +168,6 @@ def _gateways_overlap(a: set[int], b: set[int]) -> bool:
 def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
     """Whole-account rules: what each ident_by needs, and no two accounts with one identity."""
     c = draft.cols
-        elif key == "max_call_duration":
-            c[key] = F.max_call_duration(key, value)
     if not c.get("client_id"):
         raise F.fail("client", "a client is required", "missing")
     if not c.get("name"):
@@ -214,8 +232,30 @@ _DEFAULTS = {
 }
 
 
+# what each way of identifying needs: given alone, it says how the account is identified
+_IDENTIFIED_BY = (("ips", "ip"), ("password", "name"), ("ani", "ani"))
+
+
+def infer_ident_by(values: dict) -> str:
+    """ident_by as given, else the one way of identifying that the given fields make unambiguous."""
+    if values.get("ident_by") not in (None, ""):
+        return values["ident_by"]
+    given = [(field, way) for field, way in _IDENTIFIED_BY
+             if values.get(field) not in (None, "") and not (field == "ani" and F.ani("ani", values[field]) is None)]
+    if len(given) == 1:
+        return given[0][1]
+    if not given:
+        raise F.fail("ident_by", "say how the account is identified: ip (with ips), name (with a password) "
+                                 "or ani (with an ANI)", "missing")
+    fields = " and ".join(field for field, _ in given)
+    ways = " or ".join(way for _, way in given)
+    raise F.fail("ident_by", f"{fields} are both given: say which identifies the account ({ways})", "ambiguous")
+
+
 def create_account(session: Session, *, actor: str, context: str = "cli", **values) -> dict:
-    """Add an account. Required: client, name, ident_by and what it needs (ips / password / ani)."""
+    """Add an account. Required: client, name, and what identifies it (ips / password / ani); ident_by is
+    inferred when exactly one of those is given."""
+    values = {**values, "ident_by": infer_ident_by(values)}
     draft = _Draft(None)
     draft.cols.update(_DEFAULTS)
     draft.cols.update(password=None, ani=None)
@@ -229,7 +269,7 @@ def create_account(session: Session, *, actor: str, context: str = "cli", **valu
     state = account_state(session, account)
     audit.record(session, object_type="account", object_id=account.id, object_name=account.name, action="create",
                  actor=actor, context=context, changes=audit.diff({}, state))
-    return audit.redact(state)
+    return account_record(session, account)
 
 
 def _change(session: Session, account: Account, values: dict, *, action: str, actor: str, context: str) -> dict:
@@ -248,7 +288,7 @@ def _change(session: Session, account: Account, values: dict, *, action: str, ac
         session.flush()
         audit.record(session, object_type="account", object_id=account.id, object_name=account.name,
                      action=action, actor=actor, context=context, changes=changes)
-    return audit.redact(after)
+    return account_record(session, account)
 
 
 def update_account(session: Session, ref, *, actor: str, context: str = "cli", **values) -> dict:
@@ -327,14 +367,32 @@ def _ids_by_network(session: Session, predicate) -> set[int]:
 
 
 def search_accounts(session: Session, *, client=None, ip=None, name=None, ani=None, tech_prefix=None, tag=None,
-                    rate_table=None, keyword=None, limit=None) -> list[dict]:
+                    rate_table=None, keyword=None, active=None, gateway=None, routing_plan=None,
+                    limit=None) -> list[dict]:
     """Accounts matching every given filter (records, password shown as "***"), by id.
 
     name, ani and keyword match parts, case-insensitively; ip finds accounts whose CIDR contains the
     address (or overlaps the given network); tag matches the orig or term tag; rate_table the orig
     or term rate table; keyword looks in name, ANI, IP list, notes and the client's name.
+    active yes/no: whether the account can carry calls (its status, see account_status); gateway:
+    accounts valid on that NAS (listed in their gateways, or with no gateway list: valid on every
+    NAS); routing_plan: accounts whose calls that plan routes (the account's originator plan, or
+    its client's when the account has none).
     """
     query = select(Account).join(Client, Client.id == Account.client_id)
+    if active is not None and str(active).strip() != "":
+        can_carry = and_(Account.active.is_(True), Client.active.is_(True),
+                         or_(Account.orig_enabled.is_(True), Account.term_enabled.is_(True)))
+        query = query.where(can_carry if F.boolean("active", active) else not_(can_carry))
+    if gateway not in (None, ""):
+        nas = find(session, Nas, gateway, "gateway")
+        listed = select(account_gateways.c.account_id)
+        query = query.where(or_(Account.id.in_(listed.where(account_gateways.c.nas_id == nas.id)),
+                                Account.id.not_in(listed)))
+    if routing_plan not in (None, ""):
+        plan = find(session, RoutingPlan, routing_plan, "routing_plan")
+        query = query.where(or_(Account.orig_routing_plan_id == plan.id,
+                                and_(Account.orig_routing_plan_id.is_(None), Client.routing_plan_id == plan.id)))
     if client not in (None, ""):
         query = query.where(Account.client_id == find(session, Client, client, "client").id)
     if name not in (None, ""):

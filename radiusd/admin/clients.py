@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
-from radiusd.admin.refs import find, find_optional, name_of
-from radiusd.models import Account, Client, RateTable, RoutingPlan
+from radiusd.admin.refs import find, find_optional, name_of, refuse_if_used
+from radiusd.models import Account, ActiveCall, Cdr, Client, RateTable, RoutingPlan
 
 CLIENT_FIELDS = ("name", "active", "balance", "credit_limit", "currency", "orig_rate_table", "term_rate_table",
                  "routing_plan", "capacity", "max_call_duration", "notes")
@@ -159,3 +159,26 @@ def list_clients(session: Session) -> list[dict]:
         row["accounts"] = counts.get(client.id, 0)
         rows.append(row)
     return rows
+
+
+def delete_client(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Delete a client; refused while it has accounts, CDRs or calls in progress.
+
+    CDRs are the client's billing history: a client that ever carried traffic is kept (make it
+    inactive instead). The row is locked first so a concurrent account add waits and then fails.
+    """
+    client = find(session, Client, ref, "client", lock=True)
+    accounts = list(session.scalars(select(Account.name).where(Account.client_id == client.id).order_by(Account.id)))
+    cdrs = session.scalar(select(func.count()).select_from(Cdr).where(Cdr.client_id == client.id))
+    calls = list(session.scalars(select(ActiveCall.id).where(ActiveCall.client_id == client.id)
+                                 .order_by(ActiveCall.id)))
+    refuse_if_used("client", client.name, [
+        ("account", accounts), ("call in progress", [f"#{i}" for i in calls]),
+        ("CDR", cdrs),
+    ], "delete its accounts first; a client with CDRs is kept (set --active no)")
+    prior = client_record(session, client)
+    session.delete(client)
+    session.flush()
+    audit.record(session, object_type="client", object_id=prior["id"], object_name=prior["name"], action="delete",
+                 actor=actor, context=context, changes=audit.diff(prior, {}))
+    return {"client": prior["name"], "id": prior["id"], "balance": prior["balance"], "currency": prior["currency"]}

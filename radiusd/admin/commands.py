@@ -169,6 +169,12 @@ def _client_list(args) -> int:
     return 0
 
 
+def _client_delete(args) -> int:
+    emit(_in_transaction(args, lambda s: clients.delete_client(s, args.client, actor=_actor(args), context=CONTEXT)),
+         _json(args))
+    return 0
+
+
 def _client_topup(args) -> int:
     result = _in_transaction(args, lambda s: clients.adjust_balance(
         s, args.client, args.amount, actor=_actor(args), context=CONTEXT, notes=args.notes or ""))
@@ -179,7 +185,8 @@ def _client_topup(args) -> int:
 # ---------------------------------------------------------------- accounts
 
 ACCOUNT_OPTIONS = tuple(f for f in accounts.ACCOUNT_FIELDS if f != "name")
-ACCOUNT_COLUMNS = ["id", "name", "client", "ident_by", "identity", "tech_prefix", "gateways", "orig", "term"]
+ACCOUNT_COLUMNS = ["id", "name", "client", "status", "ident_by", "identity", "tech_prefix", "gateways", "orig",
+                   "term"]
 
 
 def _account_options(parser, *, adding: bool) -> None:
@@ -187,7 +194,9 @@ def _account_options(parser, *, adding: bool) -> None:
     if not adding:
         general.add_argument("--name", help="rename the account (for ident-by name: the login)")
     general.add_argument("--client", help="client name or id" + (" (required)" if adding else ""))
-    general.add_argument("--ident-by", dest="ident_by", metavar="ip|name|ani")
+    general.add_argument("--ident-by", dest="ident_by", metavar="ip|name|ani",
+                         help="how calls are matched to the account" + (
+                             "; inferred when only one of --ips, --password, --ani is given" if adding else ""))
     general.add_argument("--ips", metavar="LIST", help="';'-separated addresses and CIDRs (replaces the list)")
     general.add_argument("--tech-prefix", dest="tech_prefix", metavar="DIGITS")
     general.add_argument("--password", help="login password (prefer --password-stdin: the command line is visible)")
@@ -279,7 +288,8 @@ def _account_list(args) -> int:
     return 0
 
 
-SEARCH_OPTIONS = ("client", "ip", "name", "ani", "tech_prefix", "tag", "rate_table")
+SEARCH_OPTIONS = ("client", "ip", "name", "ani", "tech_prefix", "tag", "rate_table", "active", "gateway",
+                  "routing_plan")
 
 
 def _account_search(args) -> int:
@@ -401,6 +411,21 @@ def _ratetable_add(args) -> int:
     return 0
 
 
+def _ratetable_update(args) -> int:
+    values = _given(args, ("name", "currency", "notes"))
+    if not values:
+        raise UserError("ratetable update: no changes given (see --help)")
+    emit(_in_transaction(args, lambda s: rates.update_rate_table(s, args.table, actor=_actor(args), context=CONTEXT,
+                                                                 **values)), _json(args))
+    return 0
+
+
+def _ratetable_delete(args) -> int:
+    emit(_in_transaction(args, lambda s: rates.delete_rate_table(s, args.table, actor=_actor(args), context=CONTEXT)),
+         _json(args))
+    return 0
+
+
 def _ratetable_list(args) -> int:
     emit(_in_transaction(args, rates.list_rate_tables), _json(args), ["id", "name", "currency", "rates", "notes"])
     return 0
@@ -433,6 +458,34 @@ def _rates_add(args) -> int:
     return 0
 
 
+def _rates_update(args) -> int:
+    values = _given(args, rates.RATE_UPDATABLE)
+    if not values:
+        raise UserError("rates update: no changes given (see --help)")
+    result = _in_transaction(args, lambda s: rates.update_rate(
+        s, args.table, actor=_actor(args), context=CONTEXT, prefix=args.prefix, effective_from=args.effective_from,
+        **values))
+    emit(result, _json(args))
+    return 0
+
+
+def _rates_delete(args) -> int:
+    result = _in_transaction(args, lambda s: rates.delete_rate(
+        s, args.table, actor=_actor(args), context=CONTEXT, prefix=args.prefix, effective_from=args.effective_from))
+    emit(result if _json(args) else {"rate_table": result["rate_table"], **result["deleted"]}, _json(args))
+    return 0
+
+
+def _rate_fields(parser, *, required_price: bool) -> None:
+    parser.add_argument("--price", dest="price_per_minute", required=required_price, metavar="PER_MINUTE")
+    parser.add_argument("--connection-fee", dest="connection_fee", metavar="AMOUNT")
+    parser.add_argument("--minimum", dest="minimum_seconds", metavar="SECONDS")
+    parser.add_argument("--interval", dest="interval_seconds", metavar="SECONDS")
+    parser.add_argument("--grace", dest="grace_seconds", metavar="SECONDS")
+    parser.add_argument("--effective-until", dest="effective_until", metavar="DATE|none")
+    parser.add_argument("--description")
+
+
 # ---------------------------------------------------------------- routing
 
 def _routing_add(args) -> int:
@@ -456,6 +509,19 @@ def _routing_show(args) -> int:
 
 def _routing_list(args) -> int:
     emit(_in_transaction(args, routing.list_routing_plans), _json(args), ["id", "name", "rules", "notes"])
+    return 0
+
+
+def _routing_delete(args) -> int:
+    emit(_in_transaction(args, lambda s: routing.delete_routing_plan(s, args.plan, actor=_actor(args),
+                                                                     context=CONTEXT)), _json(args))
+    return 0
+
+
+def _routing_rule_delete(args) -> int:
+    result = _in_transaction(args, lambda s: routing.delete_rule(s, args.plan, args.rule, actor=_actor(args),
+                                                                 context=CONTEXT))
+    emit(result if _json(args) else {"routing_plan": result["routing_plan"], **result["deleted"]}, _json(args))
     return 0
 
 
@@ -509,6 +575,8 @@ def register(subparsers) -> None:
     p = _sub(client, "show", "show a client", _client_show)
     p.add_argument("client", metavar="CLIENT")
     _sub(client, "list", "list clients", _client_list)
+    p = _sub(client, "delete", "delete a client without accounts, CDRs or calls (audited)", _client_delete)
+    p.add_argument("client", metavar="CLIENT")
     p = _sub(client, "topup", "record a payment (or, negative, a correction) on the balance", _client_topup)
     p.add_argument("client", metavar="CLIENT")
     p.add_argument("amount", metavar="AMOUNT")
@@ -524,7 +592,7 @@ def register(subparsers) -> None:
     _account_options(p, adding=False)
     p = _sub(account, "show", "show an account", _account_show)
     p.add_argument("account", metavar="ACCOUNT")
-    p = _sub(account, "list", "list accounts", _account_list)
+    p = _sub(account, "list", "list accounts (STATUS: active, or why its calls are refused)", _account_list)
     p.add_argument("--client")
     p = _sub(account, "search", "find accounts (all given filters must match)", _account_search)
     p.add_argument("keyword", nargs="?", metavar="KEYWORD", help="quick search in name, ANI, IPs, notes, client")
@@ -536,6 +604,11 @@ def register(subparsers) -> None:
     p.add_argument("--tech-prefix", dest="tech_prefix")
     p.add_argument("--tag", help="originator or terminator tag")
     p.add_argument("--rate-table", dest="rate_table", help="originator or terminator rate table")
+    p.add_argument("--active", metavar="yes|no",
+                   help="yes: accounts that can carry calls (status active); no: the others")
+    p.add_argument("--gateway", metavar="NAS", help="accounts valid on this NAS (listed, or valid on every NAS)")
+    p.add_argument("--routing-plan", dest="routing_plan", metavar="PLAN",
+                   help="accounts routed by this plan (their own originator plan, else their client's)")
     p = _sub(account, "deactivate", "untick originator and terminator (keeps everything)", _account_deactivate)
     p.add_argument("account", metavar="ACCOUNT")
     p = _sub(account, "delete", "delete an account, its CDRs and active calls; refund the CDRs' cost",
@@ -566,6 +639,14 @@ def register(subparsers) -> None:
     _sub(ratetable, "list", "list rate tables", _ratetable_list)
     p = _sub(ratetable, "show", "show a rate table and its rates", _ratetable_show)
     p.add_argument("table", metavar="TABLE")
+    p = _sub(ratetable, "update", "rename a rate table, change its currency or notes", _ratetable_update)
+    p.add_argument("table", metavar="TABLE")
+    p.add_argument("--name", help="the new name")
+    p.add_argument("--currency", metavar="CODE")
+    p.add_argument("--notes")
+    p = _sub(ratetable, "delete", "delete a rate table and its rates (refused while clients, accounts or calls "
+             "use it)", _ratetable_delete)
+    p.add_argument("table", metavar="TABLE")
 
     # rates
     rates_group = _group(subparsers, "rates", "rates of a rate table")
@@ -576,14 +657,19 @@ def register(subparsers) -> None:
     p = _sub(rates_group, "add", "add one rate", _rates_add)
     p.add_argument("table", metavar="TABLE")
     p.add_argument("--prefix", required=True, help="destination prefix ('' = any)")
-    p.add_argument("--price", dest="price_per_minute", required=True, metavar="PER_MINUTE")
-    p.add_argument("--connection-fee", dest="connection_fee", metavar="AMOUNT")
-    p.add_argument("--minimum", dest="minimum_seconds", metavar="SECONDS")
-    p.add_argument("--interval", dest="interval_seconds", metavar="SECONDS")
-    p.add_argument("--grace", dest="grace_seconds", metavar="SECONDS")
     p.add_argument("--effective-from", dest="effective_from", metavar="DATE")
-    p.add_argument("--effective-until", dest="effective_until", metavar="DATE")
-    p.add_argument("--description")
+    _rate_fields(p, required_price=True)
+    for name, help_, func in (("update", "change one rate (--prefix, and --effective-from if the prefix has several)",
+                               _rates_update),
+                              ("delete", "delete one rate (--prefix, and --effective-from if the prefix has several)",
+                               _rates_delete)):
+        p = _sub(rates_group, name, help_, func)
+        p.add_argument("table", metavar="TABLE")
+        p.add_argument("--prefix", required=True, help="destination prefix of the rate ('' = any)")
+        p.add_argument("--effective-from", dest="effective_from", metavar="DATE",
+                       help="start of the rate, to choose among several rates of the prefix")
+        if name == "update":
+            _rate_fields(p, required_price=False)
 
     # routing
     routing_group = _group(subparsers, "routing", "routing plans")
@@ -593,6 +679,9 @@ def register(subparsers) -> None:
     p = _sub(routing_group, "show", "show a routing plan and its rules", _routing_show)
     p.add_argument("plan", metavar="PLAN")
     _sub(routing_group, "list", "list routing plans", _routing_list)
+    p = _sub(routing_group, "delete", "delete a routing plan and its rules (refused while clients or accounts "
+             "use it)", _routing_delete)
+    p.add_argument("plan", metavar="PLAN")
     p = _sub(routing_group, "rule-add", "add a rule: calls to PREFIX go to a terminator account",
              _routing_rule_add)
     p.add_argument("plan", metavar="PLAN")
@@ -600,6 +689,9 @@ def register(subparsers) -> None:
     p.add_argument("--prefix", help="destination prefix ('' = any, the default)")
     p.add_argument("--priority", metavar="N", help="lower first (default 0)")
     p.add_argument("--share", metavar="PERCENT", help="default 100")
+    p = _sub(routing_group, "rule-delete", "delete one rule of a plan", _routing_rule_delete)
+    p.add_argument("plan", metavar="PLAN")
+    p.add_argument("rule", metavar="RULE_ID", help="the rule's id, as `routing show` lists it")
 
     # audit
     audit_group = _group(subparsers, "audit", "the audit log of admin changes")

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
-from radiusd.admin.refs import find
+from radiusd.admin.refs import find, refuse_if_used
 from radiusd.errors import UserError
-from radiusd.models import Client, Rate, RateTable
+from radiusd.models import Account, ActiveCall, Client, Rate, RateTable
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 CSV_COLUMNS = ("prefix", "description", "price_per_minute", "connection_fee", "minimum_seconds",
@@ -58,6 +58,65 @@ def create_rate_table(session: Session, *, actor: str, context: str = "cli", nam
     audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="create",
                  actor=actor, context=context, changes=audit.diff({}, record))
     return record
+
+
+def update_rate_table(session: Session, ref, *, actor: str, context: str = "cli", **values) -> dict:
+    """Rename a rate table, change its currency or notes."""
+    table = find(session, RateTable, ref, "rate_table")
+    unknown = set(values) - {"name", "currency", "notes"}
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not a rate table field", values[field])
+    before = rate_table_record(table)
+    if "name" in values:
+        name = F.name("name", values["name"], spaces=False)
+        other = session.scalars(select(RateTable).where(RateTable.name == name, RateTable.id != table.id)).first()
+        if other is not None:
+            raise F.fail("name", "a rate table with this name exists", name)
+        table.name = name
+    if "currency" in values:
+        table.currency = F.currency("currency", values["currency"])
+    if "notes" in values:
+        table.notes = F.text("notes", values["notes"], max_len=10000, strip=False)
+    session.flush()
+    after = rate_table_record(table)
+    changes = audit.diff(before, after)
+    if changes:
+        audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
+                     action="update", actor=actor, context=context, changes=changes)
+    return after
+
+
+def rate_table_users(session: Session, table_id: int) -> list[tuple[str, list[str]]]:
+    """Who rates calls with this table: clients and accounts (orig or term), calls in progress."""
+    return [
+        ("client", list(session.scalars(select(Client.name).where(
+            (Client.orig_rate_table_id == table_id) | (Client.term_rate_table_id == table_id)).order_by(Client.id)))),
+        ("account", list(session.scalars(select(Account.name).where(
+            (Account.orig_rate_table_id == table_id) | (Account.term_rate_table_id == table_id))
+            .order_by(Account.id)))),
+        ("call in progress", [f"#{i}" for i in session.scalars(
+            select(ActiveCall.id).where(ActiveCall.rate_table_id == table_id).order_by(ActiveCall.id))]),
+    ]
+
+
+def delete_rate_table(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Delete a rate table and its rates; refused while a client, an account or a call uses it.
+
+    The row is locked first, so a concurrent change pointing a client at the table waits for us
+    (and then fails on the foreign key) instead of being silently reset to no table.
+    """
+    table = find(session, RateTable, ref, "rate_table", lock=True)
+    refuse_if_used("rate_table", table.name, rate_table_users(session, table.id),
+                   "point them at another table (or none) first")
+    rate_count = session.scalar(select(func.count()).select_from(Rate).where(Rate.rate_table_id == table.id))
+    prior = rate_table_record(table, rate_count)
+    session.execute(delete(Rate).where(Rate.rate_table_id == table.id))
+    session.delete(table)
+    session.flush()
+    audit.record(session, object_type="rate_table", object_id=prior["id"], object_name=prior["name"],
+                 action="delete", actor=actor, context=context, changes=audit.diff(prior, {}))
+    return {"rate_table": prior["name"], "id": prior["id"], "rates_deleted": rate_count}
 
 
 def list_rate_tables(session: Session) -> list[dict]:
@@ -121,6 +180,75 @@ def add_rate(session: Session, table_ref, *, actor: str, context: str = "cli", *
     audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="rate-add",
                  actor=actor, context=context, changes={f"rate {row['prefix']!r}": [None, audit.plain(row)]})
     return {"rate_table": table.name, **row}
+
+
+RATE_UPDATABLE = ("description", "price_per_minute", "connection_fee", "minimum_seconds", "interval_seconds",
+                  "grace_seconds", "effective_until")
+
+
+def _one_rate(session: Session, table: RateTable, prefix, effective_from) -> Rate:
+    """The rate of `table` for `prefix`, chosen by effective_from when the prefix has several."""
+    prefix = F.digits_prefix("prefix", prefix)
+    query = select(Rate).where(Rate.rate_table_id == table.id, Rate.prefix == prefix)
+    if effective_from not in (None, ""):
+        query = query.where(Rate.effective_from == F.timestamp("effective_from", effective_from))
+    found = session.scalars(query.order_by(Rate.effective_from).with_for_update()).all()
+    if not found:
+        what = f"no rate in {table.name} for this prefix" + (
+            f" effective from {effective_from}" if effective_from not in (None, "") else "")
+        raise F.fail("prefix", what, prefix)
+    if len(found) > 1:
+        starts = ", ".join(r.effective_from.date().isoformat() if r.effective_from.time() == dt.time() else
+                           r.effective_from.isoformat() for r in found)
+        raise F.fail("effective_from", f"prefix {prefix} has {len(found)} rates in {table.name} "
+                                       f"(effective from {starts}): say which", "missing")
+    return found[0]
+
+
+def update_rate(session: Session, table_ref, *, actor: str, context: str = "cli", prefix, effective_from=None,
+                **values) -> dict:
+    """Change one rate (found by prefix, and effective_from when the prefix has several)."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    rate = _one_rate(session, table, prefix, effective_from)
+    unknown = set(values) - set(RATE_UPDATABLE)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not a rate field that can change (prefix and effective_from name the rate)",
+                     values[field])
+    before = rate_record(rate)
+    current = {k: v for k, v in before.items() if k in CSV_COLUMNS}
+    checked = rate_values({**current, **values})  # the whole rate checked again, e.g. until > from
+    for key in values:
+        setattr(rate, key, checked[key])
+    session.flush()
+    after = rate_record(rate)
+    changed = {k for k in after if audit.plain(before[k], k) != audit.plain(after[k], k)}
+    if changed:
+        label = f"rate {rate.prefix!r} from {rate.effective_from.isoformat()}"
+        audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
+                     action="rate-update", actor=actor, context=context,
+                     changes={label: [audit.plain({k: before[k] for k in sorted(changed)}),
+                                      audit.plain({k: after[k] for k in sorted(changed)})]})
+    return {"rate_table": table.name, **after}
+
+
+def delete_rate(session: Session, table_ref, *, actor: str, context: str = "cli", prefix,
+                effective_from=None) -> dict:
+    """Delete one rate (found like update_rate); refused while a call in progress is rated by it (a
+    call is rated at its Stop, so it would end unrated)."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    rate = _one_rate(session, table, prefix, effective_from)
+    calls = session.scalars(select(ActiveCall.id).where(ActiveCall.rate_table_id == table.id,
+                                                        ActiveCall.prefix == rate.prefix).order_by(ActiveCall.id))
+    refuse_if_used("prefix", rate.prefix, [("call in progress", [f"#{i}" for i in calls])],
+                   "let them end (or `calls remove` them) first")
+    prior = rate_record(rate)
+    session.delete(rate)
+    session.flush()
+    audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
+                 action="rate-delete", actor=actor, context=context,
+                 changes={f"rate {prior['prefix']!r}": [audit.plain(prior), None]})
+    return {"rate_table": table.name, "deleted": prior}
 
 
 def parse_rates_csv(text: str, filename: str) -> list[dict]:

@@ -55,3 +55,20 @@ def name_of(session: Session, model, id_: int | None) -> str | None:
         return None
     obj = session.get(model, id_)
     return obj.name if obj is not None else None
+
+
+def refuse_if_used(field: str, name: str, uses: list[tuple[str, list[str]]], hint: str) -> None:
+    """One UserError line listing what still uses an object (a few names each) when anything does.
+
+    `uses` is [(what, [names] or a count)], e.g. [("client", ["Acme Telecom"]), ("account", []), ("CDR", 12)].
+    """
+    parts = []
+    for what, names in uses:
+        if isinstance(names, int):
+            if names:
+                parts.append(f"{names} {what}{'s' if names > 1 else ''}")
+        elif names:
+            shown = ", ".join(str(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{what}{'s' if len(names) > 1 else ''} {shown}")
+    if parts:
+        raise F.fail(field, f"still used by {'; '.join(parts)}; {hint}", name)

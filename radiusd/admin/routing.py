@@ -6,8 +6,8 @@ from sqlalchemy.orm import Session
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
-from radiusd.admin.refs import find, name_of
-from radiusd.models import Account, RoutingPlan, RoutingRule
+from radiusd.admin.refs import find, name_of, refuse_if_used
+from radiusd.models import Account, Client, RoutingPlan, RoutingRule
 
 
 def rule_record(session: Session, rule: RoutingRule) -> dict:
@@ -64,3 +64,36 @@ def list_routing_plans(session: Session) -> list[dict]:
     counts = dict(session.execute(
         select(RoutingRule.routing_plan_id, func.count()).group_by(RoutingRule.routing_plan_id)).all())
     return [plan_record(p, counts.get(p.id, 0)) for p in session.scalars(select(RoutingPlan).order_by(RoutingPlan.id))]
+
+
+def delete_rule(session: Session, plan_ref, rule_id, *, actor: str, context: str = "cli") -> dict:
+    """Remove one rule (its id as `routing show` lists it) from a plan."""
+    plan = find(session, RoutingPlan, plan_ref, "routing_plan")
+    number = F.integer("rule", str(rule_id).lstrip("#"), minimum=1)
+    rule = session.scalars(select(RoutingRule).where(RoutingRule.id == number,
+                                                     RoutingRule.routing_plan_id == plan.id)).first()
+    if rule is None:
+        raise F.fail("rule", f"routing plan {plan.name} has no rule with this id (see `routing show`)", rule_id)
+    prior = rule_record(session, rule)
+    session.delete(rule)
+    session.flush()
+    audit.record(session, object_type="routing_plan", object_id=plan.id, object_name=plan.name,
+                 action="rule-delete", actor=actor, context=context, changes={f"rule #{number}": [prior, None]})
+    return {"routing_plan": plan.name, "deleted": prior}
+
+
+def delete_routing_plan(session: Session, ref, *, actor: str, context: str = "cli") -> dict:
+    """Delete a plan and its rules; refused while a client or an account routes by it."""
+    plan = find(session, RoutingPlan, ref, "routing_plan", lock=True)
+    refuse_if_used("routing_plan", plan.name, [
+        ("client", list(session.scalars(select(Client.name).where(Client.routing_plan_id == plan.id)
+                                        .order_by(Client.id)))),
+        ("account", list(session.scalars(select(Account.name).where(Account.orig_routing_plan_id == plan.id)
+                                         .order_by(Account.id)))),
+    ], "give them another plan (or none) first")
+    prior = show_routing_plan(session, plan)
+    session.delete(plan)
+    session.flush()
+    audit.record(session, object_type="routing_plan", object_id=prior["id"], object_name=prior["name"],
+                 action="delete", actor=actor, context=context, changes=audit.diff(prior, {}))
+    return {"routing_plan": prior["name"], "id": prior["id"], "rules_deleted": prior["rules"]}
