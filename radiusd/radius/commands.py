@@ -135,6 +135,9 @@ def cmd_demo(args) -> int:
         print(f"demo store {args.db}: loaded {args.seed} ({sum(loaded.values())} rows)")
     else:
         print(f"demo store {args.db}: already has data, not seeding again")
+    # the other commands default to ./radiusd.sqlite3: say how to reach the demo's store instead
+    print(f"other radiusd commands reach this store with: DATABASE_URL={url} radiusd account list")
+    print(f"  (or --database-url {url}, or `export DATABASE_URL={url}` once)")
     print(f"radiusd listening on auth {settings.auth_port} / acct {settings.acct_port}; try (needs radclient):")
     print()
     print("  " + demo_radclient_line(settings.auth_port))
