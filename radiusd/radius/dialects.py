@@ -10,6 +10,8 @@ not the dictionary, decides what a number means:
   Sip-To-Tag and Sip-From-Tag, 108/109 Sip-Source-IP-Address/Port, so RFC 5090 Digest is
   not read for these NAS; Digest comes from draft-sterman 206/207 in Access-Requests (what
   Kamailio's auth_radius sends; OpenSIPS' 206/207 From/To tags only appear in accounting).
+  Kamailio 5.6 with radcli sends no Message-Authenticator: keep such a NAS at the default
+  policy `auto` (radiusd.core.message_authenticator), not `yes`, or every request is dropped.
 
 Call id (the key of the capacity reservation, the same for the Access-Request and the
 accounting of the call): h323-conf-id, else the call-id (Cisco-AVPair `call-id=` or Cisco
