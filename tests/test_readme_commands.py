@@ -9,12 +9,18 @@ import contextlib
 import datetime as dt
 import io
 import json
+import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from radius_server import free_port
 
 from radiusd.cli import build_parser, main
 from radiusd.db import open_store
@@ -214,3 +220,38 @@ def test_readme_cdr_fields_are_the_json_keys(store_url, monkeypatch, capsys):
     assert keys - {"id"} <= named, f"in the JSON, not the README: {sorted(keys - named)}"
     field_like = {word for word in named if "_" in word and word != "cdr_unrated"} | (named & {"nas", "account", "client"})
     assert field_like <= keys, f"named in the README, not in the JSON: {sorted(field_like - keys)}"
+
+
+def test_demo_says_how_other_commands_reach_its_store(tmp_path):
+    """`radiusd demo` (the README's first command) prints the DATABASE_URL that the rest take."""
+    auth, acct = free_port(2)
+    proc = subprocess.Popen([sys.executable, "-m", "radiusd", "demo", "--auth-port", str(auth), "--acct-port",
+                             str(acct), "--metrics-port", "0"], cwd=str(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, RADIUSD_CONFIG="", PYTHONPATH=str(ROOT)))
+    try:
+        printed, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline and not any("Ctrl-C" in line for line in printed):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            printed.append(line)
+        hint = [line for line in printed if "DATABASE_URL=" in line]
+        assert hint, "".join(printed)
+        url = re.search(r"DATABASE_URL=(\S+)", hint[0]).group(1)
+        assert url == f"sqlite:///{tmp_path / 'radiusd-demo.sqlite3'}"
+        listed = subprocess.run([sys.executable, "-m", "radiusd", "account", "list", "--json"], cwd=str(tmp_path),
+                                capture_output=True, text=True, timeout=60,
+                                env=dict(os.environ, DATABASE_URL=url, PYTHONPATH=str(ROOT)))
+        assert listed.returncode == 0, listed.stderr
+        assert "acme-gw" in {a["name"] for a in json.loads(listed.stdout)}
+        # without it, the default ./radiusd.sqlite3 does not exist: said, not created
+        default = subprocess.run([sys.executable, "-m", "radiusd", "account", "list"], cwd=str(tmp_path),
+                                 capture_output=True, text=True, timeout=60,
+                                 env={k: v for k, v in dict(os.environ, PYTHONPATH=str(ROOT)).items()
+                                      if k != "DATABASE_URL"})
+        assert default.returncode == 2 and "radiusd db init" in default.stderr
+        assert not (tmp_path / "radiusd.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
