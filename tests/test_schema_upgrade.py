@@ -1,0 +1,69 @@
+"""schema/upgrades/: a PostgreSQL store made before issue 9 becomes exactly the current schema,
+and its NAS keep the Message-Authenticator behaviour they had."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from radiusd.db import make_sessionmaker
+from radiusd.models import Base
+from radiusd.store.snapshot_loader import load_snapshot_from
+
+ROOT = Path(__file__).resolve().parent.parent
+UPGRADE = ROOT / "schema" / "upgrades" / "2026-12-nas-message-authenticator-max-call-duration.sql"
+
+# the schema as it was before: one boolean column, no per-client/account max call duration
+BEFORE = """
+ALTER TABLE nas DROP CONSTRAINT ck_nas_message_authenticator_policy_known;
+ALTER TABLE nas DROP COLUMN message_authenticator;
+ALTER TABLE nas DROP COLUMN message_authenticator_seen_at;
+ALTER TABLE nas ADD COLUMN require_message_authenticator BOOLEAN DEFAULT true NOT NULL;
+ALTER TABLE clients DROP COLUMN max_call_duration;
+ALTER TABLE accounts DROP COLUMN max_call_duration;
+INSERT INTO nas (id, name, address, secret, require_message_authenticator)
+    VALUES (1, 'cisco-gw', '192.0.2.1/32', 's1', true), (2, 'kamailio', '192.0.2.2/32', 's2', false);
+INSERT INTO clients (id, name, credit_limit) VALUES (1, 'Acme', 0);
+"""
+
+
+def _psql(url: str, *args: str) -> None:
+    psql = shutil.which("psql")
+    if not psql:
+        pytest.fail("psql (PostgreSQL client) is required to load schema/ into PostgreSQL")
+    done = subprocess.run([psql, url.replace("postgresql+psycopg2://", "postgresql://"), "-v", "ON_ERROR_STOP=1",
+                           "-q", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _shape(engine) -> dict:
+    db = inspect(engine)
+    return {
+        name: ({c["name"]: (str(c["type"]), c["nullable"]) for c in db.get_columns(name)},
+               {c["name"] for c in db.get_check_constraints(name)})
+        for name in ("nas", "clients", "accounts")
+    }
+
+
+def test_upgrade_turns_the_old_schema_into_the_current_one(pg_url, tmp_path):
+    _psql(pg_url, "-f", str(ROOT / "schema" / "postgresql.sql"))
+    engine = create_engine(pg_url)
+    try:
+        current = _shape(engine)
+        (tmp_path / "before.sql").write_text(BEFORE)
+        _psql(pg_url, "-f", str(tmp_path / "before.sql"))
+        assert _shape(engine) != current
+        _psql(pg_url, "-f", str(UPGRADE))
+        assert _shape(engine) == current
+        assert set(current["nas"][0]) == set(Base.metadata.tables["nas"].columns.keys())
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM store_version")).scalar() == 1
+        snapshot = load_snapshot_from(make_sessionmaker(engine))
+        assert {n.name: (n.message_authenticator, n.message_authenticator_learned)
+                for n in snapshot.nas.values()} == {"cisco-gw": ("yes", False), "kamailio": ("no", False)}
+        assert snapshot.clients[1].max_call_duration is None
+    finally:
+        engine.dispose()
