@@ -671,10 +671,14 @@ class RadiusServer:
 
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
     from radiusd.db import open_store
+    from radiusd.errors import UserError
 
     try:
-        _, sessions = open_store(settings.database_url)
-    except Exception as exc:  # bad URL, missing driver, server down
+        # `db init` (or the demo) makes a store; a server pointed at a wrong URL must not make an empty one
+        _, sessions = open_store(settings.database_url, create=False)
+    except UserError as exc:  # no radiusd store at this URL, or not a sqlite/postgresql URL
+        raise StartupError(str(exc)) from None
+    except Exception as exc:  # missing driver, server down
         raise StartupError(f"cannot open the store {_redact(settings.database_url)}: {exc.__class__.__name__}: {exc}") from None
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
                           run_sweeper=run_sweeper)
