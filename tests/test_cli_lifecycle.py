@@ -5,7 +5,8 @@ prints one way on both stores."""
 from __future__ import annotations
 
 import datetime as dt
-import json
+import subprocess
+import sys
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -217,6 +218,16 @@ def test_commands_do_not_create_a_store(tmp_path, capsys, store_url):
     engine = make_engine(empty)
     assert inspect(engine).get_table_names() in ([], ["unrelated"])
     engine.dispose()
+    if "@" in empty:  # a PostgreSQL database that does not exist at all: one line, the URL named
+        gone = empty.rsplit("/", 1)[0] + "/radiusd_no_such_db"
+        assert main(["client", "list", "--database-url", gone]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "radiusd_no_such_db" in err and ":***@" in err, err
+    # nor does the server: it stops at start, saying why
+    served = subprocess.run([sys.executable, "-m", "radiusd", "serve", "--workers", "1", "--metrics-port", "0",
+                             "--auth-port", "0", "--acct-port", "0", "--database-url", f"sqlite:///{missing}"],
+                            capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert served.returncode == 2 and "radiusd db init" in served.stderr and not missing.exists()
     # an unsupported scheme is one line, not a traceback
     for url in ("mysql://u:secret@db/radiusd", "radiusd.sqlite3"):
         code = main(["client", "list", "--database-url", url])
