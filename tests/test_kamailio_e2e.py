@@ -175,10 +175,10 @@ def _expected_cost(duration: int) -> Decimal:
     return (FEE + PRICE * billed / 60).quantize(Decimal("0.000001"), ROUND_HALF_UP)
 
 
-def test_kamailio_calls_are_authorized_digest_checked_accounted_and_billed(pg_url, tmp_path):
+def test_kamailio_calls_are_authorized_digest_checked_accounted_and_billed(store_url, tmp_path):
     kamailio_bin, sipp_bin = _require_tools()
-    _provision(pg_url)
-    radiusd = ServerProcess(pg_url, tmp_path, name="radiusd").wait_ready()
+    _provision(store_url)   # runs on both stores: SQLite (the embedded default) and PostgreSQL
+    radiusd = ServerProcess(store_url, tmp_path, name="radiusd").wait_ready()
     sip_port, uas_port = free_port(2)
     kamailio = uas = None
     try:
@@ -211,7 +211,7 @@ def test_kamailio_calls_are_authorized_digest_checked_accounted_and_billed(pg_ur
         assert len(refused) == 3
 
         # every Stop is in: wait for the accounting of the three calls (no open call left)
-        engine, sessions = open_store(pg_url)
+        engine, sessions = open_store(store_url)
         try:
             deadline = time.monotonic() + 15
             while True:
@@ -249,7 +249,7 @@ def test_kamailio_calls_are_authorized_digest_checked_accounted_and_billed(pg_ur
     assert balances == {"Acme": OPENING - charged, "Broke": Decimal("0")}
 
     # the switch never sent Message-Authenticator; at the default policy it was served all along
-    nas = _cli(pg_url, "nas", "show", "kamailio")
+    nas = _cli(store_url, "nas", "show", "kamailio")
     assert nas["message_authenticator"] == "auto" and nas["message_authenticator_learned"] is None
     assert not [e for e in radiusd.events("packet.dropped") if e.get("nas") == "kamailio"]
     assert radiusd_code == 0
