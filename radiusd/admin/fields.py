@@ -24,7 +24,7 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 def fail(field: str, problem: str, value) -> UserError:
-    return UserError(f"{field}: {problem} ({value})")
+    return UserError(f"{field}: {problem} ({value})", field=field)
 
 
 def text(field: str, value, *, max_len: int = 200, required: bool = False, strip: bool = True) -> str:
