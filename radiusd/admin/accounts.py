@@ -11,8 +11,8 @@ from __future__ import annotations
 import ipaddress
 from decimal import Decimal
 
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, func, not_, or_, select
+from sqlalchemy.orm import Session, selectinload
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
@@ -30,6 +30,7 @@ from radiusd.models import (
     RateTable,
     RoutingPlan,
     RoutingRule,
+    account_gateways,
 )
 
 ACCOUNT_FIELDS = (
@@ -205,6 +206,9 @@ def _write(draft: _Draft, account: Account) -> None:
     account.gateways = list(draft.gateways)
 
 
+# the leg whose CDR cost was debited from the client (store.accounting), so the one refunded on delete
+REFUNDED_LEG = "orig"
+
 _DEFAULTS = {
     "tech_prefix": "", "notes": "", "active": True, "orig_enabled": True, "orig_tag": "", "term_enabled": False,
     "term_tag": "",
@@ -275,7 +279,7 @@ def delete_account(session: Session, ref, *, actor: str, context: str = "cli") -
     client = session.get(Client, account.client_id)
     deleted = session.execute(delete(Cdr).where(Cdr.account_id == account.id).returning(Cdr.leg, Cdr.cost)).all()
     costs = [cost for _leg, cost in deleted]
-    refunded = sum((cost or Decimal(0) for leg, cost in deleted if leg == "orig"), Decimal(0))
+    refunded = sum((cost or Decimal(0) for leg, cost in deleted if leg == REFUNDED_LEG), Decimal(0))
     calls = session.execute(
         delete(ActiveCall).where(ActiveCall.account_id == account.id).returning(ActiveCall.id)).scalars().all()
     rules = session.execute(
@@ -323,14 +327,16 @@ def _ids_by_network(session: Session, predicate) -> set[int]:
             if predicate(cidr)}
 
 
-def search_accounts(session: Session, *, client=None, ip=None, name=None, ani=None, tech_prefix=None, tag=None,
-                    rate_table=None, keyword=None, limit=None) -> list[dict]:
-    """Accounts matching every given filter (records, password shown as "***"), by id.
+SEARCH_FILTERS = ("client", "ip", "name", "ani", "tech_prefix", "tag", "rate_table", "keyword", "status", "gateway",
+                  "routing_plan", "ident_by")
+STATUSES = ("active", "inactive")
+# what a page of accounts may be sorted by (the web table's columns)
+SORT_KEYS = {"id": (Account.id,), "client": (Client.name, Account.id), "name": (Account.name,),
+             "ident": (Account.ident_by, Account.id), "tech_prefix": (Account.tech_prefix, Account.id)}
 
-    name, ani and keyword match parts, case-insensitively; ip finds accounts whose CIDR contains the
-    address (or overlaps the given network); tag matches the orig or term tag; rate_table the orig
-    or term rate table; keyword looks in name, ANI, IP list, notes and the client's name.
-    """
+
+def _search_query(session: Session, *, client=None, ip=None, name=None, ani=None, tech_prefix=None, tag=None,
+                  rate_table=None, keyword=None, status=None, gateway=None, routing_plan=None, ident_by=None):
     query = select(Account).join(Client, Client.id == Account.client_id)
     if client not in (None, ""):
         query = query.where(Account.client_id == find(session, Client, client, "client").id)
@@ -345,6 +351,19 @@ def search_accounts(session: Session, *, client=None, ip=None, name=None, ani=No
     if rate_table not in (None, ""):
         table = find(session, RateTable, rate_table, "rate_table")
         query = query.where(or_(Account.orig_rate_table_id == table.id, Account.term_rate_table_id == table.id))
+    if status not in (None, ""):
+        # inactive = switched off, or deactivated (neither originator nor terminator ticked)
+        running = and_(Account.active.is_(True), or_(Account.orig_enabled.is_(True), Account.term_enabled.is_(True)))
+        query = query.where(running if F.choice("status", status, STATUSES) == "active" else not_(running))
+    if gateway not in (None, ""):
+        nas = find(session, Nas, gateway, "gateway")
+        query = query.where(Account.id.in_(
+            select(account_gateways.c.account_id).where(account_gateways.c.nas_id == nas.id)))
+    if routing_plan not in (None, ""):
+        plan = find(session, RoutingPlan, routing_plan, "routing_plan")
+        query = query.where(Account.orig_routing_plan_id == plan.id)
+    if ident_by not in (None, ""):
+        query = query.where(Account.ident_by == F.choice("ident_by", ident_by, IDENT_BY))
     if ip not in (None, ""):
         ids = _ids_by_network(session, _ip_matches(str(ip).strip()))
         query = query.where(Account.id.in_(ids or [-1]))
@@ -352,21 +371,71 @@ def search_accounts(session: Session, *, client=None, ip=None, name=None, ani=No
         word = str(keyword).strip()
         lower = word.lower()
         try:
-            by_net = _ids_by_network(session, _ip_matches(word))
-        except F.UserError:
-            by_net = {aid for aid, cidr in session.execute(select(AccountNetwork.account_id, AccountNetwork.cidr))
-                      if lower in cidr}
+            in_networks = Account.id.in_(_ids_by_network(session, _ip_matches(word)) or [-1])
+        except F.UserError:  # not an address: a part of an IP list's text
+            in_networks = Account.id.in_(
+                select(AccountNetwork.account_id).where(AccountNetwork.cidr.contains(lower, autoescape=True)))
         query = query.where(or_(
             func.lower(Account.name).contains(lower, autoescape=True),
             Account.ani.contains(word, autoescape=True),
             func.lower(Account.notes).contains(lower, autoescape=True),
             func.lower(Client.name).contains(lower, autoescape=True),
-            Account.id.in_(by_net or [-1]),
+            in_networks,
         ))
-    query = query.order_by(Account.id)
+    return query
+
+
+def search_accounts(session: Session, *, limit=None, **filters) -> list[dict]:
+    """Accounts matching every given filter (records, password shown as "***"), by id.
+
+    name, ani and keyword match parts, case-insensitively; ip finds accounts whose CIDR contains the
+    address (or overlaps the given network); tag matches the orig or term tag; rate_table the orig
+    or term rate table; keyword looks in name, ANI, IP list, notes and the client's name; status is
+    active or inactive (switched off or deactivated); gateway is a NAS the account is assigned to;
+    routing_plan the originator's routing plan.
+    """
+    query = _search_query(session, **filters).order_by(Account.id)
     if limit is not None:
         query = query.limit(F.integer("limit", limit, minimum=1))
     return [account_record(session, a) for a in session.scalars(query)]
+
+
+def account_page(session: Session, *, sort: str = "id", descending: bool = False, offset=0, limit=50,
+                 **filters) -> dict:
+    """One page of the accounts matching `filters` (as search_accounts), sorted in SQL.
+
+    Returns {"total", "offset", "limit", "rows"}; each row is the account's record plus client_id.
+    """
+    if sort not in SORT_KEYS:
+        raise F.fail("sort", f"expected one of {', '.join(SORT_KEYS)}", sort)
+    offset = F.integer("offset", offset, minimum=0)
+    limit = F.integer("limit", limit, minimum=1, maximum=1000)
+    query = _search_query(session, **filters)
+    total = session.scalar(select(func.count()).select_from(query.with_only_columns(Account.id).subquery()))
+    order = [c.desc() if descending else c.asc() for c in SORT_KEYS[sort]]
+    page = session.scalars(query.options(selectinload(Account.networks), selectinload(Account.gateways))
+                           .order_by(*order).offset(offset).limit(limit)).all()
+    rows = []
+    for account in page:
+        row = account_record(session, account)
+        row["client_id"] = account.client_id
+        rows.append(row)
+    return {"total": total, "offset": offset, "limit": limit, "rows": rows}
+
+
+def delete_preview(session: Session, ref) -> dict:
+    """What delete_account would remove and refund, without changing anything (for a confirmation)."""
+    account = find(session, Account, ref, "account")
+    client = session.get(Client, account.client_id)
+    cdrs = session.scalar(select(func.count()).select_from(Cdr).where(Cdr.account_id == account.id))
+    refund = session.scalar(select(func.coalesce(func.sum(Cdr.cost), 0)).where(
+        Cdr.account_id == account.id, Cdr.leg == REFUNDED_LEG))
+    calls = session.scalar(select(func.count()).select_from(ActiveCall).where(ActiveCall.account_id == account.id))
+    rules = session.scalar(select(func.count()).select_from(RoutingRule)
+                           .where(RoutingRule.terminator_account_id == account.id))
+    return {"account": account.name, "id": account.id, "client": client.name, "client_id": client.id,
+            "cdrs": cdrs, "refund": F.money_out(Decimal(refund)), "active_calls": calls, "routing_rules": rules,
+            "balance": F.money_out(client.balance), "currency": client.currency}
 
 
 def list_accounts(session: Session, *, client=None) -> list[dict]:
