@@ -201,3 +201,59 @@ def import_rates(session: Session, table_ref, path, *, actor: str, context: str 
     path = os.fspath(path)
     text = F.read_text_file(path)
     return import_rates_text(session, table_ref, text, path, actor=actor, context=context, replace=replace)
+
+
+def rate_page(session: Session, table_ref, *, prefix=None, offset=0, limit=50) -> dict:
+    """One page of a rate table's rates by prefix; `prefix` keeps those starting with it.
+
+    Returns {"table", "total", "offset", "limit", "rows"}; each row is a rate record plus its id.
+    """
+    table = find(session, RateTable, table_ref, "rate_table")
+    offset = F.integer("offset", offset, minimum=0)
+    limit = F.integer("limit", limit, minimum=1, maximum=1000)
+    query = select(Rate).where(Rate.rate_table_id == table.id)
+    if prefix not in (None, ""):
+        query = query.where(Rate.prefix.startswith(F.digits_prefix("prefix", prefix)))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = [{"id": r.id, **rate_record(r)} for r in session.scalars(
+        query.order_by(Rate.prefix, Rate.effective_from).offset(offset).limit(limit))]
+    return {"table": rate_table_record(table), "total": total, "offset": offset, "limit": limit, "rows": rows}
+
+
+def _find_rate(session: Session, table: RateTable, rate_id) -> Rate:
+    rate_id = F.integer("rate", rate_id, minimum=1)
+    rate = session.get(Rate, rate_id)
+    if rate is None or rate.rate_table_id != table.id:
+        raise F.fail("rate", f"no such rate in table {table.name}", rate_id)
+    return rate
+
+
+def update_rate(session: Session, table_ref, rate_id, *, actor: str, context: str = "cli", **values) -> dict:
+    """Change fields of one rate (the same checks as an imported row); setting effective_until
+    end-dates it: from then on the rate no longer prices calls."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    rate = _find_rate(session, table, rate_id)
+    before = rate_record(rate)
+    merged = {k: v for k, v in before.items()}
+    merged.update(values)
+    row = rate_values(merged)
+    if (row["prefix"], row["effective_from"]) != (rate.prefix, rate.effective_from) and \
+            (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
+        raise F.fail("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+                     row["prefix"])
+    for key, value in row.items():
+        setattr(rate, key, value)
+    session.flush()
+    after = rate_record(rate)
+    changes = audit.diff(before, after)
+    if changes:
+        audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
+                     action="rate-update", actor=actor, context=context,
+                     changes={f"rate {rate.prefix!r} {k}": v for k, v in changes.items()})
+    return {"rate_table": table.name, "id": rate.id, **after}
+
+
+def end_rate(session: Session, table_ref, rate_id, until, *, actor: str, context: str = "cli") -> dict:
+    """End-date one rate at `until` (ISO-8601 date or date-time)."""
+    return update_rate(session, table_ref, rate_id, actor=actor, context=context,
+                       effective_until=F.timestamp("effective_until", until))
