@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, aliased
 
 from radiusd.admin import audit
 from radiusd.admin import fields as F
+from radiusd.errors import UserError
 from radiusd.models import Account, ActiveCall, Cdr, Client, Nas
 
 CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "caller", "called", "started_at",
@@ -23,6 +24,11 @@ CDR_COLUMNS = ["id", "leg", "nas", "account", "client", "call_id", "caller", "ca
 CDR_DETAIL_COLUMNS = CDR_COLUMNS + ["leg_key", "acct_session_id", "tech_prefix", "remote_address", "setup_time",
                                     "rate_table_id"]
 DEFAULT_CDR_LIMIT = 100
+
+
+class NoSuchCall(UserError):
+    """The call asked for is not open (never was, or already ended)."""
+
 MAX_PAGE = 10000
 
 
@@ -124,7 +130,7 @@ def end_call(session: Session, call_id, *, actor: str, context: str, now: dt.dat
     now = now or audit.utcnow()
     row = session.scalars(select(ActiveCall).where(ActiveCall.id == call_id).with_for_update()).first()
     if row is None:
-        raise F.fail("id", "no open call with this id", call_id)
+        raise NoSuchCall(f"id: no open call with this id ({call_id})", field="id")
     before = {"state": row.state, "leg": row.leg, "call_id": row.call_id, "leg_key": row.leg_key,
               "account_id": row.account_id, "client_id": row.client_id}
     if row.state == "reserved":
