@@ -257,3 +257,10 @@ def end_rate(session: Session, table_ref, rate_id, until, *, actor: str, context
     """End-date one rate at `until` (ISO-8601 date or date-time)."""
     return update_rate(session, table_ref, rate_id, actor=actor, context=context,
                        effective_until=F.timestamp("effective_until", until))
+
+
+def show_rate(session: Session, table_ref, rate_id) -> dict:
+    """One rate of a table: {"table": table record, "rate": rate record with its id}."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    rate = _find_rate(session, table, rate_id)
+    return {"table": rate_table_record(table), "rate": {"id": rate.id, **rate_record(rate)}}
