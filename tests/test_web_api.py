@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
-import threading
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -26,6 +28,7 @@ from radiusd.web.api import router
 from test_accounting_support import CUSTOMER_IP, T0, VENDOR_IP, acct, feed, open_calls, seed, snapshot_of
 
 S = dt.timedelta(seconds=1)
+ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
 
 
@@ -317,40 +320,45 @@ def test_account_update_deactivate_and_delete_with_refund(api):
     assert actions == [("update", "alice", "api"), ("deactivate", "alice", "api"), ("delete", "alice", "api")]
 
 
-def test_openapi_document_lists_the_resources(api):
-    doc = api.http.get("/openapi.json").json()
-    paths = set(doc["paths"])
-    for path in ("/api/v1/clients", "/api/v1/clients/{ref}", "/api/v1/clients/{ref}/topups", "/api/v1/accounts",
-                 "/api/v1/accounts/{ref}", "/api/v1/nas", "/api/v1/nas/{ref}", "/api/v1/rate-tables",
-                 "/api/v1/rate-tables/{ref}/rates", "/api/v1/rate-tables/{ref}/rates/import", "/api/v1/calls",
-                 "/api/v1/calls/{call_id}/end", "/api/v1/cdrs"):
-        assert path in paths, path
-    assert doc["components"]["securitySchemes"]["token"]["scheme"].lower() == "bearer"
-    body = doc["paths"]["/api/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert "ips" in body["properties"] and body["required"] == ["client", "name", "ident_by"]
-
-
 # ---------------------------------------------------------------- over real HTTP
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture
-def served(sessions):
-    """The API under uvicorn on a free loopback port, for the length of one test."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(make_app(sessions), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
+def served(store_url, sessions, tmp_path):
+    """`radiusd web` itself, in a process of its own on a free loopback port, for one test."""
+    port = _free_port()
+    log = open(tmp_path / "web.log", "w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "radiusd", "web", "--bind", "127.0.0.1", "--port", str(port),
+         "--database-url", store_url],
+        cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
     try:
-        yield f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/api/v1/openapi.json", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError):
+                log.seek(0)
+                assert process.poll() is None, f"radiusd web exited: {log.read()}"
+                assert time.monotonic() < deadline, "radiusd web did not answer within 60 s"
+                time.sleep(0.1)
+        yield base
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=20)
+        log.close()
 
 
 def _http(base: str, method: str, path: str, token: str | None, body=None) -> tuple[int, dict]:
@@ -368,6 +376,7 @@ def _http(base: str, method: str, path: str, token: str | None, body=None) -> tu
 
 
 def test_over_real_http_admin_creates_an_account_and_a_viewer_cannot(sessions, served):
+    """Against `radiusd web` as an operator runs it: plain HTTP on a socket."""
     base = served
     tokens = Api(sessions)  # its users and tokens; the requests go over the socket
     admin, viewer = tokens.admin_token, tokens.viewer_token
@@ -386,3 +395,18 @@ def test_over_real_http_admin_creates_an_account_and_a_viewer_cannot(sessions, s
     assert status == 400 and bad["error"]["field"] == "ips"
     with sessions() as s:
         assert set(s.scalars(select(Account.name))) == {"acme-gw"}
+
+
+def test_the_application_serves_an_openapi_document_of_the_resources(served):
+    with urllib.request.urlopen(served + "/api/v1/openapi.json", timeout=20) as response:
+        doc = json.loads(response.read())
+    paths = set(doc["paths"])
+    for path in ("/api/v1/clients", "/api/v1/clients/{ref}", "/api/v1/clients/{ref}/topups", "/api/v1/accounts",
+                 "/api/v1/accounts/{ref}", "/api/v1/nas", "/api/v1/nas/{ref}", "/api/v1/rate-tables",
+                 "/api/v1/rate-tables/{ref}/rates", "/api/v1/rate-tables/{ref}/rates/import", "/api/v1/calls",
+                 "/api/v1/calls/{call_id}/end", "/api/v1/cdrs"):
+        assert path in paths, path
+    assert all(p.startswith("/api/v1/") for p in paths), "web pages are no part of the API document"
+    assert doc["components"]["securitySchemes"]["token"]["scheme"].lower() == "bearer"
+    body = doc["paths"]["/api/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "ips" in body["properties"] and body["required"] == ["client", "name", "ident_by"]
