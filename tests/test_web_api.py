@@ -158,6 +158,9 @@ def test_missing_or_bad_token_is_401_and_writes_nothing(api):
         assert error_of(r) == (401, "authorization"), token
         assert r.headers["www-authenticate"] == "Bearer"
         assert api.call("GET", "/clients", token=token).status_code == 401
+    # the token is judged before the body: a caller without a token learns nothing about validation
+    assert error_of(api.call("POST", "/clients", token=None, content=b"{not json")) == (401, "authorization")
+    assert error_of(api.call("POST", "/accounts", token="viewer", json={"ips": "10.1.2"})) == (403, "authorization")
     assert api.count(Client) == 0 and len(api.audit()) == audit_before
 
 
@@ -174,6 +177,7 @@ def test_topup_changes_the_balance_exactly(api):
     for bad in ("0", "abc", "1.0000001", None):
         assert error_of(api.call("POST", "/clients/acme/topups", json={"amount": bad})) == (400, "amount")
     assert error_of(api.call("POST", "/clients/acme/topups", json={})) == (400, "amount")
+    assert error_of(api.call("PATCH", "/clients/acme", json={"balance": "1000"})) == (400, "balance")
     assert error_of(api.call("POST", "/clients/nobody/topups", json={"amount": "1"})) == (404, "client")
     topups = api.audit(object_type="client", context="api")
     assert [e.action for e in topups] == ["create", "topup", "topup", "topup", "adjust"]

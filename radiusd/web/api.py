@@ -32,7 +32,10 @@ from radiusd.admin import fields as F
 from radiusd.admin.refs import find
 from radiusd.cli_output import first_line, plain
 from radiusd.errors import UserError
+from radiusd.logging_setup import get_logger
 from radiusd.models import Account, Client, Nas, RateTable
+
+log = get_logger()
 
 CONTEXT = "api"
 DEFAULT_LIMIT = 100
@@ -94,6 +97,9 @@ async def _call(request: Request, role: str, work, status: int = 200) -> JSONRes
     try:
         result = await run_in_threadpool(_run, request, role, work)
     except ApiError as exc:
+        if exc.status in (401, 403):  # never the token itself: only where from and why
+            log.warning("api.refused", status=exc.status, method=request.method, path=request.url.path,
+                        address=request.client.host if request.client else None, reason=exc.message)
         return _error(exc.status, exc.field, exc.message)
     except UserError as exc:
         return _error(400, _field_of(exc), str(exc))
@@ -130,12 +136,22 @@ async def _body(request: Request, allowed: tuple[str, ...], what: str) -> dict:
     return body
 
 
-async def _body_or_error(request: Request, allowed: tuple[str, ...], what: str):
-    """(body, None), or (None, the error response) when the body is not a JSON object of those fields."""
+async def _change_body(request: Request, allowed: tuple[str, ...], what: str, work, status: int = 200):
+    """A change whose input is a JSON object: work(session, user, body) for an admin token.
+
+    The body is read first but judged after the token and the role: a caller without the right to
+    change learns nothing about what the server would accept.
+    """
     try:
-        return await _body(request, allowed, what), None
+        body, problem = await _body(request, allowed, what), None
     except ApiError as exc:
-        return None, _error(exc.status, exc.field, exc.message)
+        body, problem = None, exc
+
+    def guarded(session, user):
+        if problem is not None:
+            raise problem
+        return work(session, user, body)
+    return await _change(request, guarded, status)
 
 
 def _page_args(request: Request) -> tuple[int, int]:
@@ -199,10 +215,9 @@ async def list_clients(request: Request):
 @router.post("/clients", status_code=201, summary="Add a client",
              openapi_extra=_schema(CLIENT_CREATE, ("name",), "credit_limit null = unlimited; money as strings"))
 async def create_client(request: Request):
-    body, error = await _body_or_error(request, CLIENT_CREATE, "client")
-    if error:
-        return error
-    return await _change(request, lambda s, u: clients.create_client(s, actor=u.name, context=CONTEXT, **body), 201)
+    return await _change_body(
+        request, CLIENT_CREATE, "client",
+        lambda s, u, body: clients.create_client(s, actor=u.name, context=CONTEXT, **body), 201)
 
 
 @router.get("/clients/{ref}", summary="One client by name or id, with its accounts")
@@ -213,24 +228,22 @@ async def show_client(request: Request, ref: str):
 @router.patch("/clients/{ref}", summary="Change a client's fields (not the balance: see topups)",
               openapi_extra=_schema(CLIENT_UPDATE))
 async def update_client(request: Request, ref: str):
-    body, error = await _body_or_error(request, CLIENT_UPDATE, "client")
-    if error:
-        return error
-    return await _change(request, lambda s, u: clients.update_client(
-        s, _locate(s, Client, ref, "client"), actor=u.name, context=CONTEXT, **body))
+    def work(s, u, body):
+        if "balance" in body:  # balances move only through top-ups and corrections, each audited as such
+            raise F.fail("balance", "use POST /api/v1/clients/{ref}/topups to change a balance", body["balance"])
+        return clients.update_client(s, _locate(s, Client, ref, "client"), actor=u.name, context=CONTEXT, **body)
+    return await _change_body(request, CLIENT_UPDATE + ("balance",), "client", work)
 
 
 @router.post("/clients/{ref}/topups", status_code=201, summary="Top up (or correct, if negative) a client's balance",
              openapi_extra=_schema(TOPUP_FIELDS, ("amount",), "amount as a string, e.g. \"25.00\""))
 async def topup_client(request: Request, ref: str):
-    body, error = await _body_or_error(request, TOPUP_FIELDS, "top-up")
-    if error:
-        return error
-    if "amount" not in body:
-        return _error(400, "amount", "amount: is required (missing)")
-    return await _change(request, lambda s, u: clients.adjust_balance(
-        s, _locate(s, Client, ref, "client"), body["amount"], actor=u.name, context=CONTEXT,
-        notes=body.get("notes") or ""), 201)
+    def work(s, u, body):
+        if "amount" not in body:
+            raise F.fail("amount", "is required", "missing")
+        return clients.adjust_balance(s, _locate(s, Client, ref, "client"), body["amount"], actor=u.name,
+                                      context=CONTEXT, notes=body.get("notes") or "")
+    return await _change_body(request, TOPUP_FIELDS, "top-up", work, 201)
 
 
 # ---------------------------------------------------------------- accounts
@@ -257,10 +270,9 @@ async def list_accounts(request: Request):
              openapi_extra=_schema(accounts.ACCOUNT_FIELDS, ("client", "name", "ident_by"),
                                    "ips: a list or a ;-separated string of addresses/CIDRs; gateways: NAS names"))
 async def create_account(request: Request):
-    body, error = await _body_or_error(request, accounts.ACCOUNT_FIELDS, "account")
-    if error:
-        return error
-    return await _change(request, lambda s, u: accounts.create_account(s, actor=u.name, context=CONTEXT, **body), 201)
+    return await _change_body(
+        request, accounts.ACCOUNT_FIELDS, "account",
+        lambda s, u, body: accounts.create_account(s, actor=u.name, context=CONTEXT, **body), 201)
 
 
 @router.get("/accounts/{ref}", summary="One account by name or id (the password as \"***\")")
@@ -271,11 +283,10 @@ async def show_account(request: Request, ref: str):
 @router.patch("/accounts/{ref}", summary="Change an account's fields (ips and gateways replace the whole list)",
               openapi_extra=_schema(accounts.ACCOUNT_FIELDS))
 async def update_account(request: Request, ref: str):
-    body, error = await _body_or_error(request, accounts.ACCOUNT_FIELDS, "account")
-    if error:
-        return error
-    return await _change(request, lambda s, u: accounts.update_account(
-        s, _locate(s, Account, ref, "account"), actor=u.name, context=CONTEXT, **body))
+    return await _change_body(
+        request, accounts.ACCOUNT_FIELDS, "account",
+        lambda s, u, body: accounts.update_account(
+            s, _locate(s, Account, ref, "account"), actor=u.name, context=CONTEXT, **body))
 
 
 @router.post("/accounts/{ref}/deactivate", summary="Untick originator and terminator: no new calls either way")
@@ -309,10 +320,9 @@ async def list_nas(request: Request):
              openapi_extra=_schema(nas.NAS_FIELDS, ("name", "address", "secret"),
                                    "address: IP or CIDR; secret is write-only"))
 async def create_nas(request: Request):
-    body, error = await _body_or_error(request, nas.NAS_FIELDS, "NAS")
-    if error:
-        return error
-    return await _change(request, lambda s, u: nas.create_nas(s, actor=u.name, context=CONTEXT, **body), 201)
+    return await _change_body(
+        request, nas.NAS_FIELDS, "NAS",
+        lambda s, u, body: nas.create_nas(s, actor=u.name, context=CONTEXT, **body), 201)
 
 
 @router.get("/nas/{ref}", summary="One NAS by name or id, with the accounts using it as a gateway")
@@ -322,11 +332,10 @@ async def show_nas(request: Request, ref: str):
 
 @router.patch("/nas/{ref}", summary="Change a NAS's fields", openapi_extra=_schema(nas.NAS_FIELDS))
 async def update_nas(request: Request, ref: str):
-    body, error = await _body_or_error(request, nas.NAS_FIELDS, "NAS")
-    if error:
-        return error
-    return await _change(request, lambda s, u: nas.update_nas(
-        s, _locate(s, Nas, ref, "nas"), actor=u.name, context=CONTEXT, **body))
+    return await _change_body(
+        request, nas.NAS_FIELDS, "NAS",
+        lambda s, u, body: nas.update_nas(
+            s, _locate(s, Nas, ref, "nas"), actor=u.name, context=CONTEXT, **body))
 
 
 @router.delete("/nas/{ref}", summary="Remove a NAS (refused while it is an account's only gateway)")
@@ -348,12 +357,11 @@ async def list_rate_tables(request: Request):
 @router.post("/rate-tables", status_code=201, summary="Add a rate table",
              openapi_extra=_schema(RATE_TABLE_FIELDS, ("name",)))
 async def create_rate_table(request: Request):
-    body, error = await _body_or_error(request, RATE_TABLE_FIELDS, "rate table")
-    if error:
-        return error
-    if "name" not in body:
-        return _error(400, "name", "name: is required (missing)")
-    return await _change(request, lambda s, u: rates.create_rate_table(s, actor=u.name, context=CONTEXT, **body), 201)
+    def work(s, u, body):
+        if "name" not in body:
+            raise F.fail("name", "is required", "missing")
+        return rates.create_rate_table(s, actor=u.name, context=CONTEXT, **body)
+    return await _change_body(request, RATE_TABLE_FIELDS, "rate table", work, 201)
 
 
 def _rate_table(session, ref) -> dict:
@@ -386,21 +394,19 @@ async def list_rates(request: Request, ref: str):
              openapi_extra=_schema(rates.CSV_COLUMNS, ("prefix", "price_per_minute"),
                                    "money as strings; dates ISO-8601 (a date alone = midnight UTC)"))
 async def add_rate(request: Request, ref: str):
-    body, error = await _body_or_error(request, rates.CSV_COLUMNS, "rate")
-    if error:
-        return error
-    return await _change(request, lambda s, u: rates.add_rate(
-        s, _locate(s, RateTable, ref, "rate_table"), actor=u.name, context=CONTEXT, **body), 201)
+    return await _change_body(
+        request, rates.CSV_COLUMNS, "rate",
+        lambda s, u, body: rates.add_rate(
+            s, _locate(s, RateTable, ref, "rate_table"), actor=u.name, context=CONTEXT, **body), 201)
 
 
 @router.patch("/rate-tables/{ref}/rates/{rate_id}", summary="Change one rate (e.g. effective_until to end-date it)",
               openapi_extra=_schema(rates.CSV_COLUMNS))
 async def update_rate(request: Request, ref: str, rate_id: str):
-    body, error = await _body_or_error(request, rates.CSV_COLUMNS, "rate")
-    if error:
-        return error
-    return await _change(request, lambda s, u: rates.update_rate(
-        s, _locate(s, RateTable, ref, "rate_table"), rate_id, actor=u.name, context=CONTEXT, **body))
+    return await _change_body(
+        request, rates.CSV_COLUMNS, "rate",
+        lambda s, u, body: rates.update_rate(
+            s, _locate(s, RateTable, ref, "rate_table"), rate_id, actor=u.name, context=CONTEXT, **body))
 
 
 @router.post("/rate-tables/{ref}/rates/import", summary="Import a CSV rate deck (all rows or none); ?replace=yes "
@@ -408,14 +414,16 @@ async def update_rate(request: Request, ref: str, rate_id: str):
              openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
 async def import_rates(request: Request, ref: str):
     raw = await request.body()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return _error(400, "body", f"body: not UTF-8 text ({exc.reason})")
-    replace = request.query_params.get("replace") or "no"
-    return await _change(request, lambda s, u: rates.import_rates_text(
-        s, _locate(s, RateTable, ref, "rate_table"), text, "body", actor=u.name, context=CONTEXT,
-        replace=F.boolean("replace", replace)))
+
+    def work(s, u):
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise F.fail("body", "not UTF-8 text", exc.reason) from None
+        replace = F.boolean("replace", request.query_params.get("replace") or "no")
+        return rates.import_rates_text(s, _locate(s, RateTable, ref, "rate_table"), text, "body", actor=u.name,
+                                       context=CONTEXT, replace=replace)
+    return await _change(request, work)
 
 
 # ---------------------------------------------------------------- calls and CDRs
