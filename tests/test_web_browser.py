@@ -362,3 +362,44 @@ def test_nas_secret_is_never_rendered(site, page):
         assert "n3w-shared-secret" not in page.content() and "testing123" not in page.content()
     page.goto(site.base + "/audit?object_type=nas&object_id=1")
     assert "(changed)" in page.locator("table#audit tbody tr", has_text="secret").first.inner_text()
+
+
+def test_demo_prints_the_web_command_and_credentials_that_log_in(tmp_path, browser):
+    """`radiusd demo` -> the printed `radiusd web` command -> the printed URL and login, in a browser."""
+    import os
+    import signal
+    import sys
+
+    from radius_server import free_port
+
+    auth, acct = free_port(2)
+    demo = subprocess.Popen([sys.executable, "-m", "radiusd", "demo", "--db", str(tmp_path / "demo.sqlite3"),
+                             "--auth-port", str(auth), "--acct-port", str(acct), "--metrics-port", "0"],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, RADIUSD_CONFIG=""))
+    web = None
+    try:
+        printed = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any("log in as" in line for line in printed):
+            printed.append(demo.stdout.readline())
+        command = next(line.strip() for line in printed if line.strip().startswith("radiusd web"))
+        user, password = re.search(r"log in as (\S+) / (\S+)", "".join(printed)).groups()
+        url = command.split("--database-url ", 1)[1]
+        web = WebProcess(url, tmp_path).wait_ready()
+        page = browser.new_page()
+        try:
+            page.goto(web.base + "/")
+            page.fill("input[name=name]", user)
+            page.fill("input[name=password]", password)
+            page.click("form.login button[type=submit]")
+            page.wait_for_selector("#kpis")
+            page.goto(web.base + "/accounts")
+            assert "acme-sip" in rows(page, "accounts")
+        finally:
+            page.close()
+    finally:
+        if web is not None:
+            web.stop()
+        demo.send_signal(signal.SIGTERM)
+        assert demo.wait(30) == 0
