@@ -284,6 +284,24 @@ def test_rate_tables_rates_and_csv_import(api):
         400, "prefix")
 
 
+def test_routing_plans_and_rules(api):
+    seed(api.sessions)
+    r = api.call("POST", "/routing-plans", json={"name": "uk", "notes": "UK traffic"})
+    assert r.status_code == 201 and r.json()["name"] == "uk"
+    r = api.call("POST", "/routing-plans/uk/rules", json={"terminator": "vendor-out", "prefix": "44", "share": 60})
+    assert r.status_code == 201 and (r.json()["terminator"], r.json()["share"]) == ("vendor-out", 60)
+    assert error_of(api.call("POST", "/routing-plans/uk/rules", json={"terminator": "nobody"})) == (400, "terminator")
+    assert error_of(api.call("POST", "/routing-plans/uk/rules", json={"terminator": "vendor-out", "share": 101})) == (
+        400, "share")
+    assert error_of(api.call("POST", "/routing-plans/nope/rules", json={"terminator": "vendor-out"})) == (
+        404, "routing_plan")
+    plan = api.call("GET", "/routing-plans/uk", token="viewer").json()
+    assert [(r["prefix"], r["terminator"]) for r in plan["rule_list"]] == [("44", "vendor-out")]
+    assert api.call("GET", "/routing-plans", token="viewer").json()["items"][0]["rules"] == 1
+    r = api.call("PATCH", "/accounts/acme-gw", json={"orig_routing_plan": "uk"})
+    assert r.status_code == 200 and r.json()["orig_routing_plan"] == "uk"
+
+
 def test_lists_are_pages_with_a_total(api):
     for n in range(5):
         assert api.call("POST", "/clients", json={"name": f"client-{n}"}).status_code == 201
@@ -408,7 +426,7 @@ def test_the_application_serves_an_openapi_document_of_the_resources(served):
     for path in ("/api/v1/clients", "/api/v1/clients/{ref}", "/api/v1/clients/{ref}/topups", "/api/v1/accounts",
                  "/api/v1/accounts/{ref}", "/api/v1/nas", "/api/v1/nas/{ref}", "/api/v1/rate-tables",
                  "/api/v1/rate-tables/{ref}/rates", "/api/v1/rate-tables/{ref}/rates/import", "/api/v1/calls",
-                 "/api/v1/calls/{call_id}/end", "/api/v1/cdrs"):
+                 "/api/v1/calls/{call_id}/end", "/api/v1/cdrs", "/api/v1/routing-plans"):
         assert path in paths, path
     assert all(p.startswith("/api/v1/") for p in paths), "web pages are no part of the API document"
     assert doc["components"]["securitySchemes"]["token"]["scheme"].lower() == "bearer"

@@ -27,13 +27,13 @@ from fastapi.security import HTTPBearer
 from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from radiusd.admin import accounts, calls, clients, nas, rates, users
+from radiusd.admin import accounts, calls, clients, nas, rates, routing, users
 from radiusd.admin import fields as F
 from radiusd.admin.refs import find
 from radiusd.cli_output import first_line, plain
 from radiusd.errors import UserError
 from radiusd.logging_setup import get_logger
-from radiusd.models import Account, Client, Nas, RateTable
+from radiusd.models import Account, Client, Nas, RateTable, RoutingPlan
 
 log = get_logger()
 
@@ -424,6 +424,45 @@ async def import_rates(request: Request, ref: str):
         return rates.import_rates_text(s, _locate(s, RateTable, ref, "rate_table"), text, "body", actor=u.name,
                                        context=CONTEXT, replace=replace)
     return await _change(request, work)
+
+
+# ---------------------------------------------------------------- routing plans
+
+ROUTING_PLAN_FIELDS = ("name", "notes")
+RULE_FIELDS = ("terminator", "prefix", "priority", "share")
+
+
+@router.get("/routing-plans", summary="Routing plans with their number of rules, paged")
+async def list_routing_plans(request: Request):
+    return await _read(request, lambda s, u: _slice(request, routing.list_routing_plans(s)))
+
+
+@router.post("/routing-plans", status_code=201, summary="Add a routing plan",
+             openapi_extra=_schema(ROUTING_PLAN_FIELDS, ("name",)))
+async def create_routing_plan(request: Request):
+    def work(s, u, body):
+        if "name" not in body:
+            raise F.fail("name", "is required", "missing")
+        return routing.create_routing_plan(s, actor=u.name, context=CONTEXT, **body)
+    return await _change_body(request, ROUTING_PLAN_FIELDS, "routing plan", work, 201)
+
+
+@router.get("/routing-plans/{ref}", summary="One routing plan by name or id, with its rules in order")
+async def show_routing_plan(request: Request, ref: str):
+    return await _read(request, lambda s, u: routing.show_routing_plan(
+        s, _locate(s, RoutingPlan, ref, "routing_plan")))
+
+
+@router.post("/routing-plans/{ref}/rules", status_code=201,
+             summary="Add a rule: calls to prefix ('' = any) go to a terminator account",
+             openapi_extra=_schema(RULE_FIELDS, ("terminator",)))
+async def add_routing_rule(request: Request, ref: str):
+    def work(s, u, body):
+        if "terminator" not in body:
+            raise F.fail("terminator", "is required", "missing")
+        return routing.add_rule(s, _locate(s, RoutingPlan, ref, "routing_plan"), actor=u.name, context=CONTEXT,
+                                **body)
+    return await _change_body(request, RULE_FIELDS, "routing rule", work, 201)
 
 
 # ---------------------------------------------------------------- calls and CDRs
