@@ -138,6 +138,8 @@ def test_invalid_ip_is_400_naming_the_field_and_writes_nothing(api):
     assert error_of(r) == (400, "colour")
     r = api.call("POST", "/clients", content=b"{not json", headers={"Content-Type": "application/json"})
     assert error_of(r) == (400, "body")
+    r = api.call("POST", "/clients", content=b'{"name": "' + b"x" * (2 << 20) + b'"}')
+    assert error_of(r) == (413, "body")
     assert api.count(Account) == 0 and api.count(Nas) == 0 and api.count(Client) == 1
     assert len(api.audit()) == audit_before
     with api.sessions() as s:

@@ -10,7 +10,7 @@ Answers are JSON. Money is a string ("12.50"), never a float. Lists are pages:
 `{"items": [...], "total": N, "offset": O, "limit": L}` (`?limit=` up to 1000, `?offset=`).
 Errors are `{"error": {"field": "ips", "message": "ips: not an IP address or CIDR (10.1.2)"}}`
 with 400 (bad input), 401 (no or bad token), 403 (viewer role), 404 (no such object),
-409 (a concurrent change won) or 503 (store unavailable). NAS secrets and account passwords are
+409 (a concurrent change won), 413 (body too large) or 503 (store unavailable). NAS secrets and account passwords are
 never returned ("***" says one is set).
 
 The application that includes `router` sets `app.state.sessions` (a SQLAlchemy sessionmaker).
@@ -40,6 +40,8 @@ log = get_logger()
 CONTEXT = "api"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_JSON_BODY = 1 << 20          # an object of admin fields is a few kB
+MAX_CSV_BODY = 64 << 20          # a carrier's full rate deck: some 100,000s of lines
 ACCOUNT_FILTERS = accounts.SEARCH_FILTERS
 
 # Declares the bearer scheme in the OpenAPI document; the check itself is in _call (auto_error
@@ -118,12 +120,23 @@ def _change(request: Request, work, status: int = 200):
     return _call(request, "admin", work, status)
 
 
+async def _raw_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past `limit` bytes without reading the rest into memory."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "body", f"body: larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _body(request: Request, allowed: tuple[str, ...], what: str) -> dict:
     """The request's JSON object, its keys checked against the fields of `what`.
 
     Numbers with a fraction are read as Decimal (exact money: 12.5 stays 12.5, never 12.4999...).
     """
-    raw = await request.body()
+    raw = await _raw_body(request, MAX_JSON_BODY)
     try:
         body = json.loads(raw or b"{}", parse_float=Decimal)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -413,9 +426,14 @@ async def update_rate(request: Request, ref: str, rate_id: str):
                                                        "drops the old rates first",
              openapi_extra={"requestBody": {"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}}})
 async def import_rates(request: Request, ref: str):
-    raw = await request.body()
+    try:
+        raw, problem = await _raw_body(request, MAX_CSV_BODY), None
+    except ApiError as exc:
+        raw, problem = b"", exc
 
     def work(s, u):
+        if problem is not None:
+            raise problem
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
