@@ -10,8 +10,8 @@ Answers are JSON. Money is a string ("12.50"), never a float. Lists are pages:
 `{"items": [...], "total": N, "offset": O, "limit": L}` (`?limit=` up to 1000, `?offset=`).
 Errors are `{"error": {"field": "ips", "message": "ips: not an IP address or CIDR (10.1.2)"}}`
 with 400 (bad input), 401 (no or bad token), 403 (viewer role), 404 (no such object),
-409 (a concurrent change won), 413 (body too large) or 503 (store unavailable). NAS secrets and account passwords are
-never returned ("***" says one is set).
+409 (a concurrent change won), 413 (body too large) or 503 (store unavailable). NAS secrets
+and account passwords are never returned ("***" says one is set).
 
 The application that includes `router` sets `app.state.sessions` (a SQLAlchemy sessionmaker).
 """
