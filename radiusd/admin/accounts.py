@@ -327,6 +327,22 @@ def _ids_by_network(session: Session, predicate) -> set[int]:
             if predicate(cidr)}
 
 
+def _in_networks(session: Session, query: str):
+    """Accounts with a network that contains the address (or overlaps the network) `query`.
+
+    For a single address the answer is an index lookup: stored CIDRs are normalised
+    (fields.network, also for seeds), so the networks holding an address are exactly its /0../32
+    (or /0../128) supernets written the same way. A network query is checked in Python.
+    """
+    try:
+        address = ipaddress.ip_address(query)
+    except ValueError:
+        return Account.id.in_(_ids_by_network(session, _ip_matches(query)) or [-1])
+    covering = [ipaddress.ip_network(f"{address}/{bits}", strict=False).with_prefixlen
+                for bits in range(address.max_prefixlen + 1)]
+    return Account.id.in_(select(AccountNetwork.account_id).where(AccountNetwork.cidr.in_(covering)))
+
+
 SEARCH_FILTERS = ("client", "ip", "name", "ani", "tech_prefix", "tag", "rate_table", "keyword", "status", "gateway",
                   "routing_plan", "ident_by")
 STATUSES = ("active", "inactive")
@@ -365,13 +381,12 @@ def _search_query(session: Session, *, client=None, ip=None, name=None, ani=None
     if ident_by not in (None, ""):
         query = query.where(Account.ident_by == F.choice("ident_by", ident_by, IDENT_BY))
     if ip not in (None, ""):
-        ids = _ids_by_network(session, _ip_matches(str(ip).strip()))
-        query = query.where(Account.id.in_(ids or [-1]))
+        query = query.where(_in_networks(session, str(ip).strip()))
     if keyword not in (None, ""):
         word = str(keyword).strip()
         lower = word.lower()
         try:
-            in_networks = Account.id.in_(_ids_by_network(session, _ip_matches(word)) or [-1])
+            in_networks = _in_networks(session, word)
         except F.UserError:  # not an address: a part of an IP list's text
             in_networks = Account.id.in_(
                 select(AccountNetwork.account_id).where(AccountNetwork.cidr.contains(lower, autoescape=True)))

@@ -156,3 +156,8 @@ def list_clients(session: Session) -> list[dict]:
         row["accounts"] = counts.get(client.id, 0)
         rows.append(row)
     return rows
+
+
+def client_names(session: Session) -> list[tuple[int, str]]:
+    """(id, name) of every client by name: for choosing one in a form or a filter."""
+    return [tuple(row) for row in session.execute(select(Client.id, Client.name).order_by(Client.name))]

@@ -24,7 +24,7 @@ CHECKBOXES = ("active", "orig_enabled", "term_enabled")
 
 def _choices(session) -> dict:
     return {
-        "clients": [(c["id"], c["name"]) for c in clients.list_clients(session)],
+        "clients": clients.client_names(session),
         "rate_tables": [t["name"] for t in rates.list_rate_tables(session)],
         "routing_plans": [p["name"] for p in routing.list_routing_plans(session)],
         "nas_list": [n["name"] for n in nas.list_nas(session)],
