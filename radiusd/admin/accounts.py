@@ -419,7 +419,9 @@ def account_page(session: Session, *, sort: str = "id", descending: bool = False
                  **filters) -> dict:
     """One page of the accounts matching `filters` (as search_accounts), sorted in SQL.
 
-    Returns {"total", "offset", "limit", "rows"}; each row is the account's record plus client_id.
+    Returns {"total", "offset", "limit", "rows"}; each row is the account's record plus client_id and
+    the client's rate tables and routing plan (client_orig_rate_table, client_term_rate_table,
+    client_routing_plan): what applies where the account sets none.
     """
     if sort not in SORT_KEYS:
         raise F.fail("sort", f"expected one of {', '.join(SORT_KEYS)}", sort)
@@ -434,6 +436,11 @@ def account_page(session: Session, *, sort: str = "id", descending: bool = False
     for account in page:
         row = account_record(session, account)
         row["client_id"] = account.client_id
+        # what the account falls back to when it sets none itself
+        client = session.get(Client, account.client_id)
+        row["client_orig_rate_table"] = name_of(session, RateTable, client.orig_rate_table_id)
+        row["client_term_rate_table"] = name_of(session, RateTable, client.term_rate_table_id)
+        row["client_routing_plan"] = name_of(session, RoutingPlan, client.routing_plan_id)
         rows.append(row)
     return {"total": total, "offset": offset, "limit": limit, "rows": rows}
 
