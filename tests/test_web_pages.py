@@ -241,3 +241,15 @@ def test_login_redirect_stays_on_the_site(web):
                                       "next": "//evil.example/"})
     assert reply.status_code == 303 and reply.headers["location"] == "/"
     assert http.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 403
+
+
+def test_role_change_and_deactivation_apply_to_a_live_session(web, sessions):
+    app, _ = web
+    admin = Browser(app, "alice")
+    with sessions.begin() as s:
+        users.update_user(s, "alice", "root", "cli", role="viewer")
+    assert admin.post("/clients/1/topup", {"amount": "5"}).status_code == 403
+    with sessions.begin() as s:
+        users.update_user(s, "alice", "root", "cli", role="admin", active=False)
+    page = admin.get("/accounts")
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")

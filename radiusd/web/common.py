@@ -10,15 +10,18 @@ import contextlib
 import datetime as dt
 import hmac
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from radiusd.admin import users
 from radiusd.cli_output import first_line
 from radiusd.errors import UserError
 from radiusd.web.security import CSRF_FIELD, CSRF_HEADER
@@ -48,6 +51,14 @@ class Refused(Exception):
 
 async def guard(request: Request) -> None:
     session = request.state.session
+    if session.get("user"):
+        # the role (or a deactivation) the admin set since login applies from the next request on
+        role = await run_in_threadpool(_current_role, request, session["user"])
+        if role is None:
+            request.app.state.codec.end(session, time.time())
+            request.state.session = session = request.app.state.codec.new(time.time())
+        else:
+            session["role"] = role
     if not session.get("user"):
         if request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -57,6 +68,15 @@ async def guard(request: Request) -> None:
         await check_csrf(request)
         if request.url.path not in VIEWER_POSTS and session.get("role") != "admin":
             raise Refused(f"{session.get('user')} has the viewer role: read only")
+
+
+def _current_role(request: Request, name: str) -> str | None:
+    """The user's role now, or None when the user is gone or deactivated."""
+    with request.app.state.sessions() as session:
+        for record in users.list_users(session):
+            if record["name"] == name:
+                return record["role"] if record["active"] else None
+    return None
 
 
 async def check_csrf(request: Request) -> None:
