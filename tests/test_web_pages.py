@@ -253,3 +253,17 @@ def test_role_change_and_deactivation_apply_to_a_live_session(web, sessions):
         users.update_user(s, "alice", "root", "cli", role="admin", active=False)
     page = admin.get("/accounts")
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
+
+
+def test_a_rate_deck_over_a_megabyte_goes_through_preview_and_confirm(web, sessions):
+    app, ids = web
+    admin = Browser(app, "alice")
+    deck = "prefix,description,price_per_minute\n" + "".join(
+        f"7{n:07d},{'Destination number ' + str(n):<40},0.0{n % 9 + 1}\n" for n in range(20000))
+    assert len(deck) > 1024 * 1024
+    preview = admin.post(f"/rate-tables/{ids['vendor']}/import", files={"file": ("big.csv", deck, "text/csv")})
+    assert preview.status_code == 200 and "<strong>20000</strong> rates checked" in preview.text
+    done = admin.post(f"/rate-tables/{ids['vendor']}/import", {"confirm": "1", "filename": "big.csv",
+                                                               "csv_text": deck})
+    assert done.status_code == 303, done.text[:300]
+    assert count(sessions, Rate, Rate.rate_table_id == ids["vendor"]) == 20001

@@ -79,8 +79,15 @@ def _current_role(request: Request, name: str) -> str | None:
     return None
 
 
+# a rate deck's text comes back in the import's confirm step as one field: logged-in users may
+# send fields that large (the API takes CSV decks up to the same size); anyone else 1 MiB
+MAX_FIELD = 64 * 1024 * 1024
+MAX_FIELD_ANONYMOUS = 1024 * 1024
+
+
 async def check_csrf(request: Request) -> None:
-    form = await request.form()
+    limit = MAX_FIELD if request.state.session.get("user") else MAX_FIELD_ANONYMOUS
+    form = await request.form(max_part_size=limit)
     sent = form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
     if not isinstance(sent, str) or not sent or not hmac.compare_digest(sent, request.state.session["csrf"]):
         raise Refused("CSRF token missing or wrong: reload the page and try again")
