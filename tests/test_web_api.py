@@ -434,3 +434,21 @@ def test_the_application_serves_an_openapi_document_of_the_resources(served):
     assert doc["components"]["securitySchemes"]["token"]["scheme"].lower() == "bearer"
     body = doc["paths"]["/api/v1/accounts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "ips" in body["properties"] and body["required"] == ["client", "name", "ident_by"]
+
+
+def test_concurrent_topups_over_http_add_up_exactly(sessions, served):
+    """Top-ups race each other (and the servers' charging) on the balance row: none may be lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tokens = Api(sessions)
+    assert _http(served, "POST", "/clients", tokens.admin_token, {"name": "acme", "balance": "0.01"})[0] == 201
+    amounts = [f"{n}.{n:02d}" for n in range(1, 13)] + ["-0.37", "0.000001"]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda a: _http(served, "POST", "/clients/acme/topups", tokens.admin_token,
+                                                {"amount": a}), amounts))
+    assert [status for status, _ in answers] == [201] * len(amounts), answers
+    expected = Decimal("0.01") + sum(Decimal(a) for a in amounts)
+    status, client = _http(served, "GET", "/clients/acme", tokens.viewer_token)
+    assert status == 200 and Decimal(client["balance"]) == expected
+    with sessions() as s:
+        assert s.scalar(select(Client.balance).where(Client.name == "acme")) == expected
