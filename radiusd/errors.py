@@ -13,3 +13,8 @@ class UserError(ValueError):
     def __init__(self, message: str = "", field: str | None = None):
         super().__init__(message)
         self.field = field
+
+
+class Conflict(UserError):
+    """Input that clashes with what the store already holds (a name or address in use): correctable
+    like any UserError; the JSON API answers it with 409 rather than 400."""

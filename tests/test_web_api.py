@@ -91,6 +91,11 @@ def test_admin_token_creates_client_and_account_audited_as_api(api):
                                             "ips": ["198.51.100.10", "2001:db8::/64"], "tech_prefix": "1234#"})
     assert r.status_code == 201, r.text
     assert r.json()["ips"] == ["198.51.100.10/32", "2001:db8::/64"]
+    # what another object already has is a conflict (409), named like any other field error
+    assert error_of(api.call("POST", "/clients", json={"name": "acme"})) == (409, "name")
+    r = api.call("POST", "/accounts", json={"client": "acme", "name": "acme-gw2", "ident_by": "ip",
+                                            "ips": "198.51.100.10", "tech_prefix": "1234#"})
+    assert error_of(r) == (409, "ips")
     shown = api.call("GET", "/accounts/acme-gw", token="viewer")
     assert shown.status_code == 200 and shown.json()["client"] == "acme" and shown.json()["tech_prefix"] == "1234#"
     client = api.call("GET", "/clients/acme", token="viewer").json()

@@ -168,13 +168,13 @@ def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
         others = others.where(Account.id != account_id)
     same_name = session.scalars(others.where(Account.name == c["name"])).first()
     if same_name is not None:
-        raise F.fail("name", f"already used by account #{same_name.id}", c["name"])
+        raise F.conflict("name", f"already used by account #{same_name.id}", c["name"])
     tech = c.get("tech_prefix") or ""
     if ident_by == "ani":
         dup = session.scalars(others.where(Account.ident_by == "ani", Account.ani == c["ani"],
                                            Account.tech_prefix == tech)).first()
         if dup is not None:
-            raise F.fail("ani", f"account {dup.name} already has this ANI with tech prefix '{tech}'", c["ani"])
+            raise F.conflict("ani", f"account {dup.name} already has this ANI with tech prefix '{tech}'", c["ani"])
     if ident_by == "ip":
         mine = {g.id for g in draft.gateways}
         candidates = session.scalars(
@@ -187,7 +187,7 @@ def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
             if not _gateways_overlap(mine, {g.id for g in other.gateways}):
                 continue
             shared = [n.cidr for n in other.networks if n.cidr in draft.networks]
-            raise F.fail("ips", f"account {other.name} already has this network with the same tech prefix "
+            raise F.conflict("ips", f"account {other.name} already has this network with the same tech prefix "
                                 f"'{tech}', protocol/port and gateways", shared[0])
 
 

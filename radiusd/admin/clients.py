@@ -47,7 +47,7 @@ def _apply(session: Session, client: Client, values: dict) -> None:
             new = F.name("name", value)
             other = session.scalars(select(Client).where(Client.name == new, Client.id != client.id)).first()
             if other is not None:
-                raise F.fail("name", f"already used by client #{other.id}", new)
+                raise F.conflict("name", f"already used by client #{other.id}", new)
             client.name = new
         elif key == "active":
             client.active = F.boolean("active", value)

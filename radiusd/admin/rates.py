@@ -49,7 +49,7 @@ def create_rate_table(session: Session, *, actor: str, context: str = "cli", nam
                       notes: str = "") -> dict:
     name = F.name("name", name, spaces=False)
     if session.scalars(select(RateTable).where(RateTable.name == name)).first() is not None:
-        raise F.fail("name", "a rate table with this name exists", name)
+        raise F.conflict("name", "a rate table with this name exists", name)
     table = RateTable(name=name, currency=F.currency("currency", currency),
                       notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
     session.add(table)
@@ -115,7 +115,7 @@ def add_rate(session: Session, table_ref, *, actor: str, context: str = "cli", *
     table = find(session, RateTable, table_ref, "rate_table")
     row = rate_values(values)
     if (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
-        raise F.fail("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+        raise F.conflict("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
                      row["prefix"])
     session.execute(insert(Rate), [{"rate_table_id": table.id, **row}])
     audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="rate-add",
@@ -239,7 +239,7 @@ def update_rate(session: Session, table_ref, rate_id, *, actor: str, context: st
     row = rate_values(merged)
     if (row["prefix"], row["effective_from"]) != (rate.prefix, rate.effective_from) and \
             (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
-        raise F.fail("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+        raise F.conflict("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
                      row["prefix"])
     for key, value in row.items():
         setattr(rate, key, value)

@@ -118,7 +118,7 @@ def add_user(session: Session, name, password, role, actor: str, context: str) -
     role = _role(role)
     password = _password(password)
     if session.scalars(select(WebUser).where(WebUser.name == name)).first() is not None:
-        raise F.fail("name", "a web user with this name exists", name)
+        raise F.conflict("name", "a web user with this name exists", name)
     now = _now()
     user = WebUser(name=name, role=role, active=True, password_hash=_hasher.hash(password),
                    created_at=now, updated_at=now)

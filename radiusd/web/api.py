@@ -10,8 +10,8 @@ Answers are JSON. Money is a string ("12.50"), never a float. Lists are pages:
 `{"items": [...], "total": N, "offset": O, "limit": L}` (`?limit=` up to 1000, `?offset=`).
 Errors are `{"error": {"field": "ips", "message": "ips: not an IP address or CIDR (10.1.2)"}}`
 with 400 (bad input), 401 (no or bad token), 403 (viewer role), 404 (no such object),
-409 (a concurrent change won), 413 (body too large) or 503 (store unavailable). NAS secrets
-and account passwords are never returned ("***" says one is set).
+409 (a name or address already used, or a concurrent change won), 413 (body too large) or 503
+(store unavailable). NAS secrets and account passwords are never returned ("***" says one is set).
 
 The application that includes `router` sets `app.state.sessions` (a SQLAlchemy sessionmaker).
 """
@@ -31,7 +31,7 @@ from radiusd.admin import accounts, calls, clients, nas, rates, routing, users
 from radiusd.admin import fields as F
 from radiusd.admin.refs import find
 from radiusd.cli_output import first_line, plain
-from radiusd.errors import UserError
+from radiusd.errors import Conflict, UserError
 from radiusd.logging_setup import get_logger
 from radiusd.models import Account, Client, Nas, RateTable, RoutingPlan
 
@@ -103,6 +103,8 @@ async def _call(request: Request, role: str, work, status: int = 200) -> JSONRes
             log.warning("api.refused", status=exc.status, method=request.method, path=request.url.path,
                         address=request.client.host if request.client else None, reason=exc.message)
         return _error(exc.status, exc.field, exc.message)
+    except Conflict as exc:  # a name, address or prefix another object already has
+        return _error(409, _field_of(exc), str(exc))
     except UserError as exc:
         return _error(400, _field_of(exc), str(exc))
     except IntegrityError as exc:  # a concurrent change won a race past the checks
