@@ -267,3 +267,34 @@ def test_a_rate_deck_over_a_megabyte_goes_through_preview_and_confirm(web, sessi
                                                                "csv_text": deck})
     assert done.status_code == 303, done.text[:300]
     assert count(sessions, Rate, Rate.rate_table_id == ids["vendor"]) == 20001
+
+
+def test_session_cookie_secure_over_tls_and_key_kept_across_restarts(sessions, tmp_path):
+    import os
+    import stat
+
+    seed(sessions)
+    with sessions.begin() as s:
+        users.add_user(s, "alice", PASSWORD, "admin", "test", "cli")
+    key = tmp_path / "web.key"
+    settings = load_settings(database_url="sqlite://", web_secret_key_file=str(key))
+    first = create_app(settings, sessions=sessions)
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600 and len(bytes.fromhex(key.read_text().strip())) == 32
+    over_tls = TestClient(first, base_url="https://testserver", follow_redirects=False)
+    assert "secure" in over_tls.get("/login").headers["set-cookie"].lower()
+    plain_http = TestClient(first, follow_redirects=False)
+    cookie = plain_http.get("/login").headers["set-cookie"].lower()
+    assert "secure" not in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    forced = create_app(load_settings(database_url="sqlite://", web_secret_key_file=str(key),
+                                      web_secure_cookies="true"), sessions=sessions)
+    assert "secure" in TestClient(forced).get("/login").headers["set-cookie"].lower()
+    # a restarted application reads the same key: a session made before the restart still works
+    browser = Browser(first, "alice")
+    again = TestClient(create_app(settings, sessions=sessions), follow_redirects=False)
+    again.cookies = browser.http.cookies
+    assert again.get("/accounts").status_code == 200
+    other_key = create_app(load_settings(database_url="sqlite://", web_secret_key_file=str(tmp_path / "other")),
+                           sessions=sessions)
+    stranger = TestClient(other_key, follow_redirects=False)
+    stranger.cookies = browser.http.cookies
+    assert stranger.get("/accounts").status_code == 303, "a cookie signed with another key is worthless"
