@@ -432,6 +432,19 @@ def account_page(session: Session, *, sort: str = "id", descending: bool = False
     order = [c.desc() if descending else c.asc() for c in SORT_KEYS[sort]]
     page = session.scalars(query.options(selectinload(Account.networks), selectinload(Account.gateways))
                            .order_by(*order).offset(offset).limit(limit)).all()
+    # one query each for the page's clients, rate tables and routing plans (then found in the
+    # session's identity map by name_of), not one per row
+    client_ids = {a.client_id for a in page}
+    clients = session.scalars(select(Client).where(Client.id.in_(client_ids))).all() if client_ids else []
+    table_ids = {i for a in page for i in (a.orig_rate_table_id, a.term_rate_table_id)} | {
+        i for c in clients for i in (c.orig_rate_table_id, c.term_rate_table_id)}
+    plan_ids = {a.orig_routing_plan_id for a in page} | {c.routing_plan_id for c in clients}
+    table_ids.discard(None)
+    plan_ids.discard(None)
+    # kept referenced while the rows are built: the identity map holds objects only weakly
+    loaded = [clients,
+              session.scalars(select(RateTable).where(RateTable.id.in_(table_ids))).all() if table_ids else [],
+              session.scalars(select(RoutingPlan).where(RoutingPlan.id.in_(plan_ids))).all() if plan_ids else []]
     rows = []
     for account in page:
         row = account_record(session, account)
@@ -442,6 +455,7 @@ def account_page(session: Session, *, sort: str = "id", descending: bool = False
         row["client_term_rate_table"] = name_of(session, RateTable, client.term_rate_table_id)
         row["client_routing_plan"] = name_of(session, RoutingPlan, client.routing_plan_id)
         rows.append(row)
+    del loaded
     return {"total": total, "offset": offset, "limit": limit, "rows": rows}
 
 
