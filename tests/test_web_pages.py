@@ -298,3 +298,23 @@ def test_session_cookie_secure_over_tls_and_key_kept_across_restarts(sessions, t
     stranger = TestClient(other_key, follow_redirects=False)
     stranger.cookies = browser.http.cookies
     assert stranger.get("/accounts").status_code == 303, "a cookie signed with another key is worthless"
+
+
+def test_web_command_refuses_a_busy_port_and_an_unreachable_store(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run([sys.executable, "-m", "radiusd", "web", "--database-url",
+                                f"sqlite:///{tmp_path / 'w.sqlite3'}", "--port", str(port)],
+                               capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert taken.returncode == 2 and f"web 127.0.0.1:{port}: Address already in use" in taken.stderr
+    down = subprocess.run([sys.executable, "-m", "radiusd", "web", "--database-url",
+                           "postgresql://nobody:secret@127.0.0.1:1/none", "--port", "0"],
+                          capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert down.returncode == 2 and "database_url: cannot open the store" in down.stderr
+    assert "secret" not in down.stderr and "Traceback" not in down.stderr

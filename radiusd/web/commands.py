@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from radiusd.cli_output import UserError, common_options
+from sqlalchemy.exc import DBAPIError
+
+from radiusd.cli_output import UserError, common_options, first_line
 from radiusd.config import load_settings
 from radiusd.web import users_cli
 
@@ -40,8 +42,13 @@ def cmd_web(args) -> int:
         raise UserError(f"--port: {args.port} is not a TCP port")
     settings = load_settings(getattr(args, "config", None), database_url=getattr(args, "database_url", None),
                              web_bind=args.bind, web_port=args.port)
+    _probe(settings.web_bind, settings.web_port)
     configure(settings.log_level)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except DBAPIError as exc:
+        raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
+                        f"({_safe(settings.database_url)})") from None
     print(f"radiusd web admin on {web_url(settings)} (store {_safe(settings.database_url)}); Ctrl-C stops it.",
           flush=True)
     try:
@@ -54,6 +61,23 @@ def cmd_web(args) -> int:
         if app.state.engine is not None:
             app.state.engine.dispose()
     return 0
+
+
+def _probe(host: str, port: int) -> None:
+    """Say so before printing a URL that could not work: the port is taken or the address is not ours."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UserError(f"--bind: {host}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise UserError(f"web {host}:{port}: {exc.strerror}") from None
 
 
 def _safe(url: str) -> str:
