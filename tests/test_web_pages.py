@@ -313,8 +313,10 @@ def test_web_command_refuses_a_busy_port_and_an_unreachable_store(tmp_path):
                                 f"sqlite:///{tmp_path / 'w.sqlite3'}", "--port", str(port)],
                                capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert taken.returncode == 2 and f"web 127.0.0.1:{port}: Address already in use" in taken.stderr
+    from radius_server import free_port
+
     down = subprocess.run([sys.executable, "-m", "radiusd", "web", "--database-url",
-                           "postgresql://nobody:secret@127.0.0.1:1/none", "--port", "0"],
+                           "postgresql://nobody:secret@127.0.0.1:1/none", "--port", str(free_port()[0])],
                           capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert down.returncode == 2 and "database_url: cannot open the store" in down.stderr
     assert "secret" not in down.stderr and "Traceback" not in down.stderr
