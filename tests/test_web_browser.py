@@ -12,7 +12,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from radius_packets import SECRET, acct_request
+from radius_packets import acct_request
 from radius_server import ServerProcess, exchange, seeded_store
 from radiusd.admin import users
 from radiusd.admin.fields import money_out

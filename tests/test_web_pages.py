@@ -15,7 +15,7 @@ from radiusd.admin.dashboard import asr_acd
 from radiusd.config import load_settings
 from radiusd.models import AuditEntry, Client, Nas, Rate, RoutingPlan
 from radiusd.web.app import create_app
-from test_accounting_support import CUSTOMER_IP, T0, acct, feed, open_calls, seed, snapshot_of
+from test_accounting_support import CUSTOMER_IP, acct, feed, open_calls, seed, snapshot_of
 
 PASSWORD = "correct horse battery"
 S = dt.timedelta(seconds=1)

@@ -6,6 +6,7 @@ with the logged-in user as actor and context `web`.
 """
 from __future__ import annotations
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
@@ -15,9 +16,7 @@ from radiusd.admin import users
 from radiusd.db import open_store
 from radiusd.logging_setup import get_logger
 from radiusd.web import security
-from radiusd.web.common import (
-    HERE, LoginRequired, Refused, check_csrf, form_of, read, redirect, render,
-)
+from radiusd.web.common import HERE, LoginRequired, Refused, check_csrf, form_of, redirect, render
 
 log = get_logger()
 
@@ -120,8 +119,6 @@ def _safe_next(target: str) -> str:
 
 
 async def _login(request: Request, form):
-    import anyio
-
     name = str(form.get("name") or "")
     password = str(form.get("password") or "")
     target = _safe_next(str(form.get("next") or "/"))
@@ -151,5 +148,3 @@ async def _login(request: Request, form):
     request.state.session = request.app.state.codec.new(now, user=who.name, role=who.role)
     return redirect(target)
 
-
-__all__ = ["create_app", "read"]
