@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "radiusd.radius.commands",     # serve, demo
     "radiusd.store.commands",      # calls, cdr
     "radiusd.bench.commands",      # bench
+    "radiusd.web.commands",        # web (+ web user, web token)
 )
 
 

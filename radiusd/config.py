@@ -8,6 +8,10 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
     [metrics]  port = 9812 (0 = off), bind = "127.0.0.1"
     [spool]    path = "spool"
     [log]      level = "info"
+    [web]      bind = "127.0.0.1", port = 8080, idle_timeout = 1800 (seconds),
+               secure_cookies = "auto" (Secure when served over TLS; true/false to force),
+               secret_key_file = "" (session signing key; default: next to the SQLite store,
+               else ./radiusd-web.key; generated on first start)
 """
 from __future__ import annotations
 
@@ -42,6 +46,11 @@ class Settings:
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"
     log_level: str = "info"
+    web_bind: str = "127.0.0.1"
+    web_port: int = 8080
+    web_idle_timeout: int = 1800         # seconds without a request before a web session ends
+    web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
+    web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
 
 
 _TOML_KEYS = {
@@ -61,6 +70,11 @@ _TOML_KEYS = {
     ("metrics", "port"): "metrics_port",
     ("spool", "path"): "spool_path",
     ("log", "level"): "log_level",
+    ("web", "bind"): "web_bind",
+    ("web", "port"): "web_port",
+    ("web", "idle_timeout"): "web_idle_timeout",
+    ("web", "secure_cookies"): "web_secure_cookies",
+    ("web", "secret_key_file"): "web_secret_key_file",
 }
 
 
@@ -80,6 +94,8 @@ def _coerce(name: str, value, kind):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         return tuple(str(v) for v in value)
+    if kind in (str, "str") and isinstance(value, bool):
+        return "true" if value else "false"  # TOML `secure_cookies = true`
     return None if value is None else str(value)
 
 
@@ -106,10 +122,14 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
             raise ConfigError(f"unknown setting {name}")
         values[name] = _coerce(name, values[name], types[name])
     settings = replace(Settings(), **values)
-    for name in ("auth_port", "acct_port", "metrics_port"):
+    for name in ("auth_port", "acct_port", "metrics_port", "web_port"):
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name}: {port} is not a UDP/TCP port")
+    if settings.web_idle_timeout <= 0:
+        raise ConfigError("web idle_timeout must be positive (seconds)")
+    if settings.web_secure_cookies not in ("auto", "true", "false"):
+        raise ConfigError(f"web secure_cookies: expected auto, true or false, got {settings.web_secure_cookies!r}")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
     return settings

@@ -114,6 +114,7 @@ PROTOCOLS = ("sip", "h323")
 LEGS = ("orig", "term")
 CALL_STATES = ("reserved", "active")
 CDR_RESULTS = ("success", "busy", "no_channel", "error")
+WEB_ROLES = ("admin", "viewer")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -445,8 +446,39 @@ class AuditEntry(Base):
     object_name: Mapped[str] = mapped_column(String(200), server_default="")
     action: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(100))
-    context: Mapped[str] = mapped_column(String(16))  # cli / seed / api
+    context: Mapped[str] = mapped_column(String(16))  # cli / seed / web / api
     changes: Mapped[str] = mapped_column(Text, server_default="{}")  # JSON: {field: [before, after]}
+
+
+class WebUser(Base):
+    """A person or program allowed into the web admin and the API (radiusd.admin.users)."""
+
+    __tablename__ = "web_users"
+    __table_args__ = (CheckConstraint(_in("role", WEB_ROLES), name="role_known"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))  # argon2id, with its parameters and salt
+    role: Mapped[str] = mapped_column(String(8))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+
+
+class ApiToken(Base):
+    """A bearer token of the API, acting as its user with the user's role.
+
+    Only the SHA-256 of the token is kept: the token is shown once, when issued. (A fast hash is
+    enough here: the token is 256 random bits, not a password someone chose.)
+    """
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("web_users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # hex SHA-256
+    label: Mapped[str] = mapped_column(String(100), server_default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class StoreVersion(Base):

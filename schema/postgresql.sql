@@ -71,6 +71,33 @@ CREATE TABLE store_version (
 	CONSTRAINT pk_store_version PRIMARY KEY (id)
 );
 
+CREATE TABLE web_users (
+	id SERIAL NOT NULL, 
+	name VARCHAR(100) NOT NULL, 
+	password_hash VARCHAR(255) NOT NULL, 
+	role VARCHAR(8) NOT NULL, 
+	active BOOLEAN DEFAULT true NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	CONSTRAINT pk_web_users PRIMARY KEY (id), 
+	CONSTRAINT ck_web_users_role_known CHECK (role IN ('admin', 'viewer')), 
+	CONSTRAINT uq_web_users_name UNIQUE (name)
+);
+
+CREATE TABLE api_tokens (
+	id SERIAL NOT NULL, 
+	user_id INTEGER NOT NULL, 
+	token_hash VARCHAR(64) NOT NULL, 
+	label VARCHAR(100) DEFAULT '' NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	last_used_at TIMESTAMP WITH TIME ZONE, 
+	revoked_at TIMESTAMP WITH TIME ZONE, 
+	CONSTRAINT pk_api_tokens PRIMARY KEY (id), 
+	CONSTRAINT fk_api_tokens_user_id_web_users FOREIGN KEY(user_id) REFERENCES web_users (id) ON DELETE CASCADE, 
+	CONSTRAINT uq_api_tokens_token_hash UNIQUE (token_hash)
+);
+CREATE INDEX ix_api_tokens_user_id ON api_tokens (user_id);
+
 CREATE TABLE clients (
 	id SERIAL NOT NULL, 
 	name VARCHAR(100) NOT NULL, 

@@ -221,9 +221,9 @@ def test_audit_refuses_unknown_context(sqlite_url):
     from radiusd.db import open_store
 
     engine, sessions = open_store(sqlite_url)
-    with pytest.raises(UserError, match=r"^context: expected one of cli, seed, api \(web\)$"):
+    with pytest.raises(UserError, match=r"^context: expected one of cli, seed, web, api \(mail\)$"):
         with sessions.begin() as s:
-            clients.create_client(s, name="A", actor="x", context="web")
+            clients.create_client(s, name="A", actor="x", context="mail")
     with sessions() as s:
         assert s.scalars(select(Client)).all() == []
     engine.dispose()

@@ -19,7 +19,7 @@ from radiusd.models import AuditEntry
 SECRET_FIELDS = frozenset({"password", "secret"})
 REDACTED = "***"
 CHANGED = "(changed)"
-CONTEXTS = ("cli", "seed", "api")
+CONTEXTS = ("cli", "seed", "web", "api")
 
 
 def utcnow() -> dt.datetime:

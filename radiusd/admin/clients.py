@@ -48,7 +48,7 @@ def _apply(session: Session, client: Client, values: dict) -> None:
             new = F.name("name", value)
             other = session.scalars(select(Client).where(Client.name == new, Client.id != client.id)).first()
             if other is not None:
-                raise F.fail("name", f"already used by client #{other.id}", new)
+                raise F.conflict("name", f"already used by client #{other.id}", new)
             client.name = new
         elif key == "active":
             client.active = F.boolean("active", value)
@@ -182,3 +182,6 @@ def delete_client(session: Session, ref, *, actor: str, context: str = "cli") ->
     audit.record(session, object_type="client", object_id=prior["id"], object_name=prior["name"], action="delete",
                  actor=actor, context=context, changes=audit.diff(prior, {}))
     return {"client": prior["name"], "id": prior["id"], "balance": prior["balance"], "currency": prior["currency"]}
+def client_names(session: Session) -> list[tuple[int, str]]:
+    """(id, name) of every client by name: for choosing one in a form or a filter."""
+    return [tuple(row) for row in session.execute(select(Client.id, Client.name).order_by(Client.name))]

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from decimal import Decimal, InvalidOperation
 
-from radiusd.errors import UserError  # noqa: F401  (re-exported: F.UserError)
+from radiusd.errors import Conflict, UserError  # noqa: F401  (re-exported: F.UserError)
 from radiusd.models import MONEY_SCALE
 
 NONE_WORDS = ("", "none", "null", "-")
@@ -24,7 +24,12 @@ CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
 def fail(field: str, problem: str, value) -> UserError:
-    return UserError(f"{field}: {problem} ({value})")
+    return UserError(f"{field}: {problem} ({value})", field=field)
+
+
+def conflict(field: str, problem: str, value) -> Conflict:
+    """Like fail(), for a value another object already has (a name, an address, a prefix and date)."""
+    return Conflict(f"{field}: {problem} ({value})", field=field)
 
 
 def text(field: str, value, *, max_len: int = 200, required: bool = False, strip: bool = True) -> str:

@@ -48,13 +48,13 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
             new = F.name("name", value, spaces=False)
             other = session.scalars(select(Nas).where(Nas.name == new, Nas.id != nas.id)).first()
             if other is not None:
-                raise F.fail("name", f"already used by NAS #{other.id}", new)
+                raise F.conflict("name", f"already used by NAS #{other.id}", new)
             nas.name = new
         elif key == "address":
             new = F.network("address", value)
             other = session.scalars(select(Nas).where(Nas.address == new, Nas.id != nas.id)).first()
             if other is not None:
-                raise F.fail("address", f"already used by NAS {other.name}", new)
+                raise F.conflict("address", f"already used by NAS {other.name}", new)
             nas.address = new
         elif key == "secret":
             nas.secret = F.secret("secret", value, required=True)

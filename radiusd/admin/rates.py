@@ -49,7 +49,7 @@ def create_rate_table(session: Session, *, actor: str, context: str = "cli", nam
                       notes: str = "") -> dict:
     name = F.name("name", name, spaces=False)
     if session.scalars(select(RateTable).where(RateTable.name == name)).first() is not None:
-        raise F.fail("name", "a rate table with this name exists", name)
+        raise F.conflict("name", "a rate table with this name exists", name)
     table = RateTable(name=name, currency=F.currency("currency", currency),
                       notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
     session.add(table)
@@ -174,7 +174,7 @@ def add_rate(session: Session, table_ref, *, actor: str, context: str = "cli", *
     table = find(session, RateTable, table_ref, "rate_table")
     row = rate_values(values)
     if (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
-        raise F.fail("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+        raise F.conflict("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
                      row["prefix"])
     session.execute(insert(Rate), [{"rate_table_id": table.id, **row}])
     audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name, action="rate-add",
@@ -203,33 +203,6 @@ def _one_rate(session: Session, table: RateTable, prefix, effective_from) -> Rat
         raise F.fail("effective_from", f"prefix {prefix} has {len(found)} rates in {table.name} "
                                        f"(effective from {starts}): say which", "missing")
     return found[0]
-
-
-def update_rate(session: Session, table_ref, *, actor: str, context: str = "cli", prefix, effective_from=None,
-                **values) -> dict:
-    """Change one rate (found by prefix, and effective_from when the prefix has several)."""
-    table = find(session, RateTable, table_ref, "rate_table")
-    rate = _one_rate(session, table, prefix, effective_from)
-    unknown = set(values) - set(RATE_UPDATABLE)
-    if unknown:
-        field = sorted(unknown)[0]
-        raise F.fail(field, "not a rate field that can change (prefix and effective_from name the rate)",
-                     values[field])
-    before = rate_record(rate)
-    current = {k: v for k, v in before.items() if k in CSV_COLUMNS}
-    checked = rate_values({**current, **values})  # the whole rate checked again, e.g. until > from
-    for key in values:
-        setattr(rate, key, checked[key])
-    session.flush()
-    after = rate_record(rate)
-    changed = {k for k in after if audit.plain(before[k], k) != audit.plain(after[k], k)}
-    if changed:
-        label = f"rate {rate.prefix!r} from {rate.effective_from.isoformat()}"
-        audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
-                     action="rate-update", actor=actor, context=context,
-                     changes={label: [audit.plain({k: before[k] for k in sorted(changed)}),
-                                      audit.plain({k: after[k] for k in sorted(changed)})]})
-    return {"rate_table": table.name, **after}
 
 
 def delete_rate(session: Session, table_ref, *, actor: str, context: str = "cli", prefix,
@@ -329,3 +302,85 @@ def import_rates(session: Session, table_ref, path, *, actor: str, context: str 
     path = os.fspath(path)
     text = F.read_text_file(path)
     return import_rates_text(session, table_ref, text, path, actor=actor, context=context, replace=replace)
+
+
+def rate_page(session: Session, table_ref, *, prefix=None, offset=0, limit=50) -> dict:
+    """One page of a rate table's rates by prefix; `prefix` keeps those starting with it.
+
+    Returns {"table", "total", "offset", "limit", "rows"}; each row is a rate record plus its id.
+    """
+    table = find(session, RateTable, table_ref, "rate_table")
+    offset = F.integer("offset", offset, minimum=0)
+    limit = F.integer("limit", limit, minimum=1, maximum=1000)
+    query = select(Rate).where(Rate.rate_table_id == table.id)
+    if prefix not in (None, ""):
+        query = query.where(Rate.prefix.startswith(F.digits_prefix("prefix", prefix)))
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = [{"id": r.id, **rate_record(r)} for r in session.scalars(
+        query.order_by(Rate.prefix, Rate.effective_from).offset(offset).limit(limit))]
+    return {"table": rate_table_record(table), "total": total, "offset": offset, "limit": limit, "rows": rows}
+
+
+def _find_rate(session: Session, table: RateTable, rate_id) -> Rate:
+    rate_id = F.integer("rate", rate_id, minimum=1)
+    rate = session.get(Rate, rate_id)
+    if rate is None or rate.rate_table_id != table.id:
+        raise F.fail("rate", f"no such rate in table {table.name}", rate_id)
+    return rate
+
+
+def update_rate(session: Session, table_ref, rate_id=None, *, actor: str, context: str = "cli", prefix=None,
+                effective_from=None, **values) -> dict:
+    """Change fields of one rate (the same checks as an imported row); setting effective_until
+    end-dates it: from then on the rate no longer prices calls.
+
+    The rate is named by its id (the web and the API: then `prefix` and `effective_from` are new
+    values like any other) or by its prefix, and effective_from when the prefix has several (the
+    CLI: then they name the rate and cannot change)."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    if rate_id not in (None, ""):
+        rate = _find_rate(session, table, rate_id)
+        values.update({k: v for k, v in (("prefix", prefix), ("effective_from", effective_from)) if v is not None})
+        changeable = CSV_COLUMNS
+    else:
+        rate = _one_rate(session, table, prefix, effective_from)
+        changeable = RATE_UPDATABLE
+    unknown = set(values) - set(changeable)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise F.fail(field, "not a rate field that can change here (prefix and effective_from name the rate)",
+                     values[field])
+    before = rate_record(rate)
+    merged = {k: v for k, v in before.items()}
+    merged.update(values)
+    row = rate_values(merged)
+    if (row["prefix"], row["effective_from"]) != (rate.prefix, rate.effective_from) and \
+            (row["prefix"], row["effective_from"]) in _existing_keys(session, table.id):
+        raise F.conflict("prefix", f"already has a rate effective from {row['effective_from'].isoformat()}",
+                     row["prefix"])
+    for key, value in row.items():
+        setattr(rate, key, value)
+    session.flush()
+    after = rate_record(rate)
+    changed = sorted(audit.diff(before, after))
+    if changed:
+        # one entry per rate, named as the operator knows it: prefix and the day it took effect
+        label = f"rate {before['prefix']!r} from {audit.plain(before['effective_from'])}"
+        audit.record(session, object_type="rate_table", object_id=table.id, object_name=table.name,
+                     action="rate-update", actor=actor, context=context,
+                     changes={label: [audit.plain({k: before[k] for k in changed}),
+                                      audit.plain({k: after[k] for k in changed})]})
+    return {"rate_table": table.name, "id": rate.id, **after}
+
+
+def end_rate(session: Session, table_ref, rate_id, until, *, actor: str, context: str = "cli") -> dict:
+    """End-date one rate at `until` (ISO-8601 date or date-time)."""
+    return update_rate(session, table_ref, rate_id, actor=actor, context=context,
+                       effective_until=F.timestamp("effective_until", until))
+
+
+def show_rate(session: Session, table_ref, rate_id) -> dict:
+    """One rate of a table: {"table": table record, "rate": rate record with its id}."""
+    table = find(session, RateTable, table_ref, "rate_table")
+    rate = _find_rate(session, table, rate_id)
+    return {"table": rate_table_record(table), "rate": {"id": rate.id, **rate_record(rate)}}

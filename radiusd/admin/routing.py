@@ -25,7 +25,7 @@ def plan_record(plan: RoutingPlan, rule_count: int | None = None) -> dict:
 def create_routing_plan(session: Session, *, actor: str, context: str = "cli", name, notes: str = "") -> dict:
     name = F.name("name", name, spaces=False)
     if session.scalars(select(RoutingPlan).where(RoutingPlan.name == name)).first() is not None:
-        raise F.fail("name", "a routing plan with this name exists", name)
+        raise F.conflict("name", "a routing plan with this name exists", name)
     plan = RoutingPlan(name=name, notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
     session.add(plan)
     session.flush()

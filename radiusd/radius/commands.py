@@ -11,6 +11,7 @@ from radiusd.config import PROJECT_ROOT, load_settings
 
 DEMO_SEED = PROJECT_ROOT / "schema" / "seeds" / "demo.sql"
 DEMO_DB = "radiusd-demo.sqlite3"
+DEMO_WEB_USER = ("admin", "radiusd-demo")  # the demo store's web admin login, printed by `radiusd demo`
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +104,7 @@ def prepare_demo_store(db_file: str, seed: str) -> tuple[str, dict[str, int] | N
     """Create/open the demo SQLite store; load the seed if it has no NAS yet."""
     from sqlalchemy import func, select
 
+    from radiusd.admin import users
     from radiusd.admin.seeds import load_seed
     from radiusd.db import open_store
     from radiusd.models import Nas
@@ -113,6 +115,9 @@ def prepare_demo_store(db_file: str, seed: str) -> tuple[str, dict[str, int] | N
         with sessions() as session:
             has_nas = session.scalar(select(func.count()).select_from(Nas)) > 0
         loaded = None if has_nas else load_seed(sessions, seed, actor="demo", context="seed")
+        with sessions.begin() as session:
+            if users.count_users(session) == 0:
+                users.add_user(session, *DEMO_WEB_USER, "admin", actor="demo", context="seed")
     finally:
         engine.dispose()
     return url, loaded
@@ -141,6 +146,12 @@ def cmd_demo(args) -> int:
     print(f"radiusd listening on auth {settings.auth_port} / acct {settings.acct_port}; try (needs radclient):")
     print()
     print("  " + demo_radclient_line(settings.auth_port))
+    print()
+    print("Web admin: run in another terminal")
+    print()
+    print(f"  radiusd web --database-url {url}")
+    print()
+    print(f"then open http://127.0.0.1:8080/ and log in as {DEMO_WEB_USER[0]} / {DEMO_WEB_USER[1]}")
     print()
     print("Ctrl-C stops the server.", flush=True)
     return _serve(settings)

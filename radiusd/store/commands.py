@@ -1,20 +1,11 @@
-"""`radiusd calls list|remove` and `radiusd cdr list`: open calls and finished call legs."""
+"""`radiusd calls list|remove` and `radiusd cdr list`: open calls and finished call legs.
+
+The rules (filters, ending a call) live in radiusd.admin.calls, shared with the web pages and the API."""
 from __future__ import annotations
 
-import datetime as dt
-
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import aliased
-
-from radiusd.admin import audit
-from radiusd.cli_output import UserError, actor_from_args, common_options, emit, emit_page
-from radiusd.models import Account, ActiveCall, Cdr, Client, Nas
-
-CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "caller", "called", "started_at",
-                "last_seen_at", "session_seconds", "expires_at", "max_duration"]
-CDR_COLUMNS = ["id", "leg", "nas", "account", "client", "call_id", "caller", "called", "connect_time",
-               "disconnect_time", "duration", "billed_seconds", "result", "disconnect_cause", "prefix",
-               "price_per_minute", "cost", "currency"]
+from radiusd.admin import calls
+from radiusd.admin.calls import CALL_COLUMNS, CDR_COLUMNS, CDR_DETAIL_COLUMNS
+from radiusd.cli_output import actor_from_args, common_options, emit, emit_page
 
 
 def register(subparsers) -> None:
@@ -51,69 +42,12 @@ def _open(args):
     return open_store_from_args(args)
 
 
-def _owned_by(session, stmt, model, args):
-    """Narrow a calls/CDR query to the --account, --client and --nas given by name."""
-    for option, owner, column in (("account", Account, model.account_id), ("client", Client, model.client_id),
-                                  ("nas", Nas, model.nas_id)):
-        owner_id = _lookup(session, owner, getattr(args, option), option)
-        if owner_id is not None:
-            stmt = stmt.where(column == owner_id)
-    return stmt
-
-
-def _lookup(session, model, name: str | None, field: str) -> int | None:
-    if name is None:
-        return None
-    found = session.scalar(select(model.id).where(model.name == name))
-    if found is None:
-        raise UserError(f"{field}: no such {field} {name!r}")
-    return found
-
-
-def _time(value: str | None, field: str) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{field}: not an ISO-8601 date/time: {value!r}") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
-def _named(stmt_model):
-    acc, cli, nas = aliased(Account), aliased(Client), aliased(Nas)
-    stmt = (
-        select(stmt_model, nas.name, acc.name, cli.name)
-        .outerjoin(nas, nas.id == stmt_model.nas_id)
-        .outerjoin(acc, acc.id == stmt_model.account_id)
-        .outerjoin(cli, cli.id == stmt_model.client_id)
-    )
-    return stmt
-
-
-def _row(obj, columns, nas_name, account_name, client_name) -> dict:
-    out = {}
-    for column in columns:
-        if column == "nas":
-            out[column] = nas_name
-        elif column == "account":
-            out[column] = account_name
-        elif column == "client":
-            out[column] = client_name
-        else:
-            out[column] = getattr(obj, column)
-    return out
-
-
 def calls_list(args) -> int:
     _settings, engine, sessions = _open(args)
     try:
         with sessions() as session:
-            stmt = _named(ActiveCall).order_by(ActiveCall.id)
-            stmt = _owned_by(session, stmt, ActiveCall, args)
-            rows = [_row(call, CALL_COLUMNS, n, a, c) for call, n, a, c in session.execute(stmt).all()]
+            rows = calls.call_page(session, account=args.account, client=args.client, nas=args.nas,
+                                   with_total=False)["rows"]
     finally:
         engine.dispose()
     emit(rows, getattr(args, "json", False), CALL_COLUMNS)
@@ -121,32 +55,10 @@ def calls_list(args) -> int:
 
 
 def calls_remove(args) -> int:
-    from radiusd.store.accounting import MANUAL, StoreCatalog, close_row
-
-    try:
-        call_id = int(args.id)
-    except ValueError:
-        raise UserError(f"id: not a call id: {args.id!r}") from None
     _settings, engine, sessions = _open(args)
-    now = dt.datetime.now(dt.timezone.utc)
     try:
         with sessions() as session, session.begin():
-            row = session.scalars(select(ActiveCall).where(ActiveCall.id == call_id).with_for_update()).first()
-            if row is None:
-                raise UserError(f"id: no open call {call_id}")
-            before = {"state": row.state, "leg": row.leg, "call_id": row.call_id, "leg_key": row.leg_key,
-                      "account_id": row.account_id, "client_id": row.client_id}
-            if row.state == "reserved":
-                session.delete(row)
-                result = {"id": call_id, "removed": "reservation", "cdr": None}
-            else:
-                seconds = max(0, int((now - row.started_at).total_seconds())) if row.started_at else 0
-                charge = close_row(session, row, StoreCatalog(session), now, seconds, MANUAL)
-                result = {"id": call_id, "removed": "call", "duration": seconds,
-                          "cost": charge.cost if charge else None}
-            audit.record(session, object_type="call", object_id=call_id, object_name=before["call_id"][:200],
-                         action="remove", actor=actor_from_args(args), context="cli",
-                         changes={k: [v, None] for k, v in before.items()})
+            result = calls.end_call(session, args.id, actor=actor_from_args(args), context="cli")
     finally:
         engine.dispose()
     emit(result, getattr(args, "json", False))
@@ -154,46 +66,15 @@ def calls_remove(args) -> int:
 
 
 def cdr_list_command(args) -> int:
-    try:
-        limit = int(args.limit)
-        if limit <= 0:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"limit: expected a positive whole number, got {args.limit!r}") from None
-    since, until = _time(args.since, "since"), _time(args.until, "until")
+    as_json = getattr(args, "json", False)
     _settings, engine, sessions = _open(args)
     try:
         with sessions() as session:
-            def narrow(stmt):
-                stmt = _owned_by(session, stmt, Cdr, args)
-                if args.call_id:
-                    stmt = stmt.where(_call_id_matches(args.call_id))
-                if since is not None:
-                    stmt = stmt.where(Cdr.disconnect_time >= since)
-                if until is not None:
-                    stmt = stmt.where(Cdr.disconnect_time < until)
-                return stmt
-
-            stmt = narrow(_named(Cdr)).order_by(Cdr.disconnect_time.desc(), Cdr.id.desc()).limit(limit)
-            total = session.scalar(narrow(select(func.count()).select_from(Cdr)))
-            columns = CDR_COLUMNS if not getattr(args, "json", False) else CDR_COLUMNS + [
-                "leg_key", "acct_session_id", "tech_prefix", "remote_address", "setup_time", "rate_table_id"]
-            rows = [_row(cdr, columns, n, a, c) for cdr, n, a, c in session.execute(stmt).all()]
+            page = calls.cdr_page(session, account=args.account, client=args.client, nas=args.nas,
+                                  call_id=args.call_id, since=args.since, until=args.until, limit=args.limit,
+                                  detail=as_json)
     finally:
         engine.dispose()
-    emit_page(rows, total, getattr(args, "json", False), columns)
+    emit_page(page["rows"], page["total"], as_json, CDR_DETAIL_COLUMNS if as_json else CDR_COLUMNS)
     return 0
 
-
-def _call_id_matches(given: str):
-    """The legs of one call: its call id as stored, or as an operator copies it from a Cisco log.
-
-    h323-conf-ids are stored as four upper-case hex words (radius.dialects.normalise_conf_id), so
-    the conf-id in any case and spacing matches, and so does its first word alone (`3D3C5E4A`).
-    """
-    text = " ".join(given.split())
-    wanted = {given, text, text.upper()}
-    match = Cdr.call_id.in_(sorted(wanted))
-    if text and " " not in text:
-        match = or_(match, Cdr.call_id.startswith(text.upper() + " ", autoescape=True))
-    return match

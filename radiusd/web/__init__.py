@@ -1,0 +1,1 @@
+"""`radiusd web`: the admin web application and its JSON API."""
