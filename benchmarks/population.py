@@ -1,7 +1,11 @@
 """A benchmark population in a radiusd store: clients, IP/CIDR and login accounts, rate tables.
 
-Everything is sized so that authorization accepts: clients have a large balance and unlimited
-credit, no client or account has a capacity limit, every called number has a rate. Rows are
+Everything is sized so that authorization accepts, and every called number has a rate. With
+`limits=True` (what carriers run, and what the "full function" benchmark rows use) every client
+is prepaid with a finite credit (a large balance, credit limit 0) and a channel capacity, and
+every tenth account has an account capacity too, so the client lock and the usage read run on
+every Access-Request. With `limits=False` clients have unlimited credit and no capacity: the
+store is not asked at all (the separate, labelled "no limits" rows). Rows are
 written with SQLAlchemy Core `insert()` executemany (one statement per batch), so 100,000
 accounts load in seconds on PostgreSQL and the same code fills a small SQLite store in tests.
 
@@ -27,6 +31,11 @@ TECH_PREFIXES = ("9001", "9002", "9003", "9004")
 IP_BASE = ipaddress.ip_address("10.0.0.0")
 EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 BATCH = 5000
+# With limits: large enough that a benchmark never hits them, small enough to be real numbers.
+CLIENT_BALANCE = Decimal(1_000_000)
+CLIENT_CAPACITY = 100_000
+ACCOUNT_CAPACITY = 10_000
+ACCOUNT_CAPACITY_EVERY = 10
 
 
 @dataclasses.dataclass
@@ -40,6 +49,7 @@ class Population:
     rates: int
     users: list            # (kind, id, password, called) rows for `radiusd bench --users`
     logins: list           # (login, password) for FreeRADIUS radcheck
+    limits: bool           # finite credit and capacity on every client (some accounts too)
 
 
 def rate_prefixes(per_table: int) -> list[str]:
@@ -65,7 +75,8 @@ def _batches(rows, size=BATCH):
 
 def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 50_000, rate_tables: int = 5,
                     clients: int = 100, login_share: float = 0.5, secret: str = "testing123",
-                    nas_addresses: tuple[str, ...] = ("127.0.0.1/32", "::1/128"), engine=None) -> Population:
+                    nas_addresses: tuple[str, ...] = ("127.0.0.1/32", "::1/128"), engine=None,
+                    limits: bool = True) -> Population:
     """Create the schema if needed and add the population; returns counts and the CSV rows."""
     if accounts < 1 or rates < 1 or rate_tables < 1 or clients < 1:
         raise ValueError("accounts, rates, rate_tables and clients must be at least 1")
@@ -105,11 +116,15 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
             for chunk in _batches(rate_rows):
                 conn.execute(insert(Rate), chunk)
             conn.execute(insert(Client), [
-                dict(name=f"bench-client-{c}", active=True, balance=Decimal(1_000_000), credit_limit=None,
-                     currency="USD", orig_rate_table_id=table_ids[c % len(table_ids)], capacity=None,
+                dict(name=f"bench-client-{c}", active=True, balance=CLIENT_BALANCE,
+                     credit_limit=Decimal(0) if limits else None, currency="USD",
+                     orig_rate_table_id=table_ids[c % len(table_ids)], capacity=CLIENT_CAPACITY if limits else None,
                      notes="benchmark") for c in range(clients)])
             client_ids = list(conn.scalars(select(Client.id).where(Client.name.like("bench-client-%"))
                                            .order_by(Client.id)))
+            def account_capacity(i: int) -> int | None:
+                return ACCOUNT_CAPACITY if limits and i % ACCOUNT_CAPACITY_EVERY == 0 else None
+
             account_rows = []
             users = []
             logins = []
@@ -122,14 +137,16 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
                 tech = TECH_PREFIXES[member]
                 network_of[name] = cidr
                 account_rows.append(dict(client_id=client_ids[i % len(client_ids)], name=name, ident_by="ip",
-                                         tech_prefix=tech, password=None, active=True, orig_enabled=True, notes="benchmark"))
+                                         tech_prefix=tech, password=None, active=True, orig_enabled=True,
+                                         orig_capacity=account_capacity(i), notes="benchmark"))
                 users.append(("ip", cidr, "", tech + prefixes[i % len(prefixes)]))
             for i in range(n_login):
                 name = f"bench-login-{i:06d}"
                 password = f"pw-{i:06d}"
                 account_rows.append(dict(client_id=client_ids[(i + n_ip) % len(client_ids)], name=name,
                                          ident_by="name", tech_prefix="", password=password, active=True,
-                                         orig_enabled=True, notes="benchmark"))
+                                         orig_enabled=True, orig_capacity=account_capacity(i + n_ip),
+                                         notes="benchmark"))
                 users.append(("login", name, password, prefixes[i % len(prefixes)]))
                 logins.append((name, password))
             # executemany takes its columns from the first row: every row has the same keys
@@ -143,7 +160,7 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
             bump_store_version(session)
         return Population(accounts=accounts, ip_accounts=n_ip, login_accounts=n_login, networks=len(net_rows),
                           clients=clients, rate_tables=len(table_ids), rates=len(rate_rows), users=users,
-                          logins=logins)
+                          logins=logins, limits=limits)
     finally:
         if own_engine:
             engine.dispose()

@@ -28,9 +28,11 @@ def test_population_rows_counted(store_url, tmp_path):
             assert count(Client) == 7 and count(RateTable) == 3
             assert count(Rate) == 150
             assert count(Nas) == 2
-            # unlimited credit and no capacity limit anywhere: auth must accept
-            assert s.scalar(select(func.count()).where(Client.credit_limit.is_not(None))) == 0
-            assert s.scalar(select(func.count()).where(Client.capacity.is_not(None))) == 0
+            # limits as carriers run them: every client prepaid (credit limit 0) with a capacity,
+            # every tenth account with an account capacity
+            assert s.scalar(select(func.count()).where(Client.credit_limit == 0)) == 7
+            assert s.scalar(select(func.count()).where(Client.capacity.is_not(None))) == 7
+            assert s.scalar(select(func.count()).where(Account.orig_capacity.is_not(None))) == 20
             assert current_store_version(s) >= 1
             # the password FreeRADIUS gets in radcheck is the one the account holds
             login, password = pop.logins[7]
@@ -53,3 +55,18 @@ def test_rate_prefixes_are_distinct_and_avoid_tech_prefix_digit():
     prefixes = rate_prefixes(10_000)
     assert len(set(prefixes)) == 10_000
     assert not any(p.startswith("9") for p in prefixes)
+
+
+def test_population_without_limits_leaves_credit_and_capacity_open(store_url):
+    pop = load_population(store_url, accounts=40, rates=20, rate_tables=1, clients=3, limits=False)
+    from radiusd.db import make_engine
+
+    engine = make_engine(store_url)
+    try:
+        with make_sessionmaker(engine)() as s:
+            assert s.scalar(select(func.count()).where(Client.credit_limit.is_not(None))) == 0
+            assert s.scalar(select(func.count()).where(Client.capacity.is_not(None))) == 0
+            assert s.scalar(select(func.count()).where(Account.orig_capacity.is_not(None))) == 0
+    finally:
+        engine.dispose()
+    assert pop.limits is False
