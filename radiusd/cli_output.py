@@ -94,13 +94,10 @@ def first_line(exc: Exception) -> str:
 
 
 def safe_url(url: str) -> str:
-    """A store URL fit to print: the password hidden."""
-    from sqlalchemy.engine import make_url
+    """A store URL fit to print: the password hidden (radiusd.db.safe_url)."""
+    from radiusd.db import safe_url as store_safe_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparsable URL)"
+    return store_safe_url(url)
 
 
 def open_store_from_args(args, create: bool = True):
