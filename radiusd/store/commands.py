@@ -121,7 +121,7 @@ def calls_list(args) -> int:
 
 
 def calls_remove(args) -> int:
-    from radiusd.store.accounting import MANUAL, StoreCatalog, close_row
+    from radiusd.store.accounting import remove_call
 
     try:
         call_id = int(args.id)
@@ -131,19 +131,12 @@ def calls_remove(args) -> int:
     now = dt.datetime.now(dt.timezone.utc)
     try:
         with sessions() as session, session.begin():
-            row = session.scalars(select(ActiveCall).where(ActiveCall.id == call_id).with_for_update()).first()
-            if row is None:
+            removed = remove_call(session, call_id, now)
+            if removed is None:
                 raise UserError(f"id: no open call {call_id}")
+            row, result = removed
             before = {"state": row.state, "leg": row.leg, "call_id": row.call_id, "leg_key": row.leg_key,
                       "account_id": row.account_id, "client_id": row.client_id}
-            if row.state == "reserved":
-                session.delete(row)
-                result = {"id": call_id, "removed": "reservation", "cdr": None}
-            else:
-                seconds = max(0, int((now - row.started_at).total_seconds())) if row.started_at else 0
-                charge = close_row(session, row, StoreCatalog(session), now, seconds, MANUAL)
-                result = {"id": call_id, "removed": "call", "duration": seconds,
-                          "cost": charge.cost if charge else None}
             audit.record(session, object_type="call", object_id=call_id, object_name=before["call_id"][:200],
                          action="remove", actor=actor_from_args(args), context="cli",
                          changes={k: [v, None] for k, v in before.items()})
