@@ -120,7 +120,7 @@ class ServerProcess:
             if len(self.events("server.ready")) >= workers:
                 return self
             if self.proc.poll() is not None:
-                time.sleep(0.2)
+                self._pump.join(5)   # the rest of its output, for the message
                 raise AssertionError(f"server exited {self.proc.returncode}:\n" + "\n".join(self.lines[-30:]))
             time.sleep(0.05)
         raise AssertionError("server not ready:\n" + "\n".join(self.lines[-30:]))

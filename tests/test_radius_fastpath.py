@@ -10,7 +10,8 @@ from radiusd.core.decision import Accept, CallPlan, Route
 from radiusd.core.reasons import RejectReason
 from radiusd.core.snapshot import AccountInfo, ClientInfo, Rate, RoutingPlanInfo, build_rate_table
 from radiusd.radius import replies
-from radiusd.radius.dialects import FastAcctPacket, FastAuthPacket, normalise_address
+from radiusd.radius.codec import FastAcctPacket, FastAuthPacket
+from radiusd.radius.dialects import normalise_address
 from radius_packets import DICTIONARY, SECRET, acct_request, auth_request, nas
 
 
@@ -172,7 +173,7 @@ def test_listening_sockets_get_a_receive_buffer_for_bursts():
 
 
 def test_message_authenticator_check_agrees_with_pyrad_on_mutated_packets():
-    from radiusd.radius.dialects import message_authenticator_ok
+    from radiusd.radius.codec import message_authenticator_ok
 
     rng = random.Random(5080)
     auth, _ = auth_request([("User-Name", "x"), ("Called-Station-Id", "44"), ("Proxy-State", b"p")])
