@@ -104,6 +104,7 @@ TRANSITIONS: dict[tuple[LegState | None, Event], tuple[LegState | None, str]] = 
     **{(_C, e): (_C, "duplicate") for e in (Event.STOP, Event.FAILED) + _ENDS},
     **{(_R, e): (None, "released") for e in _ENDS},
     **{(_O, e): (_C, "closed") for e in _ENDS},
+    **{(None, e): (None, "ignored") for e in _ENDS},   # ended meanwhile (another sweeper, by hand)
 }
 
 
