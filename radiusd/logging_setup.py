@@ -23,27 +23,28 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 class LineLogger:
     """A structlog logger writing each rendered line with a single os.write (whole line or, for
-    a stream without a file descriptor such as StringIO, one stream.write)."""
+    a stream without a file descriptor such as StringIO, one stream.write). Without a stream it
+    writes to whatever sys.stderr is at the time of the line."""
 
-    def __init__(self, stream):
+    def __init__(self, stream=None):
         self._stream = stream
-        try:
-            self._fd: int | None = stream.fileno()
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            self._fd = None
         self._lock = threading.Lock()  # threads of one process: finish a (rare) partial write first
 
     def msg(self, message: str) -> None:
+        stream = self._stream or sys.stderr
         data = (message + "\n").encode("utf-8", "replace")
-        if self._fd is None:
-            with self._lock:
-                self._stream.write(data.decode("utf-8"))
-                self._stream.flush()
-            return
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            fd = None
         with self._lock:
+            if fd is None:
+                stream.write(data.decode("utf-8"))
+                stream.flush()
+                return
             view = memoryview(data)
             while view:  # a regular file or a pipe takes a line in one write; a signal may cut it short
-                view = view[os.write(self._fd, view):]
+                view = view[os.write(fd, view):]
 
     log = debug = info = warn = warning = error = err = critical = fatal = exception = failure = msg
 
@@ -72,9 +73,8 @@ class _StdlibToJson(logging.Handler):
 def configure(level: str = "info", stream=None, **context) -> None:
     """JSON lines with timestamp (UTC, ISO-8601) and level; `context` is bound to every line."""
     numeric = _LEVELS.get(str(level).lower(), logging.INFO)
-    stream = stream or sys.stderr
     try:
-        stream.flush()  # whatever Python buffered before goes out before our direct writes
+        (stream or sys.stderr).flush()  # what Python buffered before goes out before our direct writes
     except (AttributeError, OSError, ValueError):
         pass
     processors = [

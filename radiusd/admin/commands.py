@@ -74,16 +74,27 @@ def _group(subparsers, name: str, help_: str):
 # ---------------------------------------------------------------- db / seed
 
 def _db_init(args) -> int:
+    import datetime as dt
+
+    from radiusd.logging_setup import configure
+    from radiusd.store.partitions import INIT_MONTHS_AHEAD, ensure_cdr_partitions
+
+    configure("warning")  # stdout carries the result (--json); warnings go to stderr
     url = settings_from_args(args).database_url
 
     def work(session):
-        return {"database": safe_url(url), "store_version": current_store_version(session)}
+        # PostgreSQL: this month's and next month's CDR partitions, before any traffic
+        report = ensure_cdr_partitions(session, dt.datetime.now(dt.timezone.utc), INIT_MONTHS_AHEAD, attempts=5)
+        return {"database": safe_url(url), "store_version": current_store_version(session),
+                "cdr_partitions": sorted(report.created + report.present)}
 
     result = _in_transaction(args, work)
     if _json(args):
         emit(result, True)
     else:
         print(f"store ready: {result['database']} (store version {result['store_version']})")
+        if result["cdr_partitions"]:
+            print(f"CDR partitions: {', '.join(result['cdr_partitions'])}")
     return 0
 
 
