@@ -87,8 +87,9 @@ class AccountingWriter:
         self.snapshot_getter = snapshot_getter
         # PostgreSQL: the writer keeps one connection between groups (a pool checkout would
         # ping it every time: one more round trip per group); it is replaced when it breaks.
-        engine = sessions.kw.get("bind")
-        self._engine = engine if getattr(engine, "dialect", None) is not None and engine.dialect.name == "postgresql" else None
+        with sessions() as probe:  # (no connection is made: only the bind is read)
+            engine = probe.get_bind()
+        self._engine = engine if engine.dialect.name == "postgresql" else None
         self._connection = None
         self.settings = settings
         self.batch_max = batch_max
@@ -330,14 +331,15 @@ class AccountingWriter:
             return
         self.store_ok = True
         self.counters["groups"] += 1
+        self._answer(batch, refused)
+
+    def _answer(self, batch: list, refused: list[tuple[AcctFacts, str]]) -> None:
+        """Acknowledge a committed batch; its refused records once they are in the dead-letter file."""
         bad = {id(facts) for facts, _ in refused}
         kept = self._dead_letter(refused)
+        self.counters["committed"] += len(batch) - len(bad)
         for facts, on_done in batch:
-            if id(facts) in bad:
-                _call(on_done, kept)
-            else:
-                self.counters["committed"] += 1
-                _call(on_done, True)
+            _call(on_done, kept if id(facts) in bad else True)
 
     def _dead_letter(self, refused: list[tuple[AcctFacts, str]]) -> bool:
         if not refused:
@@ -388,11 +390,7 @@ class AccountingWriter:
             except StoreUnavailable:
                 refused = None
             if refused is not None:
-                bad = {id(facts) for facts, _ in refused}
-                kept = self._dead_letter(refused)
-                for facts, on_done in batch:
-                    _call(on_done, kept if id(facts) in bad else True)
-                self.counters["committed"] += len(batch) - len(refused)
+                self._answer(batch, refused)
                 return
         if ok:
             self.counters["spooled"] += len(batch)
