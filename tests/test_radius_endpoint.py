@@ -182,3 +182,48 @@ def test_nothing_is_accepted_once_stopping():
     ep.accepting = False
     data, _ = auth_request(CALL, password="s3cret")
     assert drops(ep.datagram(AUTH, data, SWITCH, T0, edge)) == [(AUTH, "shutting_down")]
+
+
+# --- protocol strictness: malformed requests are dropped and counted -------------------------
+
+def _extend(data: bytes, extra: bytes, length: int | None = None) -> bytes:
+    """`data` with `extra` octets appended and the Length field set (to the new size by default)."""
+    data += extra
+    return data[:2] + (len(data) if length is None else length).to_bytes(2, "big") + data[4:]
+
+
+def _malformed(port, data):
+    actions = endpoint().datagram(port, data, SWITCH, T0, state())
+    assert drops(actions) == [(port, "malformed")] and not of(actions, Send), drops(actions)
+    return of(actions, Drop)[0].fields["detail"]
+
+
+def test_a_second_message_authenticator_or_user_password_is_malformed():
+    data, _ = auth_request(CALL, password="s3cret")
+    assert "attribute 80 appears more than once" in _malformed(AUTH, _extend(data, b"\x50\x12" + bytes(16)))
+    assert "attribute 2 appears more than once" in _malformed(AUTH, _extend(data, b"\x02\x12" + bytes(16)))
+    assert "CHAP-Password" in _malformed(AUTH, _extend(data, b"\x03\x13" + bytes(17)))
+    acct, _ = acct_request([("Acct-Status-Type", "Start"), ("Acct-Session-Id", "leg-1")])
+    assert "attribute 44 appears more than once" in _malformed(ACCT, _extend(acct, b"\x2c\x07leg-2"))
+
+
+def test_attributes_running_past_the_end_of_the_packet_are_malformed_on_both_ports():
+    data, _ = auth_request(CALL, password="s3cret")
+    assert "runs past the end" in _malformed(AUTH, _extend(data, b"\x1e\x20" + b"4420"))
+    acct, _ = acct_request([("Acct-Status-Type", "Start"), ("Acct-Session-Id", "leg-1")])
+    assert "runs past the end" in _malformed(ACCT, _extend(acct, b"\x1f\x09" + b"123"))
+    # a Length field that cuts the last attribute short is the same overrun
+    assert "runs past the end" in _malformed(ACCT, _extend(acct, b"\x1f\x05" + b"123", length=len(acct) + 4))
+
+
+def test_requests_longer_than_4096_octets_are_malformed_and_4096_is_fine():
+    base, _ = auth_request(CALL, password="s3cret")
+    room = 4096 - len(base)                               # filled with unknown attributes (2 + value)
+    sizes = [253] * (room // 255 - 1) + [200, room % 255 + 255 - 200 - 4]
+    data, _ = auth_request(CALL, password="s3cret", raw={200: [b"x" * n for n in sizes]})
+    assert len(data) == 4096
+    assert of(endpoint().datagram(AUTH, data, SWITCH, T0, state()), Authorize)
+    longer, _ = auth_request(CALL, password="s3cret", raw={200: [b"x" * n for n in sizes + [250]]})
+    assert len(longer) > 4096 and "longer than the RADIUS limit" in _malformed(AUTH, longer)
+    # padding after the Length field counts too: the datagram itself is over the limit
+    assert "longer than the RADIUS limit" in _malformed(AUTH, data + b"\x00")

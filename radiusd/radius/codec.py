@@ -154,10 +154,50 @@ class FastAcctPacket(_FastDecode, AcctPacket):
     """An AcctPacket decoded by `_FastDecode`; everything else is pyrad's."""
 
 
+# Attributes a request may carry at most once: RFC 2865 §5.44 (Access-Request "0-1"), RFC 2866
+# §5.13 (Accounting-Request "0-1" and "1"), RFC 2869 §5.19 (Event-Timestamp, Message-Authenticator),
+# RFC 3162 (NAS-IPv6-Address). Attributes a request must not carry at all ("0") are tolerated.
+_AT_MOST_ONCE = {
+    False: frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 19, 24, 30, 31, 32, 34, 35, 36, 60, 61, 62, 63, 80, 95}),
+    True: frozenset({1, 4, 5, 6, 7, 8, 9, 12, 19, 20, 23, 24, 27, 28, 29, 30, 31, 32, 34, 35, 36, 37, 39,
+                     40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 55, 61, 62, 63, 80, 95}),
+}
+USER_PASSWORD, CHAP_PASSWORD = 2, 3
+
+
+def _malformed(data: bytes, accounting: bool) -> str | None:
+    """What makes a received request malformed beyond what decoding itself rejects (RFC 2865
+    §3: at most 4,096 octets; no attribute running past the end of the packet; §5.44 counts;
+    never both User-Password and CHAP-Password), or None."""
+    if len(data) > MAX_PACKET:
+        return f"{len(data)} octets, longer than the RADIUS limit of {MAX_PACKET}"
+    end = min(int.from_bytes(data[2:4], "big"), len(data))
+    once = _AT_MOST_ONCE[accounting]
+    seen = set()
+    loc = HEADER_LENGTH
+    while loc + 2 <= end:
+        key, length = data[loc], data[loc + 1]
+        if length < 2:
+            return None   # the decoder names this one
+        if loc + length > end:
+            return f"attribute {key} runs past the end of the packet ({loc + length} > {end} octets)"
+        if key in once:
+            if key in seen:
+                return f"attribute {key} appears more than once (RFC 2865 §5.44 allows at most one)"
+            seen.add(key)
+        loc += length
+    if USER_PASSWORD in seen and CHAP_PASSWORD in seen:
+        return "both User-Password and CHAP-Password"
+    return None
+
+
 def decode(data: bytes, dictionary: Dictionary, secret: bytes, accounting: bool) -> Packet:
     """A received request -> pyrad packet (an AcctPacket on the accounting port, so replies and
     Status-Server answers take the accounting form). Raises PacketError (or ValueError and
-    friends from pyrad) for what cannot be decoded."""
+    friends from pyrad) for what cannot be decoded or breaks the rules in `_malformed`."""
+    problem = _malformed(data, accounting)
+    if problem:
+        raise PacketError(problem)
     return (FastAcctPacket if accounting else FastAuthPacket)(packet=data, dict=dictionary, secret=secret)
 
 
