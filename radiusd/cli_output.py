@@ -1,25 +1,11 @@
 """How the CLI shows results: a readable table by default, JSON with --json."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
-from decimal import Decimal
 
 from radiusd.errors import UserError  # noqa: F401  (the CLI catches it)
-
-
-def plain(value):
-    """A JSON-friendly copy: Decimal as exact text, datetimes as ISO-8601, containers as lists/dicts."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    return value
+from radiusd.plain import plain
 
 
 def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = None, out=None) -> None:
