@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 
+from radiusd.db import safe_url  # noqa: F401  (one definition, shared with the edge)
 from radiusd.errors import UserError  # noqa: F401  (the CLI catches it)
 from radiusd.plain import plain
 
@@ -79,15 +81,9 @@ def first_line(exc: Exception) -> str:
     return lines[0] if lines else exc.__class__.__name__
 
 
-def safe_url(url: str) -> str:
-    """A store URL fit to print: the password hidden (radiusd.db.safe_url)."""
-    from radiusd.db import safe_url as store_safe_url
-
-    return store_safe_url(url)
-
-
 def open_store_from_args(args, create: bool = True):
-    """(settings, engine, sessions) for a command; an unreachable store is a UserError, not a traceback."""
+    """(settings, engine, sessions) for a command; an unreachable store is a UserError, not a
+    traceback. Commands use `store_from_args`, which also closes the store and words errors."""
     from sqlalchemy.exc import DBAPIError
 
     from radiusd.db import open_store
@@ -99,3 +95,22 @@ def open_store_from_args(args, create: bool = True):
         raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
                         f"({safe_url(settings.database_url)})") from None
     return settings, engine, sessions
+
+
+@contextmanager
+def store_from_args(args):
+    """The one way a command opens the store: `with store_from_args(args) as (settings, engine,
+    sessions): ...`. Creates the schema when missing (idempotent), disposes the engine at the end;
+    a change the store refuses (a concurrent change won a race past our checks) or a store gone
+    mid-command is a UserError naming the store, not a traceback."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    settings, engine, sessions = open_store_from_args(args)
+    try:
+        yield settings, engine, sessions
+    except IntegrityError as exc:
+        raise UserError(f"store: change refused: {first_line(exc)}") from None
+    except OperationalError as exc:
+        raise UserError(f"store: {first_line(exc)} ({safe_url(settings.database_url)})") from None
+    finally:
+        engine.dispose()

@@ -7,15 +7,13 @@ Each command runs in one transaction. Passwords and secrets are never printed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
 from radiusd.cli_output import (
-    UserError, actor_from_args, common_options, emit, first_line, open_store_from_args, safe_url, settings_from_args,
+    UserError, actor_from_args, common_options, emit, safe_url, settings_from_args, store_from_args,
 )
+from radiusd.commands import partitions as cdr_partitions
 from radiusd.db import current_store_version
 
 CONTEXT = "cli"
@@ -25,17 +23,8 @@ CONTEXT = "cli"
 
 def _in_transaction(args, work):
     """Open the store, run work(session) in one transaction, close the store."""
-    settings, engine, sessions = open_store_from_args(args)
-    url = settings.database_url
-    try:
-        with sessions.begin() as session:
-            return work(session)
-    except IntegrityError as exc:  # a concurrent change won a race past our checks
-        raise UserError(f"store: change refused: {first_line(exc)}") from None
-    except OperationalError as exc:
-        raise UserError(f"store: {first_line(exc)} ({safe_url(url)})") from None
-    finally:
-        engine.dispose()
+    with store_from_args(args) as (_settings, _engine, sessions), sessions.begin() as session:
+        return work(session)
 
 
 def _actor(args) -> str:
@@ -475,10 +464,7 @@ def register(subparsers) -> None:
     # db
     db = _group(subparsers, "db", "the store itself")
     _sub(db, "init", "create the schema in DATABASE_URL (no-op when it exists)", _db_init)
-    if importlib.util.find_spec("radiusd.store.ddl") is not None:
-        _sub(db, "schema", "print the PostgreSQL DDL (schema/postgresql.sql)", _db_schema)
-    from radiusd.store import partitions as cdr_partitions  # `db partitions` lives with the partition code
-
+    _sub(db, "schema", "print the PostgreSQL DDL (schema/postgresql.sql)", _db_schema)
     cdr_partitions.add_db_command(_sub(db, "partitions", cdr_partitions.HELP, cdr_partitions.cmd_db_partitions))
 
     # seed
