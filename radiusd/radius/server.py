@@ -38,7 +38,7 @@ from radiusd.core.reasons import RejectReason
 from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version, open_store, safe_url
 from radiusd.logging_setup import configure, get_logger
-from radiusd.metrics import Metrics, MetricsServer
+from radiusd.metrics import Metrics, MetricsServer, WorkerReport, supervised
 from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
     ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, Log, Now, Record, Send,
@@ -237,16 +237,18 @@ class RadiusServer:
             transport, protocol = await self.loop.create_datagram_endpoint(lambda k=kind: _Listener(self, k), sock=sock)
             self.listeners.append(protocol)
             self.addresses.append((kind, address, sock.getsockname()[1]))
-        if self.settings.metrics_port:
-            port = self.settings.metrics_port + self.worker_index
+        self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
+        self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
+        self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
+        if supervised():  # --workers N: the supervisor serves one endpoint for all workers
+            self.metrics_server = WorkerReport(self.metrics, self.health, self.worker_index).start()
+        elif self.settings.metrics_port:
+            port = self.settings.metrics_port
             try:
                 self.metrics_server = MetricsServer(self.metrics, self.health, self.settings.metrics_bind, port).start()
             except OSError as exc:
                 await self.stop()
                 raise StartupError(f"metrics port {port} on {self.settings.metrics_bind}: {exc.strerror}") from None
-        self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
-        self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
-        self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
         self._spawn(self._poll_snapshot())
         if self.run_sweeper:
             self._spawn(self._sweep())
