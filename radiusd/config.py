@@ -8,6 +8,7 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
     [metrics]  port = 9812 (0 = off), bind = "127.0.0.1"
     [spool]    path = "spool"
     [log]      level = "info"
+    [database] url, cdr_partitions_ahead = 2 (PostgreSQL: months of CDR partitions kept ahead)
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class Settings:
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"
     log_level: str = "info"
+    cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
 
 
 _TOML_KEYS = {
@@ -53,6 +55,7 @@ _TOML_KEYS = {
     ("server", "duplicate_cache_seconds"): "duplicate_cache_seconds",
     ("server", "snapshot_poll_seconds"): "snapshot_poll_seconds",
     ("database", "url"): "database_url",
+    ("database", "cdr_partitions_ahead"): "cdr_partitions_ahead",
     ("limits", "max_call_duration"): "max_call_duration",
     ("limits", "reservation_ttl"): "reservation_ttl",
     ("limits", "stale_call_after"): "stale_call_after",
@@ -110,6 +113,8 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
         port = getattr(settings, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{name}: {port} is not a UDP/TCP port")
+    if not 1 <= settings.cdr_partitions_ahead <= 120:
+        raise ConfigError(f"cdr_partitions_ahead: {settings.cdr_partitions_ahead} must be 1 to 120 (months)")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
     return settings

@@ -13,6 +13,8 @@ Counters (all `_total`, labels in braces):
 - radiusd_accounting_total{status}                     Accounting-Requests answered, by status
 - radiusd_store_errors_total{operation}                reserve_call / snapshot / accounting failures
 - radiusd_snapshot_reloads_total                       snapshots swapped in
+- radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
+  CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
 Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
 over workers), radiusd_store_up (1 only if every worker reaches the store).
 
@@ -61,6 +63,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "radiusd_accounting_total": ("Accounting-Requests recorded and answered", ("status",)),
     "radiusd_store_errors_total": ("Store operations that failed", ("operation",)),
     "radiusd_snapshot_reloads_total": ("Admin data snapshots loaded", ()),
+    "radiusd_cdr_partitions_skipped_total": ("Months a sweep left without their CDR partition (CDRs of the "
+                                             "month in cdrs_default, or the store busy)", ()),
 }
 # name -> (help, how several workers' values combine)
 GAUGES: dict[str, tuple[str, str]] = {

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 import time
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ from sqlalchemy import text, update
 from structlog.testing import capture_logs
 
 from radiusd.admin.accounts import delete_account
-from radiusd.config import PROJECT_ROOT, Settings
+from radiusd.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from radiusd.db import create_schema, make_engine, make_sessionmaker
 from radiusd.models import Cdr, CdrLeg, Client
 from radiusd.store.accounting import apply
@@ -241,8 +242,27 @@ def test_two_hosts_creating_partitions_at_once_create_each_once(pg):
 
 def test_sweeper_keeps_partitions_ahead(pg):
     engine, sessions = pg
-    sweep(sessions, DEC, SETTINGS)
+    assert sweep(sessions, DEC, SETTINGS)["cdr_partitions_skipped"] == 0
     assert partitions(engine) == {"cdrs_default", "cdrs_2026_12", "cdrs_2027_01", "cdrs_2027_02"}
+    sweep(sessions, DEC, replace(SETTINGS, cdr_partitions_ahead=4))   # [database] cdr_partitions_ahead
+    assert partitions(engine) >= {"cdrs_2027_03", "cdrs_2027_04"}
+
+
+def test_sweeper_counts_a_month_it_leaves_to_move_default(pg):
+    engine, sessions = pg
+    ids = seed(sessions)
+    feed(sessions, snapshot_of(sessions), stop(ids, "jan-1", dt.datetime(2027, 1, 2, tzinfo=UTC)))
+    assert sweep(sessions, DEC, SETTINGS)["cdr_partitions_skipped"] == 1
+    assert partitions(engine) == {"cdrs_default", "cdrs_2026_12", "cdrs_2027_02"}
+
+
+def test_cdr_partitions_ahead_setting_is_checked(tmp_path):
+    config = tmp_path / "radiusd.toml"
+    config.write_text("[database]\ncdr_partitions_ahead = 3\n")
+    assert load_settings(config).cdr_partitions_ahead == 3
+    config.write_text("[database]\ncdr_partitions_ahead = 0\n")
+    with pytest.raises(ConfigError, match="cdr_partitions_ahead: 0 must be 1 to 120"):
+        load_settings(config)
 
 
 def test_deleted_account_late_stop_stays_a_no_op(store_url):

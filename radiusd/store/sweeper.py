@@ -5,8 +5,10 @@
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
   Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
   charged for the time proven up (radiusd.core.accounting), balance debited.
-- On PostgreSQL, the monthly CDR partitions of this month and the next two exist
-  (radiusd.store.partitions.ensure_cdr_partitions; a catalog query when none is missing).
+- On PostgreSQL, the monthly CDR partitions of this month and the next
+  `cdr_partitions_ahead` (default 2) exist (radiusd.store.partitions.ensure_cdr_partitions; a
+  catalog query when none is missing; a month whose CDRs sit in the default partition is skipped
+  and counted, never moved here).
 
 The server runs `sweep` every few seconds; running it in several processes at once is safe (each
 call is closed once: its leg key is claimed once in cdr_legs and rows are locked).
@@ -23,17 +25,18 @@ from radiusd.store.accounting import close_stale, expire_reservations
 from radiusd.store.partitions import ensure_cdr_partitions
 
 BATCH = 500
-PARTITION_MONTHS_AHEAD = 2
 log = structlog.get_logger("radiusd.sweeper")
 
 
 def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings) -> dict:
     """Delete expired reservations, close stale calls, keep CDR partitions ahead.
 
-    Returns {'expired_reservations', 'stale_calls'} (partitions created are logged).
+    Returns {'expired_reservations', 'stale_calls', 'cdr_partitions_skipped'} (partitions created
+    are logged).
     """
+    skipped = 0
     try:
-        ensure_cdr_partitions(sessions, now, PARTITION_MONTHS_AHEAD)
+        skipped = len(ensure_cdr_partitions(sessions, now, settings.cdr_partitions_ahead).skipped)
     except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
         log.warning("cdr_partitions_failed", error=repr(exc)[:300])
     with sessions() as session, session.begin():
@@ -46,4 +49,4 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
         closed += written
         if looked_at < BATCH:
             break
-    return {"expired_reservations": expired, "stale_calls": closed}
+    return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped}
