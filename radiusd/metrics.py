@@ -96,7 +96,7 @@ class Metrics:
             return found
 
     def _child(self, name: str, labels: dict):
-        key = (name, *sorted(labels.items()))
+        key = (name, *labels.items())   # a call site names its labels in one order: no sort needed
         child = self._children.get(key)
         if child is None:
             counter = self._counters.get(name) or self._counter(name, sorted(labels))

@@ -76,3 +76,16 @@ def test_cli_takes_the_libpq_multi_host_url_and_never_prints_its_password(pg_url
     assert init.returncode == 0, init.stderr
     shown = json.loads(init.stdout)["database"]
     assert shown.startswith(f"postgresql://{make_url(pg_url).username}:***@127.0.0.1:1,")
+
+
+def test_server_runs_on_a_two_host_url_with_the_first_host_down(pg_url, tmp_path):
+    from radius_server import ServerProcess, seeded_store
+
+    url = _two_hosts_first_dead(pg_url, libpq_form=True)
+    seeded_store(url)
+    srv = ServerProcess(url, tmp_path).wait_ready()
+    try:
+        status, health = srv.health()
+        assert status == 200 and health["store"] == "up" and health["nas"] >= 1
+    finally:
+        assert srv.stop() == 0
