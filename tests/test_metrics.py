@@ -118,3 +118,20 @@ def test_metrics_counts_and_gauges_in_one_process():
     depth[0] = 2
     assert "radiusd_spool_depth 2.0" in metrics.render()   # read at each scrape
     assert "_created" not in text
+
+
+def test_busy_metrics_port_is_refused_at_start_with_workers(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    seeded_store(url)
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        srv = ServerProcess(url, tmp_path, workers=2, metrics_port=port)
+        assert srv.proc.wait(30) == 2
+        srv.stop()
+        message = "\n".join(srv.lines)
+        assert f"metrics port {port} on 127.0.0.1" in message and "Traceback" not in message
+    finally:
+        holder.close()
