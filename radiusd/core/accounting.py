@@ -79,6 +79,8 @@ class LegState(enum.Enum):
     OPEN = "active"         # Start or Interim seen: the call is up and counts
     CLOSED = "closed"       # its CDR exists (leg key claimed): nothing changes it any more
 
+    __hash__ = object.__hash__  # members are singletons: C-speed hashing for the table lookups
+
 
 class Event(enum.Enum):
     START = "start"
@@ -88,6 +90,8 @@ class Event(enum.Enum):
     NAS_RESET = "nas_reset"   # Accounting-On/Off of the leg's NAS
     EXPIRE = "expire"         # the sweeper: no Interim or Stop for stale_call_after
     REMOVE = "remove"         # `radiusd calls remove`
+
+    __hash__ = object.__hash__
 
 
 _R, _O, _C = LegState.RESERVED, LegState.OPEN, LegState.CLOSED
@@ -295,21 +299,24 @@ def proven_seconds(row: Leg, until: dt.datetime | None = None) -> int:
     return seconds
 
 
+_STATES = {s.value: s for s in LegState}
+_EVENTS = {e.value: e for e in (Event.START, Event.INTERIM, Event.STOP, Event.FAILED)}
+_EVENTS.update(on=Event.NAS_RESET, off=Event.NAS_RESET)
+
+
 def state_of(row: Leg | None, closed: bool) -> LegState | None:
     if closed:
         return _C
-    return None if row is None else LegState(row.state)
+    return None if row is None else _STATES[row.state]
 
 
 def event_of(event: AcctFacts | Close) -> Event:
     if isinstance(event, Close):
         return event.event
-    if event.status in ("on", "off"):
-        return Event.NAS_RESET
-    try:
-        return Event(event.status)
-    except ValueError:
-        raise ValueError(f"Acct-Status-Type: unknown value {event.status!r}") from None
+    found = _EVENTS.get(event.status)
+    if found is None:
+        raise ValueError(f"Acct-Status-Type: unknown value {event.status!r}")
+    return found
 
 
 def _cdr(view: View, *, leg_key: str, call_id: str, acct_session_id: str | None, nas_id: int | None, leg: str,
