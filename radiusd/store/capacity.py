@@ -138,13 +138,18 @@ class _PgStore:
             fairy = sql.raw_connection(self.engine)
             try:
                 fairy.driver_connection.autocommit = True
-                with fairy.driver_connection.cursor() as cur:
-                    sql.prepare(fairy, cur, "admission")
             except Exception:
                 fairy.invalidate()
                 raise
             self._fairy = fairy
-        return self._fairy.driver_connection.cursor()
+        cur = self._fairy.driver_connection.cursor()
+        try:
+            sql.prepare(self._fairy, cur, "admission")   # once per DBAPI connection
+        except Exception:
+            cur.close()
+            self.reset()
+            raise
+        return cur
 
     def _load(self, cur, items: list[Request], *, lock_wait: bool, check_existence: bool) -> Loaded:
         """The first round trip when the batch needs one: opens the transaction, locks, reads."""
@@ -213,7 +218,6 @@ class _PgStore:
             if isinstance(exc, psycopg2.Error):
                 if getattr(exc, "pgcode", None) == "26000" and self._fairy is not None:
                     sql.forget_prepared(self._fairy)   # a pooler moved the session: prepare again
-                    self.reset()
                 text = sent.decode(errors="replace") if isinstance(sent, bytes) else sent
                 raise sa_exc.DBAPIError.instance(text[:200], None, exc, psycopg2.Error,
                                                  connection_invalidated=dead) from None
