@@ -10,11 +10,10 @@ import argparse
 import sys
 
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
-from radiusd.cli_output import (
-    UserError, actor_from_args, common_options, emit, safe_url, settings_from_args, store_from_args,
-)
+from radiusd.cli_output import actor_from_args, common_options, emit, settings_from_args, store_from_args
 from radiusd.commands import partitions as cdr_partitions
-from radiusd.db import current_store_version
+from radiusd.db import current_store_version, safe_url
+from radiusd.errors import UserError
 
 CONTEXT = "cli"
 

@@ -6,7 +6,8 @@ import datetime as dt
 
 from sqlalchemy.exc import DBAPIError
 
-from radiusd.cli_output import UserError, emit, first_line, store_from_args
+from radiusd.cli_output import emit, first_line, store_from_args
+from radiusd.errors import UserError
 from radiusd.logging_setup import configure
 from radiusd.store.partitions import (DEFAULT, MAX_MONTHS_AHEAD, SWEEP_MONTHS_AHEAD, PartitionReport,
                                       default_partition_rows, ensure_cdr_partitions, move_default_rows)

@@ -6,9 +6,9 @@ transaction it locks the rows of the clients whose limits need live numbers, loa
 `radiusd.core.admission.admit_batch` to decide every call in arrival order, and writes the
 reservations it returns (which the later Accounting-Start takes over, radiusd.store.accounting)
 with one multi-row upsert. This module only loads and writes, once per dialect (`_PgStore`,
-`_SqliteStore`); the statements are in radiusd/store/sql/<dialect>/admission.py. Because every check for a client runs under that client's lock, N
-radiusd processes sharing one PostgreSQL never admit more calls than the capacity, nor spend the
-same balance twice. `reserve_call` is the one-call form; `ReservationBatcher` is the thread that
+`_SqliteStore`); the statements are in radiusd/store/sql/<dialect>/admission.py. Because every
+check for a client runs under that client's lock, N radiusd processes sharing one PostgreSQL
+never admit more calls than the capacity, nor spend the same balance twice. `reserve_call` is the one-call form; `ReservationBatcher` is the thread that
 feeds queued Access-Requests to `reserve_batch`.
 
 - PostgreSQL: `SELECT ... ORDER BY id FOR NO KEY UPDATE` on the clients' rows — always in id
@@ -35,8 +35,8 @@ feeds queued Access-Requests to `reserve_batch`.
   If PostgreSQL itself crashes, reservations committed in its last few hundred milliseconds can
   be lost: capacity is under-counted for those calls until their Accounting-Starts arrive (or the
   reservations would have expired anyway). Accounting stays fully synchronous.
-- SQLite: radiusd.db begins every transaction with BEGIN IMMEDIATE, which already serialises
-  writers on the whole database (FOR UPDATE is ignored there).
+- SQLite: radiusd.db begins every transaction with BEGIN IMMEDIATE, which serialises writers on
+  the whole database: no row locks to take.
 
 Store errors (PostgreSQL down ...) propagate to the caller (`reserve_call` raises; the batcher
 hands the exception to each waiting request): the edge answers Reject 8 (service unavailable).
