@@ -14,6 +14,9 @@ The store (radiusd.store.capacity) only loads a `Loaded`, calls `admit_batch` an
   batch would replace (`Loaded.replaced`, by reservation key: a re-auth refreshes its own
   reservation instead of counting twice). `_Book.usage` adds them up for each call.
 - **reservation key**: `radiusd.core.keys.reservation_key(nas_id, call_id)`.
+
+`Loaded.open` is exactly what per-(client, account) usage counters would hold (calls, exposure):
+a store keeping such counters can fill it from them instead of aggregating the legs.
 """
 from __future__ import annotations
 
