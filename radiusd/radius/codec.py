@@ -171,7 +171,9 @@ def _malformed(data: bytes, accounting: bool) -> str | None:
     never both User-Password and CHAP-Password), or None."""
     if len(data) > MAX_PACKET:
         return f"{len(data)} octets, longer than the RADIUS limit of {MAX_PACKET}"
-    end = min(int.from_bytes(data[2:4], "big"), len(data))
+    end = int.from_bytes(data[2:4], "big")
+    if end < HEADER_LENGTH or end > len(data):
+        return None   # the decoder names this one
     once = _AT_MOST_ONCE[accounting]
     seen = set()
     loc = HEADER_LENGTH
@@ -198,7 +200,21 @@ def decode(data: bytes, dictionary: Dictionary, secret: bytes, accounting: bool)
     problem = _malformed(data, accounting)
     if problem:
         raise PacketError(problem)
-    return (FastAcctPacket if accounting else FastAuthPacket)(packet=data, dict=dictionary, secret=secret)
+    # The fields pyrad's Packet.__init__ sets, without its keyword-argument walk and CreateID()
+    # (≈ 2 µs a packet); the same packet as FastAuthPacket(packet=data, ...) (a test compares).
+    pkt = _new(FastAcctPacket if accounting else FastAuthPacket)
+    OrderedDict.__init__(pkt)
+    pkt.secret = secret
+    pkt.dict = dictionary
+    pkt.request_authenticator = pkt._request_code = pkt.message_authenticator = None
+    pkt.raw_packet = data
+    if not accounting:
+        pkt.auth_type = "pap"
+    pkt.DecodePacket(data)
+    return pkt
+
+
+_new = OrderedDict.__new__
 
 
 # --- authenticators -------------------------------------------------------------------------
