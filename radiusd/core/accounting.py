@@ -42,9 +42,11 @@ by hand is charged like a Stop now: now - start. Accounting-On/Off only ends cal
 drops reservations made) at or before its time, so replaying an old one from the spool never
 ends calls that began after the reboot.
 
-The billable start of an open leg is the row's `started_at`, a field of the leg's state that the
-Interim transition writes back (the store's update carries it): a connect time learned from a
-later Interim can move it by changing `_refresh` alone.
+The billable start of an open leg is its row's `started_at`, part of the leg's state (not fixed
+when it opens): `_refresh` (OPEN --Interim--> OPEN) is the one place an Interim changes an open
+leg, the store's update writes `started_at` back, and every CDR takes its connect time and rate
+from it. So a connect time learned from a later Interim can move the billable start by a change
+to `_refresh` alone — no new state, no store change.
 """
 from __future__ import annotations
 
@@ -201,6 +203,7 @@ class View(Protocol):
     def rate_table(self, table_id: int | None) -> RateTableInfo | None: ...
     def currency(self, client_id: int | None) -> str: ...
     def account(self, account_id: int | None) -> AccountInfo | None: ...
+    def identify(self, facts: AcctFacts) -> "Party": ...   # a packet's leg that has no row
 
 
 class SnapshotView:
@@ -218,6 +221,9 @@ class SnapshotView:
 
     def account(self, account_id: int | None) -> AccountInfo | None:
         return self.snapshot.accounts.get(account_id) if account_id is not None else None
+
+    def identify(self, facts: AcctFacts) -> "Party":
+        return identify_party(self.snapshot, facts)
 
 
 # -- who a leg belongs to ----------------------------------------------------------------------
@@ -396,9 +402,7 @@ def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.dateti
             expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds,
             caller=_clip(facts.calling_number) if facts.calling_number else reservation.caller)
         return Effects(kind, before, _O, action, row=row)
-    if not isinstance(view, SnapshotView):
-        raise TypeError("opening a leg needs the snapshot to identify its account")
-    party = identify_party(view.snapshot, facts)
+    party = view.identify(facts)
     rate = find_rate(view.rate_table(party.rate_table_id), party.called, started)
     row = Leg(
         leg_key=facts.leg_key, call_id=call_id_of(facts), acct_session_id=facts.acct_session_id,
@@ -415,9 +419,7 @@ def _stop_cdr(row: Leg | None, facts: AcctFacts, now: dt.datetime, view: View) -
         party = _party_of_row(row, facts, view)
         started_at, caller, account_id = row.started_at, facts.calling_number or row.caller, row.account_id
     else:
-        if not isinstance(view, SnapshotView):
-            raise TypeError("a Stop without Start needs the snapshot to identify its account")
-        party = identify_party(view.snapshot, facts)
+        party = view.identify(facts)
         started_at, caller = None, facts.calling_number
         account_id = party.account.id if party.account else None
     disconnect = facts.disconnect_time or facts.event_time or now

@@ -81,7 +81,10 @@ class StoreCatalog:
         return self._currencies[client_id]
 
     def account(self, account_id: int | None) -> AccountInfo | None:
-        return None  # only a packet's Stop reads the account, and packets come with a snapshot
+        return None  # only packets read accounts, and packets come with the server's snapshot
+
+    def identify(self, facts: AcctFacts):
+        raise TypeError("a packet's leg is identified from the server's snapshot (SnapshotView)")
 
 
 # -- the events --------------------------------------------------------------------------------
