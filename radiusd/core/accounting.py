@@ -44,9 +44,9 @@ ends calls that began after the reboot.
 
 The billable start of an open leg is its row's `started_at`, part of the leg's state (not fixed
 when it opens): `_refresh` (OPEN --Interim--> OPEN) is the one place an Interim changes an open
-leg, the store's update writes `started_at` back, and every CDR takes its connect time and rate
-from it. So a connect time learned from a later Interim can move the billable start by a change
-to `_refresh` alone — no new state, no store change.
+leg, the store's update writes `started_at` back, and the CDR takes its connect time (unless the
+Stop carries one) and its rate from it. So a connect time learned from a later Interim can move
+the billable start by a change to `_refresh` alone: no new state, no store change.
 """
 from __future__ import annotations
 
