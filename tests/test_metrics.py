@@ -135,3 +135,27 @@ def test_busy_metrics_port_is_refused_at_start_with_workers(tmp_path):
         assert f"metrics port {port} on 127.0.0.1" in message and "Traceback" not in message
     finally:
         holder.close()
+
+
+def test_two_workers_losing_the_store_make_health_503_naming_them(pg_url, tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from radiusd.db import make_engine
+
+    seeded_store(pg_url)
+    srv = ServerProcess(pg_url, tmp_path, workers=2).wait_ready(workers=2)
+    try:
+        assert _until(lambda: srv.health()[0] == 200, 10), srv.health()
+        admin = make_engine(os.environ["RADIUSD_TEST_PG_URL"], isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:   # the database disappears under the running server
+            conn.execute(text(f'DROP DATABASE "{make_url(pg_url).database}" WITH (FORCE)'))
+        admin.dispose()
+        down = _until(lambda: (lambda h: h if h[0] == 503 and "store" in h[1].get("reason", "") else None)(
+            srv.health()), 15)
+        assert down, srv.health()
+        status, health = down
+        assert health["store"] == "unreachable" and "worker" in health["reason"], health
+        assert "radiusd_store_up 0.0" in srv.metrics()
+    finally:
+        assert srv.stop() == 0
