@@ -3,7 +3,8 @@
 Each line leaves the process in one write(2) on the file descriptor, bypassing Python's
 buffers: several worker processes share one stderr, and a line written in pieces (a buffer
 flushed mid-line, the newline written apart) could be joined with another worker's line.
-Records of the standard `logging` module (asyncio, libraries) go out the same way, as JSON.
+Records of the standard `logging` module (asyncio, libraries) and Python warnings go out the
+same way, as JSON.
 
 Never log a password or a shared secret: log lines carry names, numbers and reasons only.
 """
@@ -65,7 +66,7 @@ class _StdlibToJson(logging.Handler):
             fields = {"logger": record.name}
             if record.exc_info:
                 fields["exc_info"] = record.exc_info
-            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage().rstrip(), **fields)
         except Exception:
             self.handleError(record)
 
@@ -97,6 +98,7 @@ def configure(level: str = "info", stream=None, **context) -> None:
             root.removeHandler(handler)
     root.addHandler(_StdlibToJson())
     root.setLevel(max(numeric, logging.WARNING))
+    logging.captureWarnings(True)   # Python warnings too: a JSON line, not free text on stderr
 
 
 def _bind(context: dict):

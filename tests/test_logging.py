@@ -52,13 +52,16 @@ def test_two_processes_logging_long_lines_to_one_file_never_join_them(tmp_path):
 
 def test_standard_library_records_are_json_lines_too(tmp_path):
     path = tmp_path / "stderr.log"
-    code = ("import logging; from radiusd.logging_setup import configure; configure('info', worker=3); "
-            "logging.getLogger('asyncio').error('Task was destroyed but it is pending!')")
+    code = ("import logging, warnings; from radiusd.logging_setup import configure; configure('info', worker=3); "
+            "logging.getLogger('asyncio').error('Task was destroyed but it is pending!'); "
+            "warnings.warn('going away', DeprecationWarning)")
     with open(path, "w") as err:
-        subprocess.run([sys.executable, "-c", code], stderr=err, cwd=PROJECT_ROOT, timeout=60, check=True)
-    [record] = _json_lines(path)
-    assert record["event"] == "Task was destroyed but it is pending!"
-    assert (record["logger"], record["level"], record["worker"]) == ("asyncio", "error", 3)
+        subprocess.run([sys.executable, "-W", "always", "-c", code], stderr=err, cwd=PROJECT_ROOT, timeout=60,
+                       check=True)
+    task, warning = _json_lines(path)
+    assert task["event"] == "Task was destroyed but it is pending!"
+    assert (task["logger"], task["level"], task["worker"]) == ("asyncio", "error", 3)
+    assert warning["logger"] == "py.warnings" and warning["event"].endswith("DeprecationWarning: going away")
 
 
 def _wait_for(condition, timeout: float, what: str):
