@@ -55,8 +55,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
-from radiusd.core.admission import (Decision, Loaded, OpenLegs, Replaced, Request, Reservation, admit_batch,
-                                    limited_clients, request)
+from radiusd.core.admission import (RESERVATION_FIELDS, Decision, Loaded, OpenLegs, Replaced, Request, Reservation,
+                                    admit_batch, limited_clients, request)
 from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.keys import fit_key
 from radiusd.store import sql
@@ -108,7 +108,7 @@ class _SqliteStore:
                     st["existing_accounts"], {"ids": sorted({i.plan.account.id for i in items})}))
             decisions, reservations = _decide(loaded, items, settings)
             if reservations:
-                conn.execute(st["upsert"], [{n: getattr(r, n) for n in r.__slots__} for r in reservations])
+                conn.execute(st["upsert"], [{n: getattr(r, n) for n in RESERVATION_FIELDS} for r in reservations])
         return decisions
 
     def reset(self) -> None:
