@@ -157,25 +157,31 @@ class FastAcctPacket(_FastDecode, AcctPacket):
 # Attributes a request may carry at most once: RFC 2865 §5.44 (Access-Request "0-1"), RFC 2866
 # §5.13 (Accounting-Request "0-1" and "1"), RFC 2869 §5.19 (Event-Timestamp, Message-Authenticator),
 # RFC 3162 (NAS-IPv6-Address). Attributes a request must not carry at all ("0") are tolerated.
+# As bit masks over the attribute number: checked for every attribute of every request.
+def _mask(numbers) -> int:
+    return sum(1 << n for n in set(numbers))
+
+
 _AT_MOST_ONCE = {
-    False: frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 19, 24, 30, 31, 32, 34, 35, 36, 60, 61, 62, 63, 80, 95}),
-    True: frozenset({1, 4, 5, 6, 7, 8, 9, 12, 19, 20, 23, 24, 27, 28, 29, 30, 31, 32, 34, 35, 36, 37, 39,
-                     40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 55, 61, 62, 63, 80, 95}),
+    False: _mask([1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 19, 24, 30, 31, 32, 34, 35, 36, 60, 61, 62, 63, 80, 95]),
+    True: _mask([1, 4, 5, 6, 7, 8, 9, 12, 19, 20, 23, 24, 27, 28, 29, 30, 31, 32, 34, 35, 36, 37, 39,
+                 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 55, 61, 62, 63, 80, 95]),
 }
-USER_PASSWORD, CHAP_PASSWORD = 2, 3
+_BOTH_PASSWORDS = _mask([2, 3])   # User-Password, CHAP-Password
 
 
 def _malformed(data: bytes, accounting: bool) -> str | None:
     """What makes a received request malformed beyond what decoding itself rejects (RFC 2865
     §3: at most 4,096 octets; no attribute running past the end of the packet; §5.44 counts;
     never both User-Password and CHAP-Password), or None."""
-    if len(data) > MAX_PACKET:
-        return f"{len(data)} octets, longer than the RADIUS limit of {MAX_PACKET}"
-    end = int.from_bytes(data[2:4], "big")
-    if end < HEADER_LENGTH or end > len(data):
+    size = len(data)
+    if size > MAX_PACKET:
+        return f"{size} octets, longer than the RADIUS limit of {MAX_PACKET}"
+    end = data[2] << 8 | data[3]
+    if end < HEADER_LENGTH or end > size:
         return None   # the decoder names this one
     once = _AT_MOST_ONCE[accounting]
-    seen = set()
+    seen = 0
     loc = HEADER_LENGTH
     while loc + 2 <= end:
         key, length = data[loc], data[loc + 1]
@@ -183,12 +189,13 @@ def _malformed(data: bytes, accounting: bool) -> str | None:
             return None   # the decoder names this one
         if loc + length > end:
             return f"attribute {key} runs past the end of the packet ({loc + length} > {end} octets)"
-        if key in once:
-            if key in seen:
+        bit = 1 << key
+        if once & bit:
+            if seen & bit:
                 return f"attribute {key} appears more than once (RFC 2865 §5.44 allows at most one)"
-            seen.add(key)
+            seen |= bit
         loc += length
-    if USER_PASSWORD in seen and CHAP_PASSWORD in seen:
+    if seen & _BOTH_PASSWORDS == _BOTH_PASSWORDS:
         return "both User-Password and CHAP-Password"
     return None
 

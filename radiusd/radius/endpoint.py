@@ -160,10 +160,6 @@ def authentication_failure(pkt, nas: NasInfo) -> str | None:
         return "bad_message_authenticator"
 
 
-def _latency_ms(request, now: Now) -> float:
-    return round((now.mono - request.received.mono) * 1000, 2)
-
-
 # --- the endpoint ---------------------------------------------------------------------------
 
 class Endpoint:
@@ -278,7 +274,7 @@ class Endpoint:
                 "outcome": "accept", "nas": nas.name, "source": request.source, "account": plan.account.name,
                 "client": plan.client.name, "h323_return_code": 0, "called": plan.called_number,
                 "calling": facts.calling_number, "call_id": facts.call_id, "max_duration": decision.max_duration,
-                "rate_prefix": plan.rate.prefix, "latency_ms": _latency_ms(request, now),
+                "rate_prefix": plan.rate.prefix, "latency_ms": round((now.mono - request.received.mono) * 1000, 2),
             }))
         else:
             reason = decision.reason
@@ -291,7 +287,7 @@ class Endpoint:
                 "account": account.name if account else None, "client": client.name if client else None,
                 "user_name": facts.user_name, "reason": reason.name.lower(), "h323_return_code": reason.return_code,
                 "detail": decision.detail or None, "called": facts.called_number, "calling": facts.calling_number,
-                "call_id": facts.call_id, "latency_ms": _latency_ms(request, now),
+                "call_id": facts.call_id, "latency_ms": round((now.mono - request.received.mono) * 1000, 2),
             }))
         self._reply(actions, AUTH, request.key, pkt, reply, request.addr, request.via, now)
 
@@ -326,7 +322,7 @@ class Endpoint:
             facts = request.facts
             actions.append(Log("info", "accounting.recorded", {
                 "nas": request.nas.name, "source": request.source, "status": facts.status, "leg_key": facts.leg_key,
-                "call_id": facts.call_id, "leg": facts.leg, "latency_ms": _latency_ms(request, now),
+                "call_id": facts.call_id, "leg": facts.leg, "latency_ms": round((now.mono - request.received.mono) * 1000, 2),
             }))
             self._reply(actions, ACCT, request.key, request.packet, replies.accounting_reply(request.packet),
                         request.addr, request.via, now)
