@@ -9,9 +9,9 @@ One writer thread owns every accounting write of the process:
   `batch_max`; when idle, what arrives within `linger` seconds of the first) and applies it in
   ONE transaction; after COMMIT it acknowledges each record. One fsync of the store's log covers
   the whole group.
-- **Fast path first**: the group is applied without savepoints by `apply_group` — on PostgreSQL
-  decided in memory and written with a fixed set of prepared statements in two round trips
-  (load, write) plus COMMIT, whatever its size. Only if that fails for a reason other than the
+- **Fast path first**: the group is applied without savepoints by `apply_group`
+  (radiusd.store.accounting: load the group's legs, fold its events through the core, write; on
+  PostgreSQL two round trips plus COMMIT whatever its size). Only if that fails for a reason other than the
   store being away is the group redone with a SAVEPOINT per record, so one bad record doesn't
   sink the others (then, if the COMMIT itself fails, record by record). A deadlock with another
   writer is retried, not spooled.
