@@ -175,7 +175,8 @@ _MONEY = st.decimals(min_value=0, max_value=10, places=7, allow_nan=False, allow
 @settings(max_examples=3000, deadline=None)
 @given(price=_MONEY, fee=st.decimals(min_value=0, max_value=1, places=6), minimum=st.integers(0, 120),
        interval=st.integers(1, 120), grace=st.integers(0, 10), cap=st.integers(1, 7200),
-       available=st.decimals(min_value=-5, max_value=200, places=6), more=st.decimals(min_value=0, max_value=5, places=6))
+       available=st.decimals(min_value=-5, max_value=200, places=6),
+       more=st.decimals(min_value=0, max_value=5, places=6))
 def test_max_duration_is_exactly_the_affordable_boundary(price, fee, minimum, interval, grace, cap, available, more):
     """Whatever the rate and the money: the longest call the money pays, never a second more."""
     r = rate(price=price, fee=fee, minimum=minimum, interval=interval, grace=grace)
