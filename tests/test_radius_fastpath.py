@@ -241,3 +241,30 @@ def test_codec_decode_gives_the_fast_packet_or_a_stricter_malformed_verdict():
                 assert type(got) is cls and vars(got) == vars(reference) and list(got.items()) == list(reference.items())
             same += 1
     assert same > 1000 and stricter > 10
+
+
+def test_user_password_is_revealed_as_pyrad_reveals_it():
+    from pyrad.packet import PacketError
+
+    from radiusd.radius.codec import hide_password, reveal_password
+
+    rng = random.Random(2865)
+    for n in range(600):
+        secret, authenticator = rng.randbytes(rng.randrange(1, 40)), rng.randbytes(16)
+        pkt = AuthPacket(secret=secret, authenticator=authenticator, dict=DICTIONARY)
+        if n % 3:
+            hidden = hide_password(rng.randbytes(rng.randrange(0, 129)), secret, authenticator)
+        else:   # what a wrong secret or a mangled packet gives: any octets, any length
+            hidden = rng.randbytes(rng.randrange(0, 70))
+        try:
+            expected = pkt.PwDecrypt(hidden)
+        except PacketError as exc:
+            expected = str(exc)
+        try:
+            got = reveal_password(hidden, secret, authenticator)
+        except PacketError as exc:
+            got = str(exc)
+        assert got == expected, (hidden, secret, authenticator)
+    password = "pw-\u00e9\u00e8-" + "x" * 40
+    hidden = AuthPacket(secret=b"s", authenticator=bytes(16), dict=DICTIONARY).PwCrypt(password)
+    assert reveal_password(hidden, b"s", bytes(16)) == password

@@ -29,7 +29,7 @@ from radiusd.config import PROJECT_ROOT
 __all__ = [
     "AccessAccept", "AccessReject", "AccessRequest", "AccountingRequest", "AccountingResponse",
     "StatusServer", "PacketError", "MAX_PACKET", "load_dictionary", "decode", "encode_reply",
-    "encode_request", "attribute", "integer", "cisco_vsa", "cisco_pair", "hide_password",
+    "encode_request", "attribute", "integer", "cisco_vsa", "cisco_pair", "hide_password", "reveal_password",
     "message_authenticator_ok", "request_authenticator_ok", "response_authenticator_ok",
 ]
 
@@ -267,19 +267,34 @@ def response_authenticator_ok(reply: bytes, request_authenticator: bytes, secret
     return hmac.compare_digest(digest, reply[4:20])
 
 
+def _pap_chain(data: bytes, secret: bytes, authenticator: bytes, hiding: bool) -> bytes:
+    """RFC 2865 §5.2: each 16-octet block XOR MD5(secret + the previous hidden block), the
+    first with the Request Authenticator. Whole blocks as integers (pyrad XORs octet by octet)."""
+    out = bytearray()
+    last = authenticator
+    for i in range(0, len(data), 16):
+        block = data[i:i + 16]
+        key = hashlib.md5(secret + last).digest()
+        mixed = (int.from_bytes(block, "big") ^ int.from_bytes(key, "big")).to_bytes(16, "big")
+        out += mixed
+        last = mixed if hiding else block
+    return bytes(out)
+
+
 def hide_password(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
-    """RFC 2865 §5.2 User-Password hiding (a client's side; the server decrypts with pyrad)."""
+    """User-Password hiding, a client's side (the load generator)."""
     if len(password) > 128:
         raise ValueError("password longer than 128 bytes")
     padded = password + bytes(-len(password) % 16 or (16 if not password else 0))
-    out = bytearray()
-    last = authenticator
-    for i in range(0, len(padded), 16):
-        key = hashlib.md5(secret + last).digest()
-        block = (int.from_bytes(padded[i:i + 16], "big") ^ int.from_bytes(key, "big")).to_bytes(16, "big")
-        out += block
-        last = block
-    return bytes(out)
+    return _pap_chain(padded, secret, authenticator, hiding=True)
+
+
+def reveal_password(hidden: bytes, secret: bytes, authenticator: bytes) -> str:
+    """A received User-Password in clear text: the same text as pyrad's PwDecrypt (trailing NULs
+    removed, undecodable UTF-8 ignored: a wrong secret gives a wrong password, not an error)."""
+    if len(hidden) % 16:
+        raise PacketError("Invalid length of encrypted password (%d)" % len(hidden))
+    return _pap_chain(bytes(hidden), secret, authenticator, hiding=False).rstrip(b"\x00").decode("utf-8", "ignore")
 
 
 # --- encoding -------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from radiusd.core.facts import (
     AcctFacts, AuthFacts, ChapCredentials, Credentials, DigestCredentials, PapCredentials,
 )
 from radiusd.core.snapshot import NasInfo
+from radiusd.radius.codec import reveal_password
 from radiusd.radius.times import parse_epoch, parse_switch_time
 
 CISCO = 9
@@ -302,7 +303,7 @@ def credentials(pkt: Packet, nas: NasInfo, user_name: str | None) -> Credentials
     passwords = raw_values(pkt, USER_PASSWORD)
     if passwords:
         try:
-            return PapCredentials(pkt.PwDecrypt(passwords[0]))
+            return PapCredentials(reveal_password(passwords[0], pkt.secret, pkt.authenticator))
         except PacketError as exc:
             raise MalformedRequest("malformed", f"User-Password: {exc}") from None
     chap = raw_values(pkt, CHAP_PASSWORD)
