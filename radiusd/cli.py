@@ -1,7 +1,7 @@
 """`radiusd` command line: a thin shell over the admin module, the server and the tools.
 
 Each area registers its own subcommands (see COMMAND_MODULES; the handlers live in
-radiusd/commands/, radiusd/radius/commands.py and radiusd/bench/commands.py); every command gets
+radiusd/commands/); every command gets
 the parsed arguments and returns an exit code. Errors a user can fix are `UserError`: one line naming the
 field and value, exit code 2, nothing written.
 """
@@ -11,20 +11,20 @@ import argparse
 import os
 import sys
 
-from radiusd.bench import commands as bench_commands
 from radiusd.commands import admin as commands_admin
+from radiusd.commands import bench as commands_bench
 from radiusd.commands import calls as commands_calls
+from radiusd.commands import serve as commands_serve
 from radiusd.config import ConfigError
 from radiusd.errors import UserError
-from radiusd.radius import commands as radius_commands
 
 # each defines register(subparsers) adding commands with set_defaults(func=...); a module that
 # cannot be imported is an error at start, never a command silently missing
 COMMAND_MODULES = (
     commands_admin,      # db, seed, client, account, nas, rates, routing, audit
-    radius_commands,     # serve, demo
+    commands_serve,      # serve, demo
     commands_calls,      # calls, cdr
-    bench_commands,      # bench
+    commands_bench,      # bench
 )
 
 

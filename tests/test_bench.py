@@ -8,7 +8,7 @@ import threading
 import pytest
 from pyrad import packet as rp
 
-from radiusd.bench.commands import check_target
+from radiusd.commands.bench import check_target
 from radiusd.bench.engine import BenchOptions, run_bench
 from radiusd.bench.population import load_users, write_users
 from radiusd.bench.stats import percentile

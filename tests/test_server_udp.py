@@ -15,7 +15,7 @@ from pyrad.packet import (
 
 from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, seeded_store
-from radiusd.radius.commands import demo_radclient_line
+from radiusd.commands.serve import demo_radclient_line
 
 CONF_ID = "h323-conf-id=1A2B3C4D 00000000 00000000 000000{:02X}"
 
