@@ -1,26 +1,32 @@
 """`radiusd` command line: a thin shell over the admin module, the server and the tools.
 
-Each area registers its own subcommands (see COMMAND_MODULES); every command gets the parsed
-arguments and returns an exit code. Errors a user can fix are `UserError`: one line naming the
+Each area registers its own subcommands (see COMMAND_MODULES; the handlers live in
+radiusd/commands/); every command gets
+the parsed arguments and returns an exit code. Errors a user can fix are `UserError`: one line naming the
 field and value, exit code 2, nothing written.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
+from radiusd.commands import admin as commands_admin
+from radiusd.commands import bench as commands_bench
+from radiusd.commands import calls as commands_calls
+from radiusd.commands import serve as commands_serve
 from radiusd.config import ConfigError
+from radiusd.web import commands as commands_web
 from radiusd.errors import UserError
 
-# module path -> each defines register(subparsers) adding commands with set_defaults(func=...)
+# each defines register(subparsers) adding commands with set_defaults(func=...); a module that
+# cannot be imported is an error at start, never a command silently missing
 COMMAND_MODULES = (
-    "radiusd.admin.commands",      # db, seed, client, account, nas, rates, routing, audit
-    "radiusd.radius.commands",     # serve, demo
-    "radiusd.store.commands",      # calls, cdr
-    "radiusd.bench.commands",      # bench
-    "radiusd.web.commands",        # web (+ web user, web token)
+    commands_admin,      # db, seed, client, account, nas, rates, routing, audit
+    commands_serve,      # serve, demo
+    commands_calls,      # calls, cdr
+    commands_bench,      # bench
+    commands_web,        # web (+ web user, web token)
 )
 
 
@@ -31,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--actor", default=None, help="who makes admin changes (default: $USER)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # area not built yet
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 

@@ -1,27 +1,13 @@
 """How the CLI shows results: a readable table by default, JSON with --json."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
-from decimal import Decimal
+from contextlib import contextmanager
 
-from radiusd.admin import fields as F
+from radiusd.db import safe_url  # noqa: F401  (one definition, shared with the edge)
 from radiusd.errors import UserError  # noqa: F401  (the CLI catches it)
-
-
-def plain(value, key: str | None = None):
-    """A JSON-friendly copy: money as text in its one format (an amount, or a rate when `key` is a
-    rate field: admin.fields.amount_text / rate_text), datetimes as ISO-8601, containers as lists/dicts."""
-    if isinstance(value, Decimal):
-        return F.rate_text(value) if key in F.RATE_FIELDS else F.amount_text(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [plain(v, key) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v, k) for k, v in value.items()}
-    return value
+from radiusd.plain import plain
 
 
 def emit(rows: list[dict] | dict, as_json: bool, columns: list[str] | None = None, out=None) -> None:
@@ -107,17 +93,11 @@ def first_line(exc: Exception) -> str:
     return lines[0] if lines else exc.__class__.__name__
 
 
-def safe_url(url: str) -> str:
-    """A store URL fit to print: the password hidden."""
-    from radiusd.db import redacted_url
-
-    return redacted_url(url)
-
-
 def open_store_from_args(args, create: bool = False):
     """(settings, engine, sessions) for a command; an unreachable or missing store is a UserError.
 
     Only `db init` (and the demo) create a store: every other command wants one that exists.
+    Commands use `store_from_args`, which also closes the store and words errors.
     """
     from sqlalchemy.exc import DBAPIError
 
@@ -130,3 +110,22 @@ def open_store_from_args(args, create: bool = False):
         raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
                         f"({safe_url(settings.database_url)})") from None
     return settings, engine, sessions
+
+
+@contextmanager
+def store_from_args(args, create: bool = False):
+    """The one way a command opens the store: `with store_from_args(args) as (settings, engine,
+    sessions): ...`. Never creates a store (only `db init` and the demo do); disposes the engine at the end;
+    a change the store refuses (a concurrent change won a race past our checks) or a store gone
+    mid-command is a UserError naming the store, not a traceback."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    settings, engine, sessions = open_store_from_args(args, create=create)
+    try:
+        yield settings, engine, sessions
+    except IntegrityError as exc:
+        raise UserError(f"store: change refused: {first_line(exc)}") from None
+    except OperationalError as exc:
+        raise UserError(f"store: {first_line(exc)} ({safe_url(settings.database_url)})") from None
+    finally:
+        engine.dispose()

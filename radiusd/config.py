@@ -12,6 +12,7 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                secure_cookies = "auto" (Secure when served over TLS; true/false to force),
                secret_key_file = "" (session signing key; default: next to the SQLite store,
                else ./radiusd-web.key; generated on first start)
+    [database] url, cdr_partitions_ahead = 2 (PostgreSQL: months of CDR partitions kept ahead)
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Settings:
     web_idle_timeout: int = 1800         # seconds without a request before a web session ends
     web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
+    cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
 
 
 _TOML_KEYS = {
@@ -62,6 +64,7 @@ _TOML_KEYS = {
     ("server", "duplicate_cache_seconds"): "duplicate_cache_seconds",
     ("server", "snapshot_poll_seconds"): "snapshot_poll_seconds",
     ("database", "url"): "database_url",
+    ("database", "cdr_partitions_ahead"): "cdr_partitions_ahead",
     ("limits", "max_call_duration"): "max_call_duration",
     ("limits", "reservation_ttl"): "reservation_ttl",
     ("limits", "stale_call_after"): "stale_call_after",
@@ -130,6 +133,8 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
         raise ConfigError("web idle_timeout must be positive (seconds)")
     if settings.web_secure_cookies not in ("auto", "true", "false"):
         raise ConfigError(f"web secure_cookies: expected auto, true or false, got {settings.web_secure_cookies!r}")
+    if not 1 <= settings.cdr_partitions_ahead <= 120:
+        raise ConfigError(f"cdr_partitions_ahead: {settings.cdr_partitions_ahead} must be 1 to 120 (months)")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
     return settings

@@ -15,26 +15,80 @@ from radiusd.models import Base, StoreVersion
 _SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg2")
 
 
-def redacted_url(url: str) -> str:
-    """A store URL fit to print: the password hidden (also in multi-host and ?password= forms)."""
-    text = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", str(url))
-    return re.sub(r"([?&]password=)[^&]*", r"\1***", text)
-
-
 def check_url(url: str) -> str:
     """The URL itself, or a UserError when its scheme is not one we run on."""
     scheme = str(url).split("://", 1)[0].lower() if "://" in str(url) else ""
     if scheme not in _SCHEMES:
         raise UserError(f"database_url: expected a sqlite or postgresql URL, e.g. sqlite:///radiusd.sqlite3 "
-                        f"or postgresql://user:pass@host/db ({redacted_url(url)})")
+                        f"or postgresql://user:pass@host/db ({safe_url(url)})")
     return url
 
 
 def normalise_url(url: str) -> str:
-    """`postgresql://` means psycopg2 here (SQLAlchemy 2.1 would pick psycopg 3, not installed)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg2://" + url.split("://", 1)[1]
-    return url
+    """The store URL as SQLAlchemy + psycopg2 take it.
+
+    - `postgresql://` and `postgres://` mean psycopg2 (SQLAlchemy 2.1 would pick psycopg 3, not installed);
+    - libpq's multi-host form `postgresql://u:p@db1,db2:5433/radiusd?target_session_attrs=read-write`
+      (what operators write for a primary + standby) becomes `...@/radiusd?host=db1,db2&port=,5433&...`,
+      the form SQLAlchemy hands to libpq; libpq then tries the hosts in order. The `?host=...&host=...`
+      form passes through unchanged.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    if scheme in ("postgresql", "postgres"):
+        scheme = "postgresql+psycopg2"
+    if scheme.startswith("postgresql"):
+        rest = _multi_host_to_query(rest)
+    return f"{scheme}://{rest}"
+
+
+def _multi_host_to_query(rest: str) -> str:
+    """`u:p@h1,h2:p2/db?q` -> `u:p@/db?host=h1,h2&port=,p2&q` (unchanged without a comma in the host list)."""
+    netloc, slash, tail = rest.partition("/")
+    if not slash:  # no database part: the query may follow the host list directly
+        netloc, qmark, query = rest.partition("?")
+        tail = f"?{query}" if qmark else ""
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return rest
+    hosts, ports = [], []
+    for item in hostlist.split(","):
+        if item.startswith("["):  # [IPv6]:port
+            host, _, after = item[1:].partition("]")
+            port = after[1:] if after.startswith(":") else ""
+        else:
+            host, _, port = item.partition(":")
+        hosts.append(host)
+        ports.append(port)
+    database, qmark, query = tail.partition("?")
+    params = [f"host={','.join(hosts)}"] + ([f"port={','.join(ports)}"] if any(ports) else [])
+    if query:
+        params.append(query)
+    return f"{userinfo}{at}/{database}?{'&'.join(params)}"
+
+
+def safe_url(url: str) -> str:
+    """A store URL fit to print or log, as the operator wrote it (several hosts stay a host list),
+    with the password (in the user part or a `password=` parameter) shown as ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(normalise_url(url))
+    except Exception:  # a URL SQLAlchemy cannot read has no password we could find either
+        return "(unparsable URL)"
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    path, qmark, query = tail.partition("?")
+    if query:
+        query = "&".join("password=***" if p.lower().startswith("password=") else p for p in query.split("&"))
+    return f"{scheme}://{userinfo}{at}{hostlist}{path}{qmark}{query}"
 
 
 def sqlite_file(url: str) -> str | None:
@@ -50,7 +104,7 @@ def require_store(engine: Engine, url: str) -> None:
     """A UserError naming the URL unless the store exists with our schema (nothing is created)."""
     if not inspect(engine).has_table(StoreVersion.__tablename__):
         raise UserError(f"database_url: no radiusd store here; create it with `radiusd db init` "
-                        f"({redacted_url(url)})")
+                        f"({safe_url(url)})")
 
 
 def make_engine(url: str, **kwargs) -> Engine:
@@ -113,7 +167,7 @@ def open_store(database_url: str, create: bool = True):
     path = sqlite_file(database_url)
     if not create and path is not None and not os.path.exists(path):
         raise UserError(f"database_url: no such store (file {path} does not exist); create it with "
-                        f"`radiusd db init` ({redacted_url(database_url)})")
+                        f"`radiusd db init` ({safe_url(database_url)})")
     engine = make_engine(database_url)
     if create:
         create_schema(engine)

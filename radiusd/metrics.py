@@ -1,4 +1,4 @@
-"""Counters and a tiny HTTP endpoint: `/metrics` (Prometheus text format) and `/health`.
+"""Counters and gauges (prometheus_client) and the HTTP endpoint: `/metrics` and `/health`.
 
 Counters (all `_total`, labels in braces):
 - radiusd_packets_received_total{port}                 every datagram, port = auth | acct
@@ -13,89 +13,261 @@ Counters (all `_total`, labels in braces):
 - radiusd_accounting_total{status}                     Accounting-Requests answered, by status
 - radiusd_store_errors_total{operation}                reserve_call / snapshot / accounting failures
 - radiusd_snapshot_reloads_total                       snapshots swapped in
-Gauges: radiusd_snapshot_version, radiusd_spool_depth, radiusd_store_up (1/0).
+- radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
+  CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
+Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
+over workers), radiusd_store_up (1 only if every worker reaches the store).
 
-With several workers each worker serves its own endpoint on metrics_port + worker index
-(worker 0 on metrics_port); a Prometheus job lists all of them. Keeping counters per process
-avoids shared memory between workers.
+One endpoint per server, whatever the worker count:
+- one process (`--workers 1`): the process serves its own counters (`MetricsServer(metrics, ...)`);
+- several workers: the supervisor opens a private directory and exports its path as
+  PROMETHEUS_MULTIPROC_DIR before it starts the workers. prometheus_client in each worker then
+  keeps its counters and gauges in memory-mapped files there (an increment is visible to the next
+  scrape at once), and the supervisor alone serves `metrics_port`: `ServerMetrics` sums the
+  workers' files (counters of workers that died and were restarted included), drops a dead
+  worker's gauges (mark_process_dead) and removes the directory at exit. Each worker writes its
+  health to `health-<worker>.json` there every REPORT_SECONDS (`WorkerReport`); `/health` is 200
+  only when every worker reported lately and is healthy, else 503 naming the worker and why.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Callable
 
-_HELP = {
-    "radiusd_packets_received_total": "RADIUS datagrams received",
-    "radiusd_packets_dropped_total": "RADIUS datagrams dropped without an answer",
-    "radiusd_duplicates_total": "Retransmissions seen by the RFC 5080 duplicate cache",
-    "radiusd_auth_decisions_total": "Access-Request decisions",
-    "radiusd_status_server_total": "Status-Server requests answered",
-    "radiusd_accounting_total": "Accounting-Requests recorded and answered",
-    "radiusd_store_errors_total": "Store operations that failed",
-    "radiusd_snapshot_reloads_total": "Admin data snapshots loaded",
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import multiprocess
+
+prometheus_client.disable_created_metrics()   # no *_created series: counters only
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"   # read by prometheus_client when a worker imports it
+SUPERVISED_ENV = "RADIUSD_METRICS_DIR"       # ours: this process is a worker of a supervisor
+REPORT_SECONDS = 1.0      # a worker's health and gauges, written this often
+STALE_SECONDS = 5.0       # a worker silent this long is unhealthy
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
+
+# name -> (help, label names)
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "radiusd_packets_received_total": ("RADIUS datagrams received", ("port",)),
+    "radiusd_packets_dropped_total": ("RADIUS datagrams dropped without an answer", ("port", "reason")),
+    "radiusd_duplicates_total": ("Retransmissions seen by the RFC 5080 duplicate cache", ("port", "kind")),
+    "radiusd_auth_decisions_total": ("Access-Request decisions", ("outcome", "reason")),
+    "radiusd_status_server_total": ("Status-Server requests answered", ("port",)),
+    "radiusd_accounting_total": ("Accounting-Requests recorded and answered", ("status",)),
+    "radiusd_store_errors_total": ("Store operations that failed", ("operation",)),
+    "radiusd_snapshot_reloads_total": ("Admin data snapshots loaded", ()),
+    "radiusd_cdr_partitions_skipped_total": ("Months a sweep left without their CDR partition (CDRs of the "
+                                             "month in cdrs_default, or the store busy)", ()),
+}
+# name -> (help, how several workers' values combine)
+GAUGES: dict[str, tuple[str, str]] = {
+    "radiusd_snapshot_version": ("Admin data snapshot version answered from (oldest over workers)", "livemin"),
+    "radiusd_store_up": ("1 when every worker reaches the store, else 0", "livemin"),
+    "radiusd_spool_depth": ("Accounting records waiting in the spools (all workers)", "livesum"),
+    "radiusd_nas_message_authenticator_required": (
+        "NAS whose Access-Requests must carry Message-Authenticator now (policy yes, or auto learned)", "livemax"),
+    "radiusd_nas_message_authenticator_learned": (
+        "NAS under policy auto that have sent Message-Authenticator", "livemax"),
 }
 
 
-def _escape(value: str) -> str:
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
 class Metrics:
-    """Thread-safe counters keyed by (name, sorted labels) plus gauges read at scrape time."""
+    """One process's counters and gauges. `inc` is cheap (a cached child, one lock); a gauge is a
+    function read when the gauges are refreshed (each scrape, or each worker report)."""
 
     def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
-        self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
-        self._gauges: dict[str, Callable[[], float]] = {}
+        self._counters: dict[str, Counter] = {}
+        self._children: dict[tuple, object] = {}
+        self._gauges: dict[str, Gauge] = {}
+        self._reads: dict[str, Callable[[], float]] = {}
+        for name, (help_, labels) in COUNTERS.items():
+            self._counter(name, labels, help_)
+
+    def _counter(self, name: str, labels, help_: str | None = None) -> Counter:
+        with self._lock:
+            found = self._counters.get(name)
+            if found is None:   # a counter not listed above: declared by its first use
+                found = self._counters[name] = Counter(name, help_ or name, tuple(labels), registry=self.registry)
+            return found
+
+    def _child(self, name: str, labels: dict):
+        key = (name, *labels.items())   # a call site names its labels in one order: no sort needed
+        child = self._children.get(key)
+        if child is None:
+            counter = self._counters.get(name) or self._counter(name, sorted(labels))
+            child = counter.labels(**{k: str(v) for k, v in labels.items()}) if labels else counter
+            self._children[key] = child
+        return child
 
     def inc(self, name: str, amount: int = 1, **labels) -> None:
-        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
-        with self._lock:
-            self._counters[key] = self._counters.get(key, 0) + amount
+        self._child(name, labels).inc(amount)
 
     def get(self, name: str, **labels) -> int:
-        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
-        with self._lock:
-            return self._counters.get(key, 0)
+        value = self.registry.get_sample_value(name, {k: str(v) for k, v in labels.items()})
+        return int(value or 0)
 
     def gauge(self, name: str, read: Callable[[], float]) -> None:
-        self._gauges[name] = read
+        help_, mode = GAUGES.get(name, (name, "livemax"))
+        with self._lock:
+            if name not in self._gauges:
+                self._gauges[name] = Gauge(name, help_, registry=self.registry, multiprocess_mode=mode)
+            self._reads[name] = read
+
+    def refresh(self) -> None:
+        """Set every gauge from its function (one that fails keeps its last value)."""
+        for name, read in list(self._reads.items()):
+            try:
+                self._gauges[name].set(float(read()))
+            except Exception:   # e.g. the writer not started yet: the next refresh tries again
+                continue
 
     def render(self) -> str:
-        with self._lock:
-            counters = sorted(self._counters.items())
-        lines: list[str] = []
-        seen: set[str] = set()
-        for (name, labels), value in counters:
-            if name not in seen:
-                seen.add(name)
-                lines.append(f"# HELP {name} {_HELP.get(name, name)}")
-                lines.append(f"# TYPE {name} counter")
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
-        for name, read in sorted(self._gauges.items()):
-            try:
-                value = float(read())
-            except Exception:
+        self.refresh()
+        return generate_latest(self.registry).decode()
+
+
+class ServerMetrics:
+    """The supervisor's view of its workers: their counters summed, their health combined.
+
+    `live_pids()` -> {worker index: pid of the process running it now}."""
+
+    def __init__(self, directory: str, live_pids: Callable[[], dict[int, int]]):
+        self.directory = directory
+        self.live_pids = live_pids
+
+    @classmethod
+    def open(cls, live_pids: Callable[[], dict[int, int]]) -> "ServerMetrics":
+        """A fresh directory, exported for the workers to come (set before they start)."""
+        directory = tempfile.mkdtemp(prefix="radiusd-metrics-")
+        os.environ[MULTIPROC_ENV] = os.environ[SUPERVISED_ENV] = directory
+        return cls(directory, live_pids)
+
+    def render(self) -> str:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.directory)
+        return generate_latest(registry).decode()
+
+    def worker_exited(self, pid: int) -> None:
+        """A worker process ended: its gauges no longer count (its counters still do)."""
+        multiprocess.mark_process_dead(pid, self.directory)
+
+    def health(self) -> tuple[bool, dict]:
+        now = time.time()
+        workers, problems = [], []
+        for index, pid in sorted(self.live_pids().items()):
+            report = _read_json(Path(self.directory) / f"health-{index}.json")
+            if report is None or report.get("pid") != pid:
+                problems.append(f"worker {index}: starting")
+                workers.append({"worker": index, "pid": pid, "status": "starting"})
                 continue
-            lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
+            age = now - report["at"]
+            details = {"worker": index, "pid": pid, **report["details"]}
+            if age > STALE_SECONDS:
+                problems.append(f"worker {index}: no report for {age:.0f} s")
+                details["status"] = "silent"
+            elif not report["ok"]:
+                problems.append(f"worker {index}: store {details.get('store', 'unavailable')}")
+                details["status"] = "unavailable"
+            else:
+                details["status"] = "ok"
+            workers.append(details)
+        reported = [w for w in workers if "store" in w]
+        summary = {
+            "store": "up" if reported and all(w["store"] == "up" for w in reported) else "unreachable",
+            "snapshot_version": min((w["snapshot_version"] for w in reported
+                                     if w.get("snapshot_version") is not None), default=None),
+            "spool_depth": sum(max(0, w.get("spool_depth") or 0) for w in reported),
+            "nas": max((w.get("nas") or 0 for w in reported), default=0),
+            "workers": workers,
+        }
+        if problems:
+            summary["reason"] = "; ".join(problems)
+        return not problems and bool(workers), summary
+
+    def close(self) -> None:
+        for name in (MULTIPROC_ENV, SUPERVISED_ENV):
+            if os.environ.get(name) == self.directory:
+                del os.environ[name]
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def supervised() -> bool:
+    """True in a worker whose supervisor serves the endpoint (it exported the directory)."""
+    return bool(os.environ.get(SUPERVISED_ENV))
+
+
+class WorkerReport:
+    """In a worker under a supervisor: every REPORT_SECONDS refresh the gauges (into the shared
+    files) and write `health-<worker>.json` (atomically: a new file renamed over the old)."""
+
+    port = None   # serves nothing itself
+
+    def __init__(self, metrics: Metrics, health: Callable[[], tuple[bool, dict]], worker: int):
+        self.metrics = metrics
+        self.health = health
+        self.worker = worker
+        self.path = Path(os.environ[SUPERVISED_ENV]) / f"health-{worker}.json"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-report", daemon=True)
+
+    def start(self) -> "WorkerReport":
+        self.report()
+        self._thread.start()
+        return self
+
+    def report(self) -> None:
+        self.metrics.refresh()
+        try:
+            ok, details = self.health()
+        except Exception as exc:   # a broken health check is itself unhealthy
+            ok, details = False, {"error": exc.__class__.__name__}
+        body = json.dumps({"pid": os.getpid(), "at": time.time(), "ok": bool(ok), "details": details}, default=str)
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(body)
+        os.replace(tmp, self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(REPORT_SECONDS):
+            try:
+                self.report()
+            except OSError:   # the supervisor removed the directory: it is stopping
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 class MetricsServer:
-    """`/metrics` and `/health` over HTTP in a daemon thread. health() -> (ok, details)."""
+    """`/metrics` and `/health` over HTTP in a daemon thread.
 
-    def __init__(self, metrics: Metrics, health: Callable[[], tuple[bool, dict]], bind: str, port: int):
-        metrics_ref, health_ref = metrics, health
+    `source` has `render() -> str` (a Metrics, or the supervisor's ServerMetrics);
+    `health() -> (ok, details)`: 200 with status ok, or 503 with status unavailable."""
+
+    def __init__(self, source, health: Callable[[], tuple[bool, dict]], bind: str, port: int):
+        source_ref, health_ref = source, health
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 (http.server API)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, "text/plain; version=0.0.4; charset=utf-8", metrics_ref.render())
+                    self._send(200, CONTENT_TYPE, source_ref.render())
                 elif path == "/health":
                     try:
                         ok, details = health_ref()

@@ -5,7 +5,7 @@ from pyrad.packet import AccessRequest, AccountingRequest, AcctPacket, AuthPacke
 
 from radiusd.config import PROJECT_ROOT
 from radiusd.core.snapshot import NasInfo
-from radiusd.radius.server import load_dictionary
+from radiusd.radius.codec import load_dictionary
 
 DICTIONARY = load_dictionary(str(PROJECT_ROOT / "dictionaries"))
 SECRET = b"testing123"

@@ -38,25 +38,6 @@ def free_port(count: int = 1) -> list[int]:
     return ports
 
 
-def free_tcp_run(count: int) -> int:
-    """A first port such that `count` consecutive TCP ports on 127.0.0.1 are free (metrics per worker)."""
-    for _ in range(200):
-        first = free_port()[0]
-        socks = []
-        try:
-            for port in range(first, first + count):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no run of free ports")
-
-
 def seeded_store(url: str) -> None:
     engine, sessions = open_store(url)
     try:
@@ -120,7 +101,7 @@ class ServerProcess:
             if len(self.events("server.ready")) >= workers:
                 return self
             if self.proc.poll() is not None:
-                time.sleep(0.2)
+                self._pump.join(5)   # the rest of its output, for the message
                 raise AssertionError(f"server exited {self.proc.returncode}:\n" + "\n".join(self.lines[-30:]))
             time.sleep(0.05)
         raise AssertionError("server not ready:\n" + "\n".join(self.lines[-30:]))

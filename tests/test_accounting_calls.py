@@ -229,8 +229,10 @@ def test_sweeper_drops_expired_reservations_and_closes_stale_calls(sessions):
     feed(sessions, snap, acct(a, "start", "ST1", call_id="st1", caller_address=CUSTOMER_IP,
                               called_number="441612345678", event_time=T0))
     feed(sessions, snap, acct(a, "interim", "ST1", call_id="st1", event_time=T0 + 120 * S, session_time=120))
-    assert sweep(sessions, T0 + 60 * S, SETTINGS) == {"expired_reservations": 1, "stale_calls": 0}
-    assert sweep(sessions, T0 + 121 * S + 600 * S, SETTINGS) == {"expired_reservations": 0, "stale_calls": 1}
+    swept = sweep(sessions, T0 + 60 * S, SETTINGS)
+    assert (swept["expired_reservations"], swept["stale_calls"]) == (1, 0)
+    swept = sweep(sessions, T0 + 121 * S + 600 * S, SETTINGS)
+    assert (swept["expired_reservations"], swept["stale_calls"]) == (0, 1)
     [cdr] = cdrs(sessions)
     assert (cdr.disconnect_cause, cdr.duration, cdr.disconnect_time, cdr.cost) == (
         "stale", 120, T0 + 120 * S, Decimal("0.200000"))

@@ -8,13 +8,15 @@ import threading
 import pytest
 from pyrad import packet as rp
 
-from radiusd.bench.commands import check_target
+from radiusd.commands.bench import check_target
 from radiusd.bench.engine import BenchOptions, run_bench
 from radiusd.bench.population import load_users, write_users
 from radiusd.bench.stats import percentile
-from radiusd.bench.wire import LoadAccount, dictionary, pap_encrypt
+from radiusd.bench.wire import LoadAccount
 from radiusd.cli import main as cli_main
 from radiusd.cli_output import UserError
+from radiusd.radius.codec import hide_password as pap_encrypt
+from radiusd.radius.codec import load_dictionary as dictionary
 
 SECRET = b"bench-secret"
 
@@ -164,8 +166,8 @@ def test_calls_mode_sends_auth_start_stop_with_unique_sessions():
     kinds = result["by_kind"]
     assert kinds["auth"]["accepts"] == 50
     assert kinds["acct-start"]["acct_responses"] == 100 and kinds["acct-stop"]["acct_responses"] == 100
-    starts = [a for a in resp.acct if a[0] == 1]
-    stops = [a for a in resp.acct if a[0] == 2]
+    starts = [a for a in resp.acct if a[0] == "Start"]
+    stops = [a for a in resp.acct if a[0] == "Stop"]
     assert len({s[1] for s in starts}) == 100                    # unique Acct-Session-Id per leg
     assert len({s[2] for s in starts}) == 50                     # one h323-conf-id per call, both legs
     assert {s[1] for s in stops} == {s[1] for s in starts}
@@ -292,7 +294,7 @@ def test_packets_decode_as_a_cisco_gateway_would_send_them():
     raw, _ = f.accounting_request(9, ALICE, 3, "X", "sess-3", 2, "originate", 42, 1_700_000_000.0)
     acct = rp.AcctPacket(packet=raw, secret=SECRET, dict=dictionary())
     assert acct.VerifyAcctRequest()
-    assert acct["Acct-Status-Type"] == [2] and acct["Acct-Session-Time"] == [42]
+    assert acct["Acct-Status-Type"] == ["Stop"] and acct["Acct-Session-Time"] == [42]
     assert acct["Acct-Session-Id"] == ["sess-3"] and acct["User-Name"] == ["alice"]
     assert acct["h323-call-origin"] == ["h323-call-origin=originate"]
     assert acct["h323-disconnect-cause"] == ["h323-disconnect-cause=10"]

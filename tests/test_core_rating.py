@@ -6,10 +6,11 @@ grace free, connection fee, cost rounded half-up to 6 places), not taken from th
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from decimal import Decimal as D
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from radiusd.core.rating import billed_seconds, call_cost, find_rate, max_duration
 from radiusd.core.snapshot import Rate, build_rate_table
@@ -168,25 +169,26 @@ def test_free_destination():
     assert max_duration(D("0.05"), rate(price="0", fee="0.05"), 7200) == 7200
 
 
-GRID = list(itertools.product(
-    ["0.000001", "0.0000013", "0.000007", "0.0001", "0.013", "0.333333", "2.5"],   # price per minute
-    ["0", "0.000001", "0.05"],                                        # connection fee
-    [(0, 1), (1, 1), (60, 1), (30, 6), (60, 60), (0, 60), (6, 30)],            # minimum, interval
-    [0, 5],                                                           # grace
-    ["0.000105", "0.011353", "0.0152", "0.3", "1", "7.77"],           # available
-))
+_MONEY = st.decimals(min_value=0, max_value=10, places=7, allow_nan=False, allow_infinity=False)
 
 
-@pytest.mark.parametrize("price, fee, min_int, grace, available", GRID)
-def test_max_duration_is_exactly_the_affordable_boundary(price, fee, min_int, grace, available):
-    r = rate(price=price, fee=fee, minimum=min_int[0], interval=min_int[1], grace=grace)
-    cap = 7200
-    money = D(available)
-    seconds = max_duration(money, r, cap)
+@settings(max_examples=3000, deadline=None)
+@given(price=_MONEY, fee=st.decimals(min_value=0, max_value=1, places=6), minimum=st.integers(0, 120),
+       interval=st.integers(1, 120), grace=st.integers(0, 10), cap=st.integers(1, 7200),
+       available=st.decimals(min_value=-5, max_value=200, places=6),
+       more=st.decimals(min_value=0, max_value=5, places=6))
+def test_max_duration_is_exactly_the_affordable_boundary(price, fee, minimum, interval, grace, cap, available, more):
+    """Whatever the rate and the money: the longest call the money pays, never a second more."""
+    r = rate(price=price, fee=fee, minimum=minimum, interval=interval, grace=grace)
+    seconds = max_duration(available, r, cap)
+    assert 0 <= seconds <= cap
     if seconds == 0:
         # not even the first charged second after grace is affordable
-        assert call_cost(grace + 1, r)[1] > money
-        return
-    assert call_cost(seconds, r)[1] <= money
-    if seconds < cap:
-        assert call_cost(seconds + 1, r)[1] > money
+        assert call_cost(min(grace + 1, cap), r)[1] > available
+    else:
+        assert call_cost(seconds, r)[1] <= available
+    if 0 < seconds < cap:
+        assert call_cost(seconds + 1, r)[1] > available
+    # more money never buys a shorter call; unlimited credit gets the cap
+    assert max_duration(available + more, r, cap) >= seconds
+    assert max_duration(None, r, cap) == cap

@@ -146,7 +146,8 @@ def test_auto_learns_once_shares_it_between_workers_and_keeps_it_across_restarts
         assert _answered(server, 3, ma_attr=True)
         _wait(lambda: {e.get("worker") for e in server.events("snapshot.loaded")} == {0, 1},
               "both workers load the learned state")
-        assert _gauge(server, learned_gauge) == 1
+        # workers report their gauges to the one /metrics endpoint about once a second
+        _wait(lambda: _gauge(server, learned_gauge) == 1, "the learned gauge reaches /metrics")
         for n in range(4, 10):   # fresh source ports: the kernel spreads them over both workers
             assert not _answered(server, n, ma_attr=False), f"request {n} without Message-Authenticator answered"
         assert _answered(server, 10, ma_attr=True)

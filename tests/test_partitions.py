@@ -6,17 +6,20 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
+import time
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
+from structlog.testing import capture_logs
 
 from radiusd.admin.accounts import delete_account
-from radiusd.config import PROJECT_ROOT, Settings
+from radiusd.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 from radiusd.db import create_schema, make_engine, make_sessionmaker
-from radiusd.models import CdrLeg
+from radiusd.models import Cdr, CdrLeg, Client
 from radiusd.store.accounting import apply
-from radiusd.store.partitions import default_partition_rows, ensure_cdr_partitions
+from radiusd.store.partitions import default_partition_rows, ensure_cdr_partitions, move_default_rows
 from radiusd.store.sweeper import sweep
 from test_accounting_support import CUSTOMER_IP, acct, balance, cdrs, feed, seed, snapshot_of
 
@@ -137,7 +140,7 @@ def test_concurrent_duplicate_stops_write_one_cdr(pg):
     assert len(cdrs(sessions)) == 1 and balance(sessions, ids["acme"]) == Decimal("99.900000")
 
 
-def test_ensure_moves_default_rows_and_is_idempotent(pg):
+def test_sweeper_skips_a_month_whose_cdrs_sit_in_default_and_move_default_moves_them(pg):
     engine, sessions = pg
     ids = seed(sessions)
     snap = snapshot_of(sessions)
@@ -145,22 +148,86 @@ def test_ensure_moves_default_rows_and_is_idempotent(pg):
     for n in range(3):
         feed(sessions, snap, stop(ids, f"early-{n}", NOV + n * S))
     assert set(placement(engine).values()) == {"cdrs_default"}
-    report = ensure_cdr_partitions(engine, NOV, months_ahead=2)
-    assert report.created == ["cdrs_2026_11", "cdrs_2026_12", "cdrs_2027_01"]
-    assert report.moved == {"cdrs_2026_11": 3}
+    with capture_logs() as logged:
+        report = ensure_cdr_partitions(engine, NOV, months_ahead=2)
+    # the months ahead are made; November is left alone: attaching it would lock the default
+    # partition under traffic for as long as its rows take to move
+    assert report.created == ["cdrs_2026_12", "cdrs_2027_01"] and report.moved == {}
+    assert list(report.skipped) == ["cdrs_2026_11"] and "3 CDRs" in report.skipped["cdrs_2026_11"]
+    assert "--move-default" in report.skipped["cdrs_2026_11"]
+    assert [(e["event"], e["partition"], e["rows_in_default"]) for e in logged if e["log_level"] == "warning"] == [
+        ("cdr_partition_skipped", "cdrs_2026_11", 3)]
+    assert set(placement(engine).values()) == {"cdrs_default"} and default_partition_rows(engine) == 3
+    # the explicit command moves them, in one transaction for the month
+    moved = move_default_rows(engine)
+    assert moved.created == ["cdrs_2026_11"] and moved.moved == {"cdrs_2026_11": 3} and moved.in_default == {}
     assert set(placement(engine).values()) == {"cdrs_2026_11"} and default_partition_rows(engine) == 0
     again = ensure_cdr_partitions(engine, NOV + dt.timedelta(days=5), months_ahead=2)
     assert again.created == [] and again.present == ["cdrs_2026_11", "cdrs_2026_12", "cdrs_2027_01"]
     # the moved CDRs are still known: their Stops replayed change nothing
     feed(sessions, snap, stop(ids, "early-0", NOV))
     assert len(cdrs(sessions)) == 3 and balance(sessions, ids["acme"]) == Decimal("99.700000")
-    # a month past the ones created: lands in default, then moves when its month comes in range
+    # a month past the ones created lands in default, is skipped when its turn comes, moved on demand
     february = dt.datetime(2027, 2, 14, tzinfo=UTC)
     feed(sessions, snap, stop(ids, "feb-1", february))
-    assert default_partition_rows(engine) == 1
     later = ensure_cdr_partitions(engine, dt.datetime(2027, 1, 31, 23, 0, tzinfo=UTC), months_ahead=1)
-    assert later.created == ["cdrs_2027_02"] and later.moved == {"cdrs_2027_02": 1}
+    assert later.created == [] and list(later.skipped) == ["cdrs_2027_02"]
+    only = move_default_rows(engine, month=february)
+    assert only.created == ["cdrs_2027_02"] and only.moved == {"cdrs_2027_02": 1}
     assert placement(engine)[f"{ids['gw-a']}:feb-1"] == "cdrs_2027_02"
+    assert move_default_rows(engine).created == []   # nothing left: nothing done
+
+
+@pytest.mark.parametrize("how", ["sweeper", "move-default"])
+def test_attaching_a_partition_never_deadlocks_an_accounting_transaction(pg, how):
+    """ATTACH PARTITION locks the default partition, then the tables the CDR foreign keys point
+    to. An accounting transaction that debited a client (holds `clients`) and then inserts a CDR
+    into the default partition closes the cycle: with a lock wait longer than deadlock_timeout
+    PostgreSQL aborted one of the two (measured: the accounting group, retried 1 s later). Now
+    the partition side gives up first, the accounting transaction commits, the partition follows."""
+    engine, sessions = pg
+    ids = seed(sessions)
+    if how == "move-default":   # November's CDRs wait in the default partition for the command
+        feed(sessions, snapshot_of(sessions), stop(ids, "nov-1", NOV))
+    outcome = {}
+    accounting = sessions()
+    accounting.begin()
+    accounting.execute(update(Client).where(Client.id == ids["acme"]).values(balance=Client.balance - 1))
+
+    def make_partition():
+        try:
+            if how == "sweeper":
+                outcome["report"] = ensure_cdr_partitions(engine, NOV, months_ahead=0, attempts=10)
+            else:
+                outcome["report"] = move_default_rows(engine, month=NOV, attempts=10)
+        except Exception as exc:  # the test fails below, naming it
+            outcome["error"] = repr(exc)
+
+    maker = threading.Thread(target=make_partition)
+    maker.start()
+    try:
+        # wait until the partition side waits for the lock the accounting transaction holds
+        deadline = time.monotonic() + 20
+        with engine.connect() as conn:
+            while not conn.execute(text("SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'clients'::regclass")
+                                   ).first():
+                assert time.monotonic() < deadline and maker.is_alive(), outcome
+                time.sleep(0.01)
+        # the accounting transaction goes on: a CDR for a month without partition (default)
+        accounting.add(Cdr(leg_key="x:late", call_id="late", leg="orig", result="success", client_id=ids["acme"],
+                           disconnect_time=dt.datetime(2030, 1, 5, tzinfo=UTC)))
+        accounting.commit()
+    finally:
+        accounting.close()
+        maker.join(60)
+    assert "error" not in outcome, outcome
+    assert outcome["report"].created == ["cdrs_2026_11"]
+    assert placement(engine)["x:late"] == "cdrs_default"
+    if how == "move-default":
+        assert outcome["report"].moved == {"cdrs_2026_11": 1}
+        assert placement(engine)[f"{ids['gw-a']}:nov-1"] == "cdrs_2026_11"
+    else:
+        assert balance(sessions, ids["acme"]) == Decimal("99")
 
 
 def test_two_hosts_creating_partitions_at_once_create_each_once(pg):
@@ -186,8 +253,27 @@ def test_two_hosts_creating_partitions_at_once_create_each_once(pg):
 
 def test_sweeper_keeps_partitions_ahead(pg):
     engine, sessions = pg
-    sweep(sessions, DEC, SETTINGS)
+    assert sweep(sessions, DEC, SETTINGS)["cdr_partitions_skipped"] == 0
     assert partitions(engine) == {"cdrs_default", "cdrs_2026_12", "cdrs_2027_01", "cdrs_2027_02"}
+    sweep(sessions, DEC, replace(SETTINGS, cdr_partitions_ahead=4))   # [database] cdr_partitions_ahead
+    assert partitions(engine) >= {"cdrs_2027_03", "cdrs_2027_04"}
+
+
+def test_sweeper_counts_a_month_it_leaves_to_move_default(pg):
+    engine, sessions = pg
+    ids = seed(sessions)
+    feed(sessions, snapshot_of(sessions), stop(ids, "jan-1", dt.datetime(2027, 1, 2, tzinfo=UTC)))
+    assert sweep(sessions, DEC, SETTINGS)["cdr_partitions_skipped"] == 1
+    assert partitions(engine) == {"cdrs_default", "cdrs_2026_12", "cdrs_2027_02"}
+
+
+def test_cdr_partitions_ahead_setting_is_checked(tmp_path):
+    config = tmp_path / "radiusd.toml"
+    config.write_text("[database]\ncdr_partitions_ahead = 3\n")
+    assert load_settings(config).cdr_partitions_ahead == 3
+    config.write_text("[database]\ncdr_partitions_ahead = 0\n")
+    with pytest.raises(ConfigError, match="cdr_partitions_ahead: 0 must be 1 to 120"):
+        load_settings(config)
 
 
 def test_deleted_account_late_stop_stays_a_no_op(store_url):
@@ -237,3 +323,58 @@ def test_cli_db_partitions(pg_url):
     assert second.returncode == 0 and "present" in second.stdout and "created" not in second.stdout
     bad = _radiusd(pg_url, "--months-ahead", "-3")
     assert bad.returncode == 2 and bad.stderr.startswith("radiusd: error: months-ahead:")
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "radiusd", *args, "--database-url", url], capture_output=True,
+                          text=True, cwd=PROJECT_ROOT, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _month_names(count: int) -> list[str]:
+    start = dt.datetime.now(UTC)
+    months = [dt.datetime(start.year, start.month, 1, tzinfo=UTC)]
+    while len(months) < count:
+        last = months[-1]
+        months.append(last.replace(year=last.year + 1, month=1) if last.month == 12 else last.replace(month=last.month + 1))
+    return [f"cdrs_{m.year:04d}_{m.month:02d}" for m in months]
+
+
+def test_db_init_creates_this_and_next_months_partitions(pg_url):
+    out = _cli(pg_url, "db", "init", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["cdr_partitions"] == _month_names(2)
+    engine = make_engine(pg_url)
+    try:
+        assert partitions(engine) == {"cdrs_default", *_month_names(2)}
+    finally:
+        engine.dispose()
+    text_out = _cli(pg_url, "db", "init")
+    assert text_out.returncode == 0 and f"CDR partitions: {', '.join(_month_names(2))}" in text_out.stdout
+
+
+def test_cli_move_default_moves_rows_month_by_month(pg):
+    engine, sessions = pg
+    ids = seed(sessions)
+    snap = snapshot_of(sessions)
+    feed(sessions, snap, stop(ids, "old-1", dt.datetime(2025, 3, 9, tzinfo=UTC)))   # an old spool replayed
+    feed(sessions, snap, stop(ids, "old-2", dt.datetime(2025, 4, 9, tzinfo=UTC)))
+    feed(sessions, snap, stop(ids, "old-3", dt.datetime(2025, 4, 10, tzinfo=UTC)))
+    url = engine.url.render_as_string(hide_password=False)
+    out = _cli(url, "db", "partitions", "--move-default", "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["partitions"] == [
+        {"partition": "cdrs_2025_03", "status": "created", "moved_from_default": 1},
+        {"partition": "cdrs_2025_04", "status": "created", "moved_from_default": 2}]
+    assert result["default_partition_rows"] == 0
+    assert set(placement(engine).values()) == {"cdrs_2025_03", "cdrs_2025_04"}
+    again = _cli(url, "db", "partitions", "--move-default")
+    assert again.returncode == 0 and "cdrs_default: nothing to move" in again.stdout
+
+
+def test_cli_partitions_on_sqlite_says_there_are_none(sqlite_url):
+    assert _cli(sqlite_url, "db", "init").returncode == 0
+    for args in ((), ("--move-default",)):
+        out = _cli(sqlite_url, "db", "partitions", *args)
+        assert out.returncode == 0, out.stderr
+        assert "SQLite store: CDRs are not partitioned (PostgreSQL only), nothing to do" in out.stdout

@@ -15,7 +15,7 @@ from pyrad.packet import (
 
 from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, seeded_store
-from radiusd.radius.commands import demo_radclient_line
+from radiusd.commands.serve import demo_radclient_line
 
 CONF_ID = "h323-conf-id=1A2B3C4D 00000000 00000000 000000{:02X}"
 
@@ -162,6 +162,32 @@ def test_garbage_is_dropped_without_hurting_the_server(server):
     assert decide(server, *acme(n=10)).code == AccessAccept
     assert server.proc.poll() is None
     assert not [line for line in server.lines if "Traceback" in line]
+
+
+def test_malformed_requests_are_dropped_counted_and_logged(server):
+    """RFC 2865 limits: 4,096 octets, attributes inside the packet, §5.44 counts (issue 11)."""
+    before = server.counter('radiusd_packets_dropped_total{port="auth",reason="malformed"}')
+    attrs, password = acme(n=12)
+    filler = [("Cisco-AVPair", "x-filler=" + "f" * 230)] * 18       # signed, ~4,500 octets
+    _, oversized = request(attrs + filler, password)
+    assert len(oversized) > 4096
+    _, data = request(*acme(n=13))
+    overrun = data + b"\x1e\x30" + b"4420"
+    overrun = overrun[:2] + len(overrun).to_bytes(2, "big") + overrun[4:]
+    _, two_passwords = request(attrs, password, raw={2: [b"p" * 16, b"q" * 16]})
+    for junk in (oversized, overrun, two_passwords):
+        assert exchange(junk, server.auth_port, timeout=0.3) is None
+    assert server.counter('radiusd_packets_dropped_total{port="auth",reason="malformed"}') == before + 3
+    deadline = time.monotonic() + 3
+    while not any(e["reason"] == "malformed" and "longer than the RADIUS limit" in e.get("detail", "")
+                  for e in server.events("packet.dropped")):
+        assert time.monotonic() < deadline, "no log line for the oversized request"
+        time.sleep(0.05)
+    acct, _ = acct_request([("Acct-Status-Type", 1), ("Acct-Session-Id", "over-1")])
+    acct_overrun = acct + b"\x1f\x09123"
+    acct_overrun = acct_overrun[:2] + len(acct_overrun).to_bytes(2, "big") + acct_overrun[4:]
+    assert exchange(acct_overrun, server.acct_port, timeout=0.3) is None
+    assert server.counter('radiusd_packets_dropped_total{port="acct",reason="malformed"}') >= 1
 
 
 def test_retransmission_gets_the_same_bytes_without_a_second_decision(server):

@@ -46,23 +46,20 @@ class Acks:
     """Collects on_done results per leg key, thread-safe."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
         self.results: dict[str, bool] = {}
 
     def callback(self, key: str):
         def done(ok: bool):
-            with self.lock:
+            with self.changed:
                 self.results[key] = ok
+                self.changed.notify_all()
         return done
 
     def wait(self, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.results) >= count:
-                    return
-            time.sleep(0.01)
-        raise AssertionError(f"only {len(self.results)} of {count} records answered")
+        with self.changed:
+            if not self.changed.wait_for(lambda: len(self.results) >= count, timeout):
+                raise AssertionError(f"only {len(self.results)} of {count} records answered")
 
 
 def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:
@@ -170,7 +167,6 @@ def test_unreachable_store_goes_to_the_spool_and_a_later_writer_replays_it(sessi
     packets = [stop_packet(ids["gw-a"], n) for n in range(50)] + [stop_packet(ids["gw-a"], 7)]  # one repeated
     for facts in packets:
         down.submit(facts, acks.callback(f"{facts.leg_key}#{len(acks.results)}"))
-        time.sleep(0.001)
     wait_for(lambda: down.counters["spooled"] == 51, what="records spooled")
     assert down.spool_depth() == 51 and all(acks.results.values())
     down.stop()
@@ -272,7 +268,6 @@ def test_postgresql_stopped_mid_burst_every_acknowledged_record_lands_once(own_p
                               event_time=T0 + n * S)
             for facts, tag in ((start, "start"), (stop_packet(a, n), "stop")):
                 writer.submit(facts, acks.callback(f"{tag}:{n}"))
-            time.sleep(0.002)
 
     burst(0, 100)
     acks.wait(200)
@@ -321,8 +316,8 @@ if args["mode"] == "produce":
         return lambda ok: print("ack", n, ok, flush=True)
     for n in range(args["count"]):
         writer.submit(stop_packet(args["nas"], n), acked(n))
-        time.sleep(0.002)
-    time.sleep(60)  # wait to be killed
+        time.sleep(0.002)  # a steady stream, so that the kill lands while acknowledging
+    sys.stdin.read()  # until killed (or the test is gone)
 else:
     while writer.spool_depth():
         print("depth", writer.spool_depth(), flush=True)
@@ -333,8 +328,8 @@ else:
 
 
 def run_child(args: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(args)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
 
 
 def test_kill_9_while_acknowledging_and_mid_replay_loses_and_duplicates_nothing(store_url, sessions, tmp_path):

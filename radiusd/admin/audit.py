@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from radiusd.admin import fields as F
-from radiusd.cli_output import plain  # noqa: F401  (audit.plain: the same JSON-friendly form)
 from radiusd.db import bump_store_version
 from radiusd.models import AuditEntry
+from radiusd.plain import plain  # noqa: F401  (audit.plain: the same JSON-friendly form)
 
 SECRET_FIELDS = frozenset({"password", "secret"})
 REDACTED = "***"

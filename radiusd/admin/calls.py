@@ -15,6 +15,7 @@ from radiusd.admin import audit
 from radiusd.admin import fields as F
 from radiusd.errors import UserError
 from radiusd.models import Account, ActiveCall, Cdr, Client, Nas
+from radiusd.store.accounting import remove_call
 
 CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "caller", "called", "started_at",
                 "last_seen_at", "session_seconds", "expires_at", "max_duration"]
@@ -123,25 +124,17 @@ def cdr_page(session: Session, *, account=None, client=None, nas=None, call_id=N
 
 def end_call(session: Session, call_id, *, actor: str, context: str, now: dt.datetime | None = None) -> dict:
     """End one open call by hand: a reservation is dropped; a started call gets its CDR and charge
-    as if a Stop arrived now (cause `manual`). Audited."""
-    from radiusd.store.accounting import MANUAL, StoreCatalog, close_row
-
+    as if a Stop arrived now (cause `manual`), decided by the accounting engine
+    (radiusd.store.accounting.remove_call -> radiusd.core.accounting). Audited."""
     call_id = F.integer("id", call_id, minimum=1)
-    now = now or audit.utcnow()
-    row = session.scalars(select(ActiveCall).where(ActiveCall.id == call_id).with_for_update()).first()
-    if row is None:
+    removed = remove_call(session, call_id, now or audit.utcnow())
+    if removed is None:
         raise NoSuchCall(f"id: no open call with this id ({call_id})", field="id")
+    row, result = removed
+    if result.get("cost") is not None:
+        result["cost"] = F.money_out(result["cost"])
     before = {"state": row.state, "leg": row.leg, "call_id": row.call_id, "leg_key": row.leg_key,
               "account_id": row.account_id, "client_id": row.client_id}
-    if row.state == "reserved":
-        session.delete(row)
-        session.flush()
-        result = {"id": call_id, "removed": "reservation", "cdr": None}
-    else:
-        seconds = max(0, int((now - row.started_at).total_seconds())) if row.started_at else 0
-        charge = close_row(session, row, StoreCatalog(session), now, seconds, MANUAL)
-        result = {"id": call_id, "removed": "call", "duration": seconds,
-                  "cost": F.money_out(charge.cost) if charge else None}
     audit.record(session, object_type="call", object_id=call_id, object_name=before["call_id"][:200],
                  action="remove", actor=actor, context=context, changes={k: [v, None] for k, v in before.items()})
     return result

@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 from radiusd.errors import Conflict, UserError  # noqa: F401  (re-exported: F.UserError)
 from radiusd.models import MONEY_SCALE
+from radiusd.plain import RATE_FIELDS, amount_text, rate_text  # noqa: F401  (F.amount_text for callers)
 
 NONE_WORDS = ("", "none", "null", "-")
 UNLIMITED_WORDS = ("unlimited",) + NONE_WORDS
@@ -251,25 +252,6 @@ def money_out(value: Decimal | None) -> Decimal | None:
     if value is None:
         return None
     return Decimal(amount_text(value))
-
-
-# How money is written, in every command, table or JSON, and in the audit log (cli_output.plain
-# applies these): the store keeps 6 decimal places on both backends, and nothing shown is rounded.
-# An amount (balance, credit limit, cost, fee, refund) has at least cents and the places it needs
-# beyond them: 100.00, 0.0125, 1.583333. A rate (price per minute) always has all 6: 0.012500.
-RATE_FIELDS = frozenset({"price_per_minute"})
-_SCALE = Decimal(1).scaleb(-MONEY_SCALE)
-
-
-def amount_text(value) -> str:
-    text = format(Decimal(value).quantize(_SCALE), "f")
-    whole, _, places = text.partition(".")
-    places = places.rstrip("0")
-    return f"{whole}.{places.ljust(2, '0')}"
-
-
-def rate_text(value) -> str:
-    return format(Decimal(value).quantize(_SCALE), "f")
 
 
 def read_text_file(path) -> str:

@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, Integer, String, Text, func, insert, select, text
+from sqlalchemy import Boolean, Integer, String, Text, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,7 @@ from radiusd.admin import audit
 from radiusd.admin import fields as F
 from radiusd.errors import UserError
 from radiusd.models import Base, Money, UTCDateTime
+from radiusd.store import sql
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -249,10 +250,8 @@ def _reset_sequences(session: Session, tables: list[str]) -> None:
         table = Base.metadata.tables[name]
         if "id" not in table.c or not table.c.id.primary_key:
             continue
-        session.execute(text(
-            f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
-            f"COALESCE((SELECT max(id) FROM {name}), 0) + 1, false) "
-            f"WHERE pg_get_serial_sequence('{name}', 'id') IS NOT NULL"))
+        reset = sql.statement("postgresql", "seeds", "reset_sequence")
+        session.connection().exec_driver_sql(reset.format(table=table.name), {"table": table.name})
 
 
 def load_seed_text(session: Session, source: str, filename: str, *, actor: str, context: str = "seed") -> dict[str, int]:

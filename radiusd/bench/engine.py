@@ -17,7 +17,7 @@ import time
 
 from radiusd.bench.stats import KindStats
 from radiusd.bench.wire import ACCESS_ACCEPT, ACCESS_REJECT, ACCOUNTING_RESPONSE, LoadAccount, PacketFactory
-from radiusd.bench.wire import reply_is_genuine
+from radiusd.radius.codec import response_authenticator_ok
 
 MODES = ("auth", "acct", "calls")
 KINDS = ("auth", "acct-start", "acct-stop")
@@ -300,7 +300,7 @@ def run_once(opts: BenchOptions) -> dict:
                     counters["stray_replies"] += 1
                     continue
                 req = slots[data[1]]
-                if req is None or not reply_is_genuine(data, req.authenticator, secret):
+                if req is None or not response_authenticator_ok(data, req.authenticator, secret):
                     counters["stray_replies"] += 1
                     continue
                 st = stats[req.kind]

@@ -1,99 +1,34 @@
-"""RADIUS wire format for the load generator: attribute blocks and whole request packets.
+"""Requests for the load generator: attribute blocks and whole request packets.
 
-The block of attributes common to every request of a kind is encoded once with pyrad (from a
-small built-in dictionary); per-account blocks are encoded once and cached; per-request values
-(called number, call id, session id, times) are a few bytes concatenated. Then the header,
-Request Authenticator, PAP password and Message-Authenticator are computed per send.
+The wire format is radiusd.radius.codec's (the server's own). The block of attributes common
+to every request of a kind is encoded once; per-account blocks are encoded once and cached;
+per-request values (called number, call id, session id, times) are a few bytes concatenated.
+Then the header, Request Authenticator, PAP password and Message-Authenticator are computed per
+send.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
-import io
 import ipaddress
 import random
-import struct
 import time
 import zlib
 
-ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_REJECT = 1, 2, 3
-ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = 4, 5
+from radiusd.radius.codec import (
+    AccessAccept, AccessReject, AccessRequest, AccountingRequest, AccountingResponse, attribute, cisco_pair,
+    encode_request, hide_password, integer,
+)
 
-CISCO = 9
-MA_ZERO = b"\x50\x12" + bytes(16)
+ACCESS_REQUEST, ACCESS_ACCEPT, ACCESS_REJECT = AccessRequest, AccessAccept, AccessReject
+ACCOUNTING_REQUEST, ACCOUNTING_RESPONSE = AccountingRequest, AccountingResponse
 
-# Only what the generator sends; enough for pyrad to encode the common block and for tests
-# to decode what the generator puts on the wire.
-DICTIONARY = """
-ATTRIBUTE User-Name 1 string
-ATTRIBUTE User-Password 2 string
-ATTRIBUTE NAS-IP-Address 4 ipaddr
-ATTRIBUTE NAS-Port 5 integer
-ATTRIBUTE Service-Type 6 integer
-ATTRIBUTE Called-Station-Id 30 string
-ATTRIBUTE Calling-Station-Id 31 string
-ATTRIBUTE NAS-Identifier 32 string
-ATTRIBUTE Acct-Status-Type 40 integer
-ATTRIBUTE Acct-Delay-Time 41 integer
-ATTRIBUTE Acct-Session-Id 44 string
-ATTRIBUTE Acct-Session-Time 46 integer
-ATTRIBUTE Acct-Terminate-Cause 49 integer
-ATTRIBUTE Event-Timestamp 55 integer
-ATTRIBUTE NAS-Port-Type 61 integer
-ATTRIBUTE Message-Authenticator 80 octets
-ATTRIBUTE NAS-IPv6-Address 95 ipv6addr
-VENDOR Cisco 9
-BEGIN-VENDOR Cisco
-ATTRIBUTE Cisco-AVPair 1 string
-ATTRIBUTE h323-remote-address 23 string
-ATTRIBUTE h323-conf-id 24 string
-ATTRIBUTE h323-setup-time 25 string
-ATTRIBUTE h323-call-origin 26 string
-ATTRIBUTE h323-call-type 27 string
-ATTRIBUTE h323-connect-time 28 string
-ATTRIBUTE h323-disconnect-time 29 string
-ATTRIBUTE h323-disconnect-cause 30 string
-END-VENDOR Cisco
-"""
-
-
-def dictionary():
-    from pyrad.dictionary import Dictionary
-
-    return Dictionary(io.StringIO(DICTIONARY))
-
-
-def attr(code: int, value: bytes) -> bytes:
-    if len(value) > 253:
-        raise ValueError(f"attribute {code}: value longer than 253 bytes")
-    return bytes((code, len(value) + 2)) + value
-
-
-def cisco(code: int, name: str, value: str) -> bytes:
-    """A Cisco VSA in the `name=value` form Cisco gateways send."""
-    data = f"{name}={value}".encode()
-    if len(data) > 247:
-        raise ValueError(f"{name}: value longer than 247 bytes")
-    return bytes((26, len(data) + 8)) + b"\x00\x00\x00\x09" + bytes((code, len(data) + 2)) + data
-
-
-def integer(code: int, value: int) -> bytes:
-    return b"%c\x06" % code + struct.pack("!I", value)
-
-
-def pap_encrypt(password: bytes, secret: bytes, authenticator: bytes) -> bytes:
-    """RFC 2865 §5.2 User-Password hiding."""
-    if len(password) > 128:
-        raise ValueError("password longer than 128 bytes")
-    padded = password + bytes(-len(password) % 16 or (16 if not password else 0))
-    out = bytearray()
-    last = authenticator
-    for i in range(0, len(padded), 16):
-        key = hashlib.md5(secret + last).digest()
-        block = (int.from_bytes(padded[i:i + 16], "big") ^ int.from_bytes(key, "big")).to_bytes(16, "big")
-        out += block
-        last = block
-    return bytes(out)
+# attribute numbers the generator sends (dictionaries/dictionary.rfc2865, .rfc2866, .cisco)
+USER_NAME, USER_PASSWORD, NAS_IP_ADDRESS, SERVICE_TYPE = 1, 2, 4, 6
+CALLED_STATION_ID, CALLING_STATION_ID, NAS_IDENTIFIER = 30, 31, 32
+ACCT_STATUS_TYPE, ACCT_DELAY_TIME, ACCT_SESSION_ID, ACCT_SESSION_TIME, ACCT_TERMINATE_CAUSE = 40, 41, 44, 46, 49
+EVENT_TIMESTAMP, NAS_PORT_TYPE, NAS_IPV6_ADDRESS = 55, 61, 95
+# Cisco VSAs
+REMOTE_ADDRESS, CONF_ID, SETUP_TIME, CALL_ORIGIN, CALL_TYPE = 23, 24, 25, 26, 27
+CONNECT_TIME, DISCONNECT_TIME, DISCONNECT_CAUSE = 28, 29, 30
 
 
 def cisco_time(epoch: float) -> str:
@@ -145,39 +80,26 @@ class PacketFactory:
     """Builds the requests of one benchmark run; `secret` is bytes and never printed."""
 
     def __init__(self, secret: bytes, nas_address: str = "127.0.0.1", nas_identifier: str = "radiusd-bench"):
-        from pyrad.packet import Packet
-
         self.secret = secret
         self._rand = random.Random()
         self._time_cache = (0, "")
-        d = dictionary()
         nas_ip = ipaddress.ip_address(nas_address)
-        nas_attr = "NAS-IP-Address" if nas_ip.version == 4 else "NAS-IPv6-Address"
-
-        def block(**attrs) -> bytes:
-            p = Packet(dict=d, secret=secret)
-            for key, value in attrs.items():
-                p.AddAttribute(key.replace("_", "-"), value)
-            return p._PktEncodeAttributes()
-
-        common = {nas_attr: str(nas_ip), "NAS-Identifier": nas_identifier, "NAS-Port-Type": 5}
-        self.auth_common = block(**common, **{"Service-Type": 1, "h323-call-type": "h323-call-type=VoIP"})
+        common = (attribute(NAS_IP_ADDRESS if nas_ip.version == 4 else NAS_IPV6_ADDRESS, nas_ip.packed)
+                  + attribute(NAS_IDENTIFIER, nas_identifier.encode()) + integer(NAS_PORT_TYPE, 5))
+        voip = cisco_pair(CALL_TYPE, "h323-call-type", "VoIP")
+        self.auth_common = common + integer(SERVICE_TYPE, 1) + voip
         self.acct_common = {
-            (status, origin): block(**common, **{
-                "Acct-Status-Type": status,
-                "Acct-Delay-Time": 0,
-                "h323-call-type": "h323-call-type=VoIP",
-                "h323-call-origin": f"h323-call-origin={origin}",
-            })
+            (status, origin): common + integer(ACCT_STATUS_TYPE, status) + integer(ACCT_DELAY_TIME, 0)
+            + voip + cisco_pair(CALL_ORIGIN, "h323-call-origin", origin)
             for status in (1, 2) for origin in ("answer", "originate")
         }
-        self.stop_extra = integer(49, 1) + cisco(30, "h323-disconnect-cause", "10")
+        self.stop_extra = integer(ACCT_TERMINATE_CAUSE, 1) + cisco_pair(DISCONNECT_CAUSE, "h323-disconnect-cause", "10")
 
     def _account_block(self, acc: LoadAccount) -> bytes:
         if acc._blocks is None:
-            acc._blocks = attr(31, acc.calling.encode())
+            acc._blocks = attribute(CALLING_STATION_ID, acc.calling.encode())
             if acc.kind == "login":
-                acc._blocks += attr(1, acc.ident.encode())
+                acc._blocks += attribute(USER_NAME, acc.ident.encode())
         return acc._blocks
 
     def _now_text(self, epoch: float) -> str:
@@ -196,43 +118,34 @@ class PacketFactory:
         # four 8-hex-digit words like a Cisco gateway's; unique per run and call
         return f"{run_tag & 0xFFFFFFFF:08X} {(seq >> 32) & 0xFFFFFFFF:08X} {seq & 0xFFFFFFFF:08X} 0000B3C4"
 
+    def _caller(self, acc: LoadAccount, seq: int) -> bytes:
+        address = acc.caller_address(seq)
+        return attribute(USER_NAME, address.encode()) + cisco_pair(REMOTE_ADDRESS, "h323-remote-address", address)
+
     def access_request(self, ident: int, acc: LoadAccount, seq: int, conf_id: str) -> tuple[bytes, bytes]:
         """(packet, request authenticator). Message-Authenticator first, as BlastRADIUS advice says."""
         authenticator = self._rand.randbytes(16)
-        attrs = self.auth_common + self._account_block(acc) + attr(30, self.called_number(acc, seq).encode())
-        attrs += cisco(24, "h323-conf-id", conf_id)
+        attrs = (self.auth_common + self._account_block(acc)
+                 + attribute(CALLED_STATION_ID, self.called_number(acc, seq).encode())
+                 + cisco_pair(CONF_ID, "h323-conf-id", conf_id))
         if acc.kind == "ip":
-            address = acc.caller_address(seq)
-            attrs += attr(1, address.encode()) + cisco(23, "h323-remote-address", address)
+            attrs += self._caller(acc, seq)
         if acc.password:
-            attrs += attr(2, pap_encrypt(acc.password.encode(), self.secret, authenticator))
-        header = struct.pack("!BBH", ACCESS_REQUEST, ident, 38 + len(attrs)) + authenticator
-        mac = hmac.new(self.secret, header + MA_ZERO + attrs, "md5").digest()
-        return header + b"\x50\x12" + mac + attrs, authenticator
+            attrs += attribute(USER_PASSWORD, hide_password(acc.password.encode(), self.secret, authenticator))
+        return encode_request(ACCESS_REQUEST, ident, attrs, self.secret, authenticator)
 
     def accounting_request(self, ident: int, acc: LoadAccount, seq: int, conf_id: str, session_id: str,
                            status: int, origin: str, session_time: int, now: float) -> tuple[bytes, bytes]:
         """(packet, request authenticator) of an Accounting Start (1) or Stop (2)."""
         attrs = self.acct_common[(status, origin)] + self._account_block(acc)
         if acc.kind == "ip":
-            address = acc.caller_address(seq)
-            attrs += attr(1, address.encode()) + cisco(23, "h323-remote-address", address)
-        attrs += attr(30, self.called_number(acc, seq).encode()) + attr(44, session_id.encode())
-        attrs += cisco(24, "h323-conf-id", conf_id) + integer(55, int(now))
+            attrs += self._caller(acc, seq)
+        attrs += (attribute(CALLED_STATION_ID, self.called_number(acc, seq).encode())
+                  + attribute(ACCT_SESSION_ID, session_id.encode())
+                  + cisco_pair(CONF_ID, "h323-conf-id", conf_id) + integer(EVENT_TIMESTAMP, int(now)))
         setup = self._now_text(now - session_time) if status == 2 else self._now_text(now)
-        attrs += cisco(25, "h323-setup-time", setup) + cisco(28, "h323-connect-time", setup)
+        attrs += cisco_pair(SETUP_TIME, "h323-setup-time", setup) + cisco_pair(CONNECT_TIME, "h323-connect-time", setup)
         if status == 2:
-            attrs += integer(46, session_time) + self.stop_extra
-            attrs += cisco(29, "h323-disconnect-time", self._now_text(now))
-        head = struct.pack("!BBH", ACCOUNTING_REQUEST, ident, 20 + len(attrs))
-        authenticator = hashlib.md5(head + bytes(16) + attrs + self.secret).digest()
-        return head + authenticator + attrs, authenticator
-
-
-def reply_is_genuine(reply: bytes, request_authenticator: bytes, secret: bytes) -> bool:
-    """RFC 2865 §3 Response Authenticator check."""
-    length = int.from_bytes(reply[2:4], "big")
-    if length < 20 or length > len(reply):
-        return False
-    digest = hashlib.md5(reply[:4] + request_authenticator + reply[20:length] + secret).digest()
-    return hmac.compare_digest(digest, reply[4:20])
+            attrs += integer(ACCT_SESSION_TIME, session_time) + self.stop_extra
+            attrs += cisco_pair(DISCONNECT_TIME, "h323-disconnect-time", self._now_text(now))
+        return encode_request(ACCOUNTING_REQUEST, ident, attrs, self.secret)

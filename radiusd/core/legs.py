@@ -1,7 +1,7 @@
 """Pure arithmetic of one call leg: its duration, its times, its rate and its cost.
 
-The store (radiusd.store.accounting) decides *which* leg and account a packet is about; this
-module turns what is known about a finished leg into the numbers the CDR carries.
+radiusd.core.accounting decides *which* leg and account a packet is about and what happens to
+it; this module turns what is known about a leg into the numbers its row and CDR carry.
 """
 from __future__ import annotations
 

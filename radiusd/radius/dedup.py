@@ -47,9 +47,11 @@ class DuplicateCache:
                 break
             del self._entries[key]
 
-    def check(self, key: tuple, authenticator: bytes) -> tuple[str, bytes | None]:
-        """(NEW, None) and the request is now in progress; (REPLAY, reply); or (IN_PROGRESS, None)."""
-        now = self._clock()
+    def check(self, key: tuple, authenticator: bytes, now: float | None = None) -> tuple[str, bytes | None]:
+        """(NEW, None) and the request is now in progress; (REPLAY, reply); or (IN_PROGRESS, None).
+        `now`: monotonic seconds, read by the caller (the edge reads the clock once per packet)."""
+        if now is None:
+            now = self._clock()
         entry = self._entries.get(key)
         if entry is not None and entry.expires > now:
             if entry.authenticator == authenticator:
@@ -61,13 +63,13 @@ class DuplicateCache:
         self._expire(now)
         return NEW, None
 
-    def complete(self, key: tuple, authenticator: bytes, reply: bytes) -> None:
-        """Remember the reply sent for this request, for `ttl` seconds."""
+    def complete(self, key: tuple, authenticator: bytes, reply: bytes, now: float | None = None) -> None:
+        """Remember the reply sent for this request, for `ttl` seconds from `now`."""
         entry = self._entries.get(key)
         if entry is None or entry.authenticator != authenticator:
             return  # purged by a newer request meanwhile
         entry.reply = reply
-        entry.expires = self._clock() + self.ttl
+        entry.expires = (self._clock() if now is None else now) + self.ttl
         self._entries.move_to_end(key)
 
     def forget(self, key: tuple, authenticator: bytes) -> None:

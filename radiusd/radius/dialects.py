@@ -32,19 +32,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
-import hmac
 import ipaddress
 import re
 import struct
 from collections import OrderedDict
 
-from pyrad.packet import AcctPacket, AuthPacket, Packet, PacketError
+from pyrad.packet import Packet, PacketError
 
 from radiusd.core.facts import (
     AcctFacts, AuthFacts, ChapCredentials, Credentials, DigestCredentials, PapCredentials,
 )
 from radiusd.core.snapshot import NasInfo
+from radiusd.radius.codec import reveal_password
 from radiusd.radius.times import parse_epoch, parse_switch_time
 
 CISCO = 9
@@ -84,122 +83,6 @@ class MalformedRequest(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-
-
-# --- decoding -------------------------------------------------------------------------------
-
-_HEADER = struct.Struct("!BBH16s")
-_VENDOR = struct.Struct("!L")
-_TLV_CODES: dict[int, frozenset] = {}
-
-
-def _tlv_codes(dictionary) -> frozenset:
-    """Attribute numbers ((vendor, number) for VSAs) the dictionary declares as TLV."""
-    codes = _TLV_CODES.get(id(dictionary))
-    if codes is None:
-        found = set()
-        for attr in dictionary.attributes.values():
-            if attr.type == "tlv":
-                found.add((dictionary.vendors.GetForward(attr.vendor), attr.code) if attr.vendor else attr.code)
-        codes = _TLV_CODES[id(dictionary)] = frozenset(found)
-    return codes
-
-
-class _FastDecode:
-    """pyrad's DecodePacket, same result (attributes kept raw, by number or (vendor, number), in
-    order of first appearance; same errors) at a fraction of the cost: pyrad goes through its
-    name-translating __contains__/__setitem__ for every attribute. A dictionary with TLV
-    attributes takes pyrad's own path."""
-
-    def DecodePacket(self, packet: bytes) -> None:  # noqa: N802 (pyrad API)
-        if getattr(self, "dict", None) is None or _tlv_codes(self.dict):
-            return super().DecodePacket(packet)
-        try:
-            (self.code, self.id, length, self.authenticator) = _HEADER.unpack_from(packet, 0)
-        except struct.error:
-            raise PacketError("Packet header is corrupt") from None
-        if length < 20 or len(packet) < length:
-            raise PacketError("Packet has invalid length")
-        if length > 8192:
-            raise PacketError("Packet length is too long (%d)" % length)
-        packet = packet[:length]
-        self.raw_packet = packet
-        self.clear()
-        attributes: dict = {}
-        loc = 20
-        while loc < length:
-            if loc + 2 > length:
-                raise PacketError("Attribute header is corrupt")
-            key, attrlen = packet[loc], packet[loc + 1]
-            if attrlen < 2:
-                raise PacketError("Attribute length is too small (%d)" % attrlen)
-            value = packet[loc + 2:loc + attrlen]
-            loc += attrlen
-            if key == 26:
-                for sub_key, sub_value in _vendor_attributes(value):
-                    attributes.setdefault(sub_key, []).append(sub_value)
-                continue
-            if key == 80:
-                self.message_authenticator = True
-            attributes.setdefault(key, []).append(value)
-        for key, values in attributes.items():
-            OrderedDict.__setitem__(self, key, values)
-
-
-def _vendor_attributes(data: bytes) -> list:
-    """A Vendor-Specific attribute -> [((vendor, type), value)], or [(26, data)] if it is not in
-    the RFC 2865 recommended form (as pyrad keeps it)."""
-    if len(data) < 6:
-        return [(26, data)]
-    vendor = _VENDOR.unpack_from(data, 0)[0]
-    found = []
-    loc, end = 4, len(data)
-    while loc < end:
-        if end - loc < 2:
-            return [(26, data)]
-        atype, length = data[loc], data[loc + 1]
-        if length < 2 or loc + length > end:
-            return [(26, data)]
-        found.append(((vendor, atype), data[loc + 2:loc + length]))
-        loc += length
-    return found
-
-
-_ZERO16 = bytes(16)
-_ZERO_VECTOR_CODES = frozenset({4, 5, 40, 43})   # Accounting-Request/-Response, Disconnect-, CoA-Request
-
-
-def message_authenticator_ok(pkt: Packet, secret: bytes) -> bool:
-    """RFC 2869 5.14 check of a received request from its raw bytes: HMAC-MD5 over the packet
-    with the (first) Message-Authenticator zeroed, and for Accounting-Request the Request
-    Authenticator too. Same answer as pyrad's verify_message_authenticator, which re-walks the
-    attributes with struct.unpack; False when there is none or it is not 16 octets."""
-    raw = pkt.raw_packet
-    if not raw:
-        return bool(pkt.message_authenticator) and pkt.verify_message_authenticator()
-    loc, end = 20, len(raw)
-    while loc + 2 <= end:
-        kind, length = raw[loc], raw[loc + 1]
-        if length < 2:
-            break
-        if kind == 80:
-            value = raw[loc + 2:loc + length]
-            if len(value) != 16:
-                return False
-            data = raw[:loc + 2] + _ZERO16 + raw[loc + length:]
-            if raw[0] in _ZERO_VECTOR_CODES:   # e.g. Accounting-Request: the vector is 16 zero octets
-                data = data[:4] + _ZERO16 + data[20:]
-            return hmac.compare_digest(value, hmac.new(secret, data, hashlib.md5).digest())
-        loc += length
-    return False
-
-
-class FastAuthPacket(_FastDecode, AuthPacket):
-    """An AuthPacket decoded by `_FastDecode`; everything else is pyrad's."""
-
-
-class FastAcctPacket(_FastDecode, AcctPacket):
-    """An AcctPacket decoded by `_FastDecode`; everything else is pyrad's."""
 
 
 # --- raw attribute access -------------------------------------------------------------------
@@ -422,7 +305,7 @@ def credentials(pkt: Packet, nas: NasInfo, user_name: str | None) -> Credentials
     passwords = raw_values(pkt, USER_PASSWORD)
     if passwords:
         try:
-            return PapCredentials(pkt.PwDecrypt(passwords[0]))
+            return PapCredentials(reveal_password(passwords[0], pkt.secret, pkt.authenticator))
         except PacketError as exc:
             raise MalformedRequest("malformed", f"User-Password: {exc}") from None
     chap = raw_values(pkt, CHAP_PASSWORD)

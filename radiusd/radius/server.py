@@ -1,18 +1,18 @@
-"""The UDP server: asyncio listeners for auth and accounting, and the per-packet pipeline.
+"""The UDP server: asyncio listeners for auth and accounting around the sans-I/O endpoint.
 
-    datagram -> NAS by source (pytricia) -> decode -> authenticators -> duplicate cache
-      Access-Request:     facts -> plan_call (in the loop: pure, fast) -> ReservationBatcher
-                          (one thread: every waiting call plan decided in one store
-                          transaction, results back in one loop callback per batch)
-                          -> Access-Accept / Access-Reject (encoded in radiusd.radius.replies)
-      Accounting-Request: facts -> AccountingWriter.submit -> Accounting-Response only once
-                          the record is durable (store or fsync'ed spool); otherwise no answer
-      Status-Server:      Access-Accept / Accounting-Response (known NAS, valid MA only)
+    datagram -> clock read -> Endpoint.datagram (radiusd.radius.endpoint: NAS, decode, checks,
+                duplicate cache, dialect facts, plan_call) -> actions, carried out here:
+      Send       sendto on the listener the request came in on
+      Drop       radiusd_packets_dropped_total{reason} + one JSON log line (rate-limited)
+      Count, Log metrics and log lines
+      Authorize  ReservationBatcher (one thread: every waiting call plan decided in one store
+                 transaction, results back in one loop callback per batch) -> Endpoint.authorized
+      Record     AccountingWriter.submit -> once the record is durable (store or fsync'ed spool)
+                 Endpoint.recorded -> Accounting-Response; otherwise no answer
 
-Drops are silent on the wire and visible in the log (one JSON line) and in
-`radiusd_packets_dropped_total{reason}`. The admin data snapshot is reloaded in the background
-when the store version counter moves (poll every `snapshot_poll_seconds`), on SIGHUP, and
-swapped in atomically together with the NAS lookup table.
+The admin data snapshot is reloaded in the background when the store version counter moves
+(poll every `snapshot_poll_seconds`), on SIGHUP, and swapped in atomically together with the NAS
+lookup table.
 """
 from __future__ import annotations
 
@@ -24,51 +24,38 @@ import gc
 import os
 import signal
 import socket
+import sys
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, replace
+from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
-from pyrad.dictionary import Dictionary
-from pyrad.packet import (
-    AccessRequest, AccountingRequest, PacketError, StatusServer,
-)
 from sqlalchemy.exc import SQLAlchemyError
 
 from radiusd.config import Settings
-from radiusd.core.authorize import plan_call
-from radiusd.core.decision import Accept, CallPlan, Reject
+from radiusd.core.decision import Reject
 from radiusd.core.reasons import RejectReason
-from radiusd.core.snapshot import NasInfo, Snapshot
-from radiusd.logging_setup import get_logger
-from radiusd.metrics import Metrics, MetricsServer
-from radiusd.radius import dialects, replies
-from radiusd.radius.dedup import IN_PROGRESS, REPLAY, DuplicateCache
-from radiusd.radius.dialects import FastAcctPacket, FastAuthPacket
-from radiusd.radius.ma_policy import MessageAuthenticatorGuard
-from radiusd.radius.nas_table import NasTable, canonical_source
+from radiusd.core.snapshot import Snapshot
+from radiusd.db import current_store_version, open_store, safe_url
+from radiusd.logging_setup import configure, get_logger
+from radiusd.metrics import Metrics, MetricsServer, WorkerReport, supervised
+from radiusd.radius.codec import DictionaryError, load_dictionary
+from radiusd.radius.endpoint import (
+    ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, LearnMessageAuthenticator, Log, Now, Record, Send,
+)
+from radiusd.radius.nas_table import NasTable
+from radiusd.store import sweeper
+from radiusd.store.accounting_writer import AccountingWriter
 from radiusd.store.capacity import ReservationBatcher
 from radiusd.store.nas_learning import record_message_authenticator_seen
+from radiusd.store.snapshot_loader import load_snapshot_from
 
-AUTH, ACCT = "auth", "acct"
-MAX_IN_FLIGHT = 2048   # Access-Requests being decided at once, per process
 UDP_RCVBUF = 4 * 1024 * 1024   # per listening socket (the kernel reports twice this: bookkeeping)
 UTC = dt.timezone.utc
-_DICTIONARIES: dict[str, Dictionary] = {}
 
 
 class StartupError(RuntimeError):
     """The server cannot start (port taken, store unreachable); the message says why."""
-
-
-def load_dictionary(directory: str) -> Dictionary:
-    path = str(Path(directory) / "dictionary")
-    if path not in _DICTIONARIES:
-        try:
-            _DICTIONARIES[path] = Dictionary(path)
-        except (OSError, Exception) as exc:  # pyrad raises ParseError / IOError
-            raise StartupError(f"dictionary {path}: {exc}") from None
-    return _DICTIONARIES[path]
 
 
 # --- sockets --------------------------------------------------------------------------------
@@ -175,22 +162,6 @@ class LogLimiter:
         return suppressed
 
 
-class _Pending:
-    """An Access-Request between its arrival and its answer."""
-    __slots__ = ("listener", "addr", "key", "pkt", "nas", "snapshot", "source", "facts", "started", "plan")
-
-    def __init__(self, listener, addr, key, pkt, nas, snapshot, source, facts, started, plan):
-        self.listener, self.addr, self.key, self.pkt, self.nas = listener, addr, key, pkt, nas
-        self.snapshot, self.source, self.facts, self.started, self.plan = snapshot, source, facts, started, plan
-
-
-@dataclass(frozen=True)
-class EdgeState:
-    """What a packet is checked against; replaced as a whole on reload, never mutated."""
-    snapshot: Snapshot
-    nas_table: NasTable
-
-
 class _Listener(asyncio.DatagramProtocol):
     def __init__(self, server: "RadiusServer", kind: str):
         self.server = server
@@ -221,20 +192,20 @@ class RadiusServer:
         self.reuse_port = reuse_port
         self.run_sweeper = run_sweeper
         self.log = get_logger().bind()   # bound once: the lazy proxy would re-bind on every line
-        self.dictionary = load_dictionary(settings.dictionary_dir)
+        try:
+            dictionary = load_dictionary(settings.dictionary_dir)
+        except DictionaryError as exc:
+            raise StartupError(str(exc)) from None
+        self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model)
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
-        self.ma_guard = MessageAuthenticatorGuard(self.log, self.metrics, lambda nas, now: self.pool.submit(
-            record_message_authenticator_seen, self.sessions, nas.id, now))
-        self.caches = {kind: DuplicateCache(settings.duplicate_cache_seconds) for kind in (AUTH, ACCT)}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")  # snapshot, sweeper
         self.writer = None
         self.batcher: ReservationBatcher | None = None
         self.metrics_server: MetricsServer | None = None
         self.listeners: list[_Listener] = []
         self.addresses: list[tuple[str, str, int]] = []   # (kind, address, port) actually bound
-        self._in_flight = 0                           # Access-Requests waiting for the store
         self._background: set[asyncio.Task] = set()   # snapshot poll, sweeper
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -244,13 +215,14 @@ class RadiusServer:
         # wakes the loop once (one self-pipe write per committed group, not one per record).
         self._acks: deque = deque()
         self._acks_scheduled = False
+        self._execute = {Send: self._send, Drop: self._drop, Count: self._count, Log: self._log,
+                         Authorize: self._authorize, Record: self._record,
+                         LearnMessageAuthenticator: self._learn_message_authenticator}
 
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        from radiusd.store.snapshot_loader import load_snapshot_from
-
         if not self.reuse_port:
             probe_ports(self.settings)   # a busy port fails fast, before the spool is opened
 
@@ -262,26 +234,27 @@ class RadiusServer:
         self.store_up = True
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
-        if self.writer is not None:
-            self.writer.start()
+        self.writer.start()
         for kind, address, sock in open_listeners(self.settings, self.reuse_port):
             transport, protocol = await self.loop.create_datagram_endpoint(lambda k=kind: _Listener(self, k), sock=sock)
             self.listeners.append(protocol)
             self.addresses.append((kind, address, sock.getsockname()[1]))
-        if self.settings.metrics_port:
-            port = self.settings.metrics_port + self.worker_index
+        self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
+        self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
+        self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
+        self.metrics.gauge("radiusd_nas_message_authenticator_required",
+                           lambda: self.endpoint.ma.required_count(self.state.snapshot))
+        self.metrics.gauge("radiusd_nas_message_authenticator_learned",
+                           lambda: self.endpoint.ma.learned_count(self.state.snapshot))
+        if supervised():  # --workers N: the supervisor serves one endpoint for all workers
+            self.metrics_server = WorkerReport(self.metrics, self.health, self.worker_index).start()
+        elif self.settings.metrics_port:
+            port = self.settings.metrics_port
             try:
                 self.metrics_server = MetricsServer(self.metrics, self.health, self.settings.metrics_bind, port).start()
             except OSError as exc:
                 await self.stop()
                 raise StartupError(f"metrics port {port} on {self.settings.metrics_bind}: {exc.strerror}") from None
-        self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
-        self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
-        self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
-        self.metrics.gauge("radiusd_nas_message_authenticator_required",
-                           lambda: self.ma_guard.required_count(self.state.snapshot))
-        self.metrics.gauge("radiusd_nas_message_authenticator_learned",
-                           lambda: self.ma_guard.learned_count(self.state.snapshot))
         self._spawn(self._poll_snapshot())
         if self.run_sweeper:
             self._spawn(self._sweep())
@@ -293,12 +266,7 @@ class RadiusServer:
             metrics_port=self.metrics_server.port if self.metrics_server else None,
         )
 
-    def _make_writer(self):
-        try:
-            from radiusd.store.accounting_writer import AccountingWriter
-        except ModuleNotFoundError:
-            self.log.warning("accounting.unavailable", detail="radiusd.store.accounting_writer missing")
-            return None
+    def _make_writer(self) -> AccountingWriter:
         settings = self.settings
         if self.worker_index > 0:
             # A spool is owned (flock) by one process: worker 0 uses the configured path (the same
@@ -331,18 +299,19 @@ class RadiusServer:
         if self._stopping:
             return
         self._stopping = True
+        self.endpoint.accepting = False
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         deadline = time.monotonic() + 5
-        while self._in_flight > 0 and time.monotonic() < deadline:
+        while self.endpoint.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
         if self.batcher is not None:
             await loop.run_in_executor(None, self.batcher.stop)
         if self.writer is not None:
             await loop.run_in_executor(None, self.writer.stop)
-            await asyncio.sleep(0.05)   # let the last acknowledgements (call_soon_threadsafe) run
+            self._drain_acks()   # the writer has stopped: its last acknowledgements are all queued
         for listener in self.listeners:
             if listener.transport is not None:
                 listener.transport.close()
@@ -362,7 +331,7 @@ class RadiusServer:
 
     def _swap(self, snapshot: Snapshot) -> None:
         self.state = EdgeState(snapshot, NasTable.from_snapshot(snapshot))
-        self.ma_guard.snapshot_loaded(snapshot)
+        self.endpoint.ma.snapshot_loaded()
         # The snapshot is millions of long-lived objects: without this every collection of the
         # oldest generation walks all of them (measured: ~15 % of the per-packet CPU at 100,000
         # accounts). Frozen objects are still freed by reference counting when a newer snapshot
@@ -370,9 +339,6 @@ class RadiusServer:
         gc.freeze()
 
     def _load_if_changed(self, known_version: int, force: bool) -> Snapshot | None:
-        from radiusd.db import current_store_version
-        from radiusd.store.snapshot_loader import load_snapshot_from
-
         if not force:
             with self.sessions() as session:
                 if current_store_version(session) == known_version:
@@ -409,19 +375,14 @@ class RadiusServer:
                           nas=len(snapshot.nas), accounts=len(snapshot.accounts))
 
     async def _sweep(self) -> None:
-        try:
-            from radiusd.store import sweeper
-        except ModuleNotFoundError:
-            return
-        sweep = getattr(sweeper, "sweep", None)
-        if sweep is None:
-            return
         interval = max(1.0, min(30.0, self.settings.reservation_ttl / 2))
         while True:
             await asyncio.sleep(interval)
             try:
                 now = dt.datetime.now(UTC)
-                await self.loop.run_in_executor(self.pool, sweep, self.sessions, now, self.settings)
+                done = await self.loop.run_in_executor(self.pool, sweeper.sweep, self.sessions, now, self.settings)
+                if done.get("cdr_partitions_skipped"):  # months left to `db partitions --move-default`
+                    self.metrics.inc("radiusd_cdr_partitions_skipped_total", done["cdr_partitions_skipped"])
             except Exception as exc:
                 self.metrics.inc("radiusd_store_errors_total", operation="sweep")
                 self.log.warning("sweeper.failed", error=exc.__class__.__name__)
@@ -443,119 +404,64 @@ class RadiusServer:
             "nas": len(self.state.snapshot.nas) if self.state else 0,
         }
 
-    # --- packets ------------------------------------------------------------------------
+    # --- packets: the endpoint decides, this carries out ----------------------------------
 
-    def _drop(self, kind: str, reason: str, source: str, nas: NasInfo | None = None, **extra) -> None:
-        self.metrics.inc("radiusd_packets_dropped_total", port=kind, reason=reason)
-        suppressed = self.drop_log_limiter.allow((kind, reason, source))
-        if suppressed is not None:
-            self.log.warning("packet.dropped", port=kind, reason=reason, source=source,
-                             nas=nas.name if nas else None, suppressed=suppressed or None, **extra)
+    @staticmethod
+    def now() -> Now:
+        return Now(dt.datetime.now(UTC), time.monotonic())
 
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
-        kind = listener.kind
-        source = canonical_source(addr[0])
-        self.metrics.inc("radiusd_packets_received_total", port=kind)
-        if self._stopping:
-            return self._drop(kind, "shutting_down", source)
-        state = self.state
-        nas = state.nas_table.lookup(source)
-        if nas is None:
-            return self._drop(kind, "unknown_nas", source)
-        if not nas.active:
-            return self._drop(kind, "inactive_nas", source, nas)
-        if len(data) < 20:
-            return self._drop(kind, "malformed", source, nas, detail="shorter than a RADIUS header")
-        code = data[0]
-        allowed = (AccessRequest, StatusServer) if kind == AUTH else (AccountingRequest, StatusServer)
-        if code not in allowed:
-            return self._drop(kind, "unsupported_code", source, nas, code=code)
-        packet_class = FastAuthPacket if kind == AUTH else FastAcctPacket
-        try:
-            pkt = packet_class(packet=data, dict=self.dictionary, secret=nas.secret)
-        except (PacketError, ValueError, KeyError, IndexError, TypeError) as exc:
-            return self._drop(kind, "malformed", source, nas, detail=str(exc)[:120])
-        reason = self.ma_guard.verify(pkt, nas)
-        if reason:
-            return self._drop(kind, reason, source, nas, id=pkt.id)
-        key = (addr[0], addr[1], pkt.id)
-        verdict, cached = self.caches[kind].check(key, pkt.authenticator)
-        if verdict == REPLAY:
-            self.metrics.inc("radiusd_duplicates_total", port=kind, kind="replayed")
-            self.log.info("packet.duplicate", port=kind, source=source, nas=nas.name, id=pkt.id, action="replayed")
-            listener.transport.sendto(cached, addr)
-            return
-        if verdict == IN_PROGRESS:
-            self.metrics.inc("radiusd_duplicates_total", port=kind, kind="in_progress")
-            return self._drop(kind, "duplicate_in_progress", source, nas, id=pkt.id)
-        if self.caches[kind].conflicts:
-            self.metrics.inc("radiusd_duplicates_total", self.caches[kind].conflicts, port=kind, kind="conflict")
-            self.caches[kind].conflicts = 0
-        if code == StatusServer:
-            reply = replies.status_reply(pkt)
-            self._send(listener, addr, key, pkt, reply, kind)
-            self.metrics.inc("radiusd_status_server_total", port=kind)
-            return
-        if kind == AUTH:
-            if self._in_flight >= MAX_IN_FLIGHT:
-                # Past this the answers would come too late for the switch anyway; its
-                # retransmission (or its next server) gets a chance once we have caught up.
-                self.caches[AUTH].forget(key, pkt.authenticator)
-                return self._drop(kind, "overloaded", source, nas)
-            self._authorize(listener, addr, key, pkt, nas, state, source)
-        else:
-            self._account(listener, addr, key, pkt, nas, source)
+        self.execute(self.endpoint.datagram(listener.kind, data, addr, self.now(), self.state, listener))
 
-    def _send(self, listener: _Listener, addr, key, pkt, reply: bytes, kind: str) -> None:
-        self.caches[kind].complete(key, pkt.authenticator, reply)
-        if listener.transport is not None and not listener.transport.is_closing():
-            listener.transport.sendto(reply, addr)
+    def execute(self, actions: list) -> None:
+        execute = self._execute
+        for action in actions:
+            execute[type(action)](action)
+
+    def _send(self, action: Send) -> None:
+        transport = action.via.transport
+        if transport is not None and not transport.is_closing():
+            transport.sendto(action.data, action.addr)
+
+    def _drop(self, action: Drop) -> None:
+        self.metrics.inc("radiusd_packets_dropped_total", port=action.port, reason=action.reason)
+        suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source))
+        if suppressed is not None:
+            self.log.warning("packet.dropped", port=action.port, reason=action.reason, source=action.source,
+                             nas=action.nas, suppressed=suppressed or None, **action.fields)
+
+    def _count(self, action: Count) -> None:
+        self.metrics.inc(action.metric, action.amount, **action.labels)
+
+    def _log(self, action: Log) -> None:
+        getattr(self.log, action.level)(action.event, **action.fields)
 
     # --- authorization ------------------------------------------------------------------
 
-    def _authorize(self, listener, addr, key, pkt, nas: NasInfo, state: EdgeState, source: str) -> None:
-        """What the snapshot can answer is decided here, in the loop (pure and fast); a call
-        plan then waits for the reservation batcher, whose results come back once per batch."""
-        started = time.perf_counter()
-        try:
-            facts = dialects.auth_facts(pkt, nas, source)
-        except dialects.MalformedRequest as exc:
-            self.caches[AUTH].forget(key, pkt.authenticator)
-            return self._drop(AUTH, exc.reason, source, nas, detail=exc.detail)
-        now = dt.datetime.now(UTC)
-        try:
-            decision = plan_call(facts, state.snapshot, now)
-        except Exception:
-            self.log.exception("auth.internal_error", nas=nas.name, stage="plan_call")
-            decision = Reject(RejectReason.SERVICE_UNAVAILABLE, detail="internal error in plan_call")
-        request = _Pending(listener, addr, key, pkt, nas, state.snapshot, source, facts, started, None)
-        if isinstance(decision, CallPlan):
-            if self.batcher is None:
-                decision = Reject(RejectReason.SERVICE_UNAVAILABLE, decision.account.id, decision.client.id,
-                                  "no store")
-            else:
-                request.plan = decision
-                self._in_flight += 1
-                self.batcher.submit(decision, now, request)
-                return
-        self._answer(request, decision)
+    def _authorize(self, action: Authorize) -> None:
+        request = action.request
+        if self.batcher is None:
+            plan = request.plan
+            reject = Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "no store")
+            return self.execute(self.endpoint.authorized(request, reject, self.now()))
+        self.batcher.submit(request.plan, request.received.utc, request)
 
     def _deliver_reservations(self, pairs) -> None:
         """From the batcher thread: one hop into the event loop per batch, not per request."""
         self.loop.call_soon_threadsafe(self._reserved, pairs)
 
     def _reserved(self, pairs) -> None:
+        now = self.now()
         for request, result in pairs:
-            self._in_flight -= 1
             try:
                 if isinstance(result, BaseException):
                     result = self._store_failure(request, result)
-                self._answer(request, result)
+                self.execute(self.endpoint.authorized(request, result, now))
             except Exception:  # a bug must cost one request, never the batch
                 self.metrics.inc("radiusd_packets_dropped_total", port=AUTH, reason="internal_error")
                 self.log.exception("packet.internal_error", port=AUTH, source=request.source)
 
-    def _store_failure(self, request: "_Pending", exc: BaseException) -> Reject:
+    def _store_failure(self, request, exc: BaseException) -> Reject:
         plan, nas = request.plan, request.nas
         self.metrics.inc("radiusd_store_errors_total", operation="reserve_call")
         if isinstance(exc, SQLAlchemyError):
@@ -564,55 +470,27 @@ class RadiusServer:
         self.log.error("auth.internal_error", nas=nas.name, stage="reserve_call", exc_info=exc)
         return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "internal error")
 
-    def _answer(self, request: "_Pending", decision: Accept | Reject) -> None:
-        pkt, nas = request.pkt, request.nas
-        if isinstance(decision, Accept):
-            reply = replies.accept_reply(pkt, decision, nas, self.settings.billing_model)
-        else:
-            reply = replies.reject_reply(pkt, decision.reason)
-        self._log_decision(nas, request.source, request.facts, decision, request.snapshot, request.started)
-        self._send(request.listener, request.addr, request.key, pkt, reply, AUTH)
+    def _learn_message_authenticator(self, action: LearnMessageAuthenticator) -> None:
+        """Store that an `auto` NAS sent Message-Authenticator, off the event loop."""
+        nas = action.nas
 
-    def _log_decision(self, nas, source, facts, decision, snapshot: Snapshot, started: float) -> None:
-        latency_ms = round((time.perf_counter() - started) * 1000, 2)
-        if isinstance(decision, Accept):
-            plan = decision.plan
-            self.metrics.inc("radiusd_auth_decisions_total", outcome="accept", reason="none")
-            self.log.info(
-                "auth.decision", outcome="accept", nas=nas.name, source=source, account=plan.account.name,
-                client=plan.client.name, h323_return_code=0, called=plan.called_number,
-                calling=facts.calling_number, call_id=facts.call_id, max_duration=decision.max_duration,
-                rate_prefix=plan.rate.prefix, latency_ms=latency_ms,
-            )
-            return
-        account = snapshot.accounts.get(decision.account_id) if decision.account_id else None
-        client = snapshot.clients.get(decision.client_id) if decision.client_id else None
-        reason = decision.reason
-        self.metrics.inc("radiusd_auth_decisions_total", outcome="reject", reason=reason.name.lower())
-        self.log.info(
-            "auth.decision", outcome="reject", nas=nas.name, source=source,
-            account=account.name if account else None, client=client.name if client else None,
-            user_name=facts.user_name, reason=reason.name.lower(), h323_return_code=reason.return_code,
-            detail=decision.detail or None, called=facts.called_number, calling=facts.calling_number,
-            call_id=facts.call_id, latency_ms=latency_ms,
-        )
+        def done(future) -> None:  # in the store thread
+            error = future.exception()
+            self.loop.call_soon_threadsafe(
+                lambda: self.execute(self.endpoint.message_authenticator_recorded(nas, error)))
+
+        try:
+            self.pool.submit(record_message_authenticator_seen, self.sessions, nas.id,
+                             self.now().utc).add_done_callback(done)
+        except RuntimeError as exc:  # the store pool is already shut down (stopping)
+            self.execute(self.endpoint.message_authenticator_recorded(nas, exc))
 
     # --- accounting ---------------------------------------------------------------------
 
-    def _account(self, listener, addr, key, pkt, nas: NasInfo, source: str) -> None:
-        warnings: list[str] = []
-        try:
-            facts = dialects.acct_facts(pkt, nas, source, dt.datetime.now(UTC), warnings)
-        except dialects.MalformedRequest as exc:
-            self.caches[ACCT].forget(key, pkt.authenticator)
-            return self._drop(ACCT, exc.reason, source, nas, detail=exc.detail)
-        for warning in warnings:
-            self.log.warning("accounting.attribute", nas=nas.name, source=source, detail=warning)
+    def _record(self, action: Record) -> None:
+        request = action.request
         if self.writer is None:
-            self.caches[ACCT].forget(key, pkt.authenticator)
-            return self._drop(ACCT, "not_recorded", source, nas, detail="no accounting writer")
-        started = time.perf_counter()
-        request = (listener, addr, key, pkt, nas, source, facts, started)
+            return self.execute(self.endpoint.not_recorded(request, "no accounting writer"))
         acks = self._acks
 
         def on_done(ok: bool) -> None:  # called from the writer thread
@@ -625,11 +503,9 @@ class RadiusServer:
                     pass  # loop closed during shutdown: no answer, the NAS retransmits to the next run
 
         try:
-            self.writer.submit(facts, on_done)
+            self.writer.submit(request.facts, on_done)
         except Exception as exc:
-            self.caches[ACCT].forget(key, pkt.authenticator)
-            self.metrics.inc("radiusd_store_errors_total", operation="accounting")
-            return self._drop(ACCT, "not_recorded", source, nas, detail=exc.__class__.__name__)
+            self.execute(self.endpoint.not_recorded(request, exc.__class__.__name__))
 
     def _drain_acks(self) -> None:
         """Answer every acknowledged Accounting-Request waiting in `_acks` (a group's worth)."""
@@ -640,37 +516,17 @@ class RadiusServer:
         done = []
         while acks:
             done.append(acks.popleft())
-        # Count before answering, so a switch that sees its answer also sees it in /metrics.
-        recorded: dict[str, int] = {}
-        for request, ok in done:
-            if ok:
-                status = request[6].status
-                recorded[status] = recorded.get(status, 0) + 1
-        for status, count in recorded.items():
-            self.metrics.inc("radiusd_accounting_total", count, status=status)
-        for request, ok in done:
-            try:
-                self._accounted(*request, ok)
-            except Exception:
-                self.log.exception("packet.internal_error", port=ACCT, source=request[5])
-
-    def _accounted(self, listener, addr, key, pkt, nas, source, facts, started: float, ok: bool) -> None:
-        """Answer one acknowledged request (radiusd_accounting_total is counted by the caller)."""
-        if not ok:
-            self.caches[ACCT].forget(key, pkt.authenticator)
-            self.metrics.inc("radiusd_store_errors_total", operation="accounting")
-            return self._drop(ACCT, "not_recorded", source, nas, status=facts.status, leg_key=facts.leg_key)
-        self.log.info(
-            "accounting.recorded", nas=nas.name, source=source, status=facts.status, leg_key=facts.leg_key,
-            call_id=facts.call_id, leg=facts.leg, latency_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-        self._send(listener, addr, key, pkt, replies.accounting_reply(pkt), ACCT)
+        if not done:
+            return
+        try:
+            self.execute(self.endpoint.recorded(done, self.now()))
+        except Exception:
+            self.log.exception("packet.internal_error", port=ACCT, source=done[0][0].source)
 
 
 # --- running --------------------------------------------------------------------------------
 
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
-    from radiusd.db import open_store
     from radiusd.errors import UserError
 
     try:
@@ -679,7 +535,7 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
     except UserError as exc:  # no radiusd store at this URL, or not a sqlite/postgresql URL
         raise StartupError(str(exc)) from None
     except Exception as exc:  # missing driver, server down
-        raise StartupError(f"cannot open the store {_redact(settings.database_url)}: {exc.__class__.__name__}: {exc}") from None
+        raise StartupError(f"cannot open the store {safe_url(settings.database_url)}: {exc.__class__.__name__}: {exc}") from None
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
                           run_sweeper=run_sweeper)
     try:
@@ -692,15 +548,6 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
     return 0
 
 
-def _redact(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(unparseable URL)"
-
-
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True) -> int:
     """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
     return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper))
@@ -708,10 +555,6 @@ def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = Fal
 
 def worker_main(settings: Settings, worker_index: int) -> None:
     """Entry point of a worker process started by the supervisor."""
-    import sys
-
-    from radiusd.logging_setup import configure
-
     configure(settings.log_level, worker=worker_index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it
     try:

@@ -9,12 +9,12 @@ One writer thread owns every accounting write of the process:
   `batch_max`; when idle, what arrives within `linger` seconds of the first) and applies it in
   ONE transaction; after COMMIT it acknowledges each record. One fsync of the store's log covers
   the whole group.
-- **Fast path first**: the group is applied without savepoints by `apply_group` — on PostgreSQL
-  decided in memory and written with a fixed set of prepared statements in two round trips
-  (load, write) plus COMMIT, whatever its size. Only if that fails for a reason other than the
-  store being away is the group redone with a SAVEPOINT per record, so one bad record doesn't
-  sink the others (then, if the COMMIT itself fails, record by record). A deadlock with another
-  writer is retried, not spooled.
+- **Fast path first**: the group is applied without savepoints by `apply_group`
+  (radiusd.store.accounting: load the group's legs, fold its events through the core, write; on
+  PostgreSQL two round trips plus COMMIT whatever its size). Only if that fails for a reason
+  other than the store being away is the group redone with a SAVEPOINT per record, so one bad
+  record doesn't sink the others (then, if the COMMIT itself fails, record by record). A deadlock
+  with another writer is retried, not spooled.
 - The writer keeps its own PostgreSQL connection between groups (no pool checkout and ping per
   group); a broken one is replaced once before the store counts as away.
 - A record the store refuses for data reasons (a bug, a value the schema can't hold) is written
@@ -36,10 +36,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import re
 import threading
 import time
-from decimal import Decimal
 from pathlib import Path
 from typing import Callable
 
@@ -48,16 +46,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
-from radiusd.core import legs
-from radiusd.core.causes import describe
 from radiusd.core.facts import AcctFacts
-from radiusd.core.legs import charge_leg, leg_duration, strip_tech_prefix
 from radiusd.core.snapshot import Snapshot
-from radiusd.models import ActiveCall, Cdr, UTCDateTime
-from radiusd.store.accounting import (
-    KEY_SIZE, SnapshotCatalog, _call_id, _clip, _identify, _prefix_of, apply, fit_key,
-)
-from radiusd.store.capacity import reservation_key
+from radiusd.store.accounting import apply, apply_group
 from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
 
 log = structlog.get_logger("radiusd.accounting_writer")
@@ -96,8 +87,9 @@ class AccountingWriter:
         self.snapshot_getter = snapshot_getter
         # PostgreSQL: the writer keeps one connection between groups (a pool checkout would
         # ping it every time: one more round trip per group); it is replaced when it breaks.
-        engine = sessions.kw.get("bind")
-        self._engine = engine if getattr(engine, "dialect", None) is not None and engine.dialect.name == "postgresql" else None
+        with sessions() as probe:  # (no connection is made: only the bind is read)
+            engine = probe.get_bind()
+        self._engine = engine if engine.dialect.name == "postgresql" else None
         self._connection = None
         self.settings = settings
         self.batch_max = batch_max
@@ -339,14 +331,15 @@ class AccountingWriter:
             return
         self.store_ok = True
         self.counters["groups"] += 1
+        self._answer(batch, refused)
+
+    def _answer(self, batch: list, refused: list[tuple[AcctFacts, str]]) -> None:
+        """Acknowledge a committed batch; its refused records once they are in the dead-letter file."""
         bad = {id(facts) for facts, _ in refused}
         kept = self._dead_letter(refused)
+        self.counters["committed"] += len(batch) - len(bad)
         for facts, on_done in batch:
-            if id(facts) in bad:
-                _call(on_done, kept)
-            else:
-                self.counters["committed"] += 1
-                _call(on_done, True)
+            _call(on_done, kept if id(facts) in bad else True)
 
     def _dead_letter(self, refused: list[tuple[AcctFacts, str]]) -> bool:
         if not refused:
@@ -397,11 +390,7 @@ class AccountingWriter:
             except StoreUnavailable:
                 refused = None
             if refused is not None:
-                bad = {id(facts) for facts, _ in refused}
-                kept = self._dead_letter(refused)
-                for facts, on_done in batch:
-                    _call(on_done, kept if id(facts) in bad else True)
-                self.counters["committed"] += len(batch) - len(refused)
+                self._answer(batch, refused)
                 return
         if ok:
             self.counters["spooled"] += len(batch)
@@ -517,370 +506,3 @@ def _call(on_done: OnDone, ok: bool) -> None:
         on_done(ok)
     except Exception as exc:  # the edge's callback must never kill the writer
         log.error("accounting_callback_failed", error=repr(exc))
-
-
-# -- one group in one transaction ----------------------------------------------------------------
-#
-# The writer's first try at a group runs it here without savepoints. On PostgreSQL the group costs
-# the same few round trips whatever its size (what costs is the round trip and the parsing and
-# planning of statements, not the row): one query loads (and locks) the open calls and
-# reservations of the group's legs and tells which legs have a CDR; every event is then decided
-# in memory, in order, exactly as radiusd.store.accounting.apply() decides it; then one round trip
-# runs, in order: DELETE of ended calls, UPDATE of taken-over/refreshed ones, INSERT of new ones,
-# and one statement that claims the leg keys, writes the CDRs and debits the balances (summed per
-# client). Every statement is PREPAREd once per connection and fed one array per column, so
-# PostgreSQL plans it once. The same guards as apply() keep it idempotent against other workers:
-# the leg claim and the active-call insert are ON CONFLICT DO NOTHING, only legs whose claim is
-# new are debited. Accounting-On/Off (rare, closes a whole NAS) splits the group and runs
-# through apply(). tests/test_accounting_group.py checks that random sequences of events end in
-# the same rows as apply() one by one.
-
-def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, now: dt.datetime) -> None:
-    """Apply records in order in the caller's transaction (no savepoints: any error fails the group)."""
-    if session.get_bind().dialect.name != "postgresql":
-        for facts in records:  # SQLite: statements are local calls, nothing to batch
-            apply(session, facts, snapshot, now)
-        return
-    segment: list[AcctFacts] = []
-    for facts in records:
-        if facts.status in ("on", "off"):
-            if segment:
-                _Group(session, snapshot, now).run(segment)
-                segment = []
-            apply(session, facts, snapshot, now)
-            session.flush()
-        else:
-            segment.append(facts)
-    if segment:
-        _Group(session, snapshot, now).run(segment)
-
-
-_CALLS = ActiveCall.__table__
-_CDRS = Cdr.__table__
-_CALL_FIELDS = tuple(c.name for c in _CALLS.c)
-_CALL_TIMES = tuple(c.name for c in _CALLS.c if isinstance(c.type, UTCDateTime))
-_UPDATED = ("leg_key", "state", "acct_session_id", "caller", "expires_at", "started_at", "last_seen_at",
-            "session_seconds")
-_CDR_FIELDS = tuple(c.name for c in _CDRS.c if c.name not in ("id", "created_at"))
-
-
-class _Call:
-    """An active_calls row as the group sees it: loaded (id set) or new (id None, inserted at the end)."""
-    __slots__ = _CALL_FIELDS + ("dirty", "deleted")
-
-    def __init__(self, **values):
-        for name in _CALL_FIELDS:
-            setattr(self, name, values.get(name))
-        self.dirty = self.deleted = False
-
-
-def _sql_type(column, dialect) -> str:
-    """The column's type without length: PostgreSQL silently truncates on an explicit cast to
-    VARCHAR(n), and a value too long must fail here as it fails through the ORM."""
-    return re.sub(r"\(.*\)", "", column.type.compile(dialect=dialect))
-
-
-class _Columns:
-    """One prepared statement fed with one array per column (`unnest`): a fixed text whatever the
-    group's size, so PostgreSQL parses and plans it once per connection, not once per group."""
-
-    def __init__(self, name: str, table, names, dialect, body: str):
-        cols = [table.c[n] for n in names]
-        self.name = name
-        self.names = tuple(names)
-        types = [_sql_type(c, dialect) + "[]" for c in cols]
-        self.prepare = (f"PREPARE {name} ({', '.join(types)}) AS "
-                        + body.format(unnest=f"unnest({', '.join(f'${i + 1}' for i in range(len(cols)))})"))
-        self.execute = f"EXECUTE {name} ({', '.join('%s::' + t for t in types)})"
-        self.processors = [c.type.bind_processor(dialect) for c in cols]
-
-    def statement(self, cursor, rows) -> bytes:
-        """EXECUTE with the rows (dicts, or objects with the column names as attributes)."""
-        arrays = [[] for _ in self.names]
-        for values in rows:
-            get = values.get if isinstance(values, dict) else values.__getattribute__
-            for array, name, process in zip(arrays, self.names, self.processors):
-                value = get(name)
-                array.append(process(value) if process else value)
-        return cursor.mogrify(self.execute, arrays)
-
-
-_STATEMENTS: dict[str, dict] = {}
-_PREPARED = "radiusd_accounting_prepared"  # key in the DBAPI connection's info: statements made
-
-
-def _statements(dialect) -> dict:
-    """The group's prepared statements for this dialect, built once from the models."""
-    cached = _STATEMENTS.get(dialect.name)
-    if cached is not None:
-        return cached
-    fields = ", ".join(_CALL_FIELDS)
-    inserted = [n for n in _CALL_FIELDS if n != "id"]
-    cdr_cols = ", ".join(_CDR_FIELDS)
-    leg_key = _sql_type(_CALLS.c.leg_key, dialect)
-    statements = dict(
-        # The group's open calls and reservations, locked in id order, and which of its legs have
-        # a CDR already (repeated on every row; the outer join gives one row when none is open).
-        load=(f"PREPARE radiusd_acct_load ({leg_key}[], {leg_key}[]) AS "
-              f"WITH calls AS (SELECT {fields} FROM active_calls WHERE leg_key = ANY($1) ORDER BY id FOR UPDATE), "
-              "done AS (SELECT array_agg(leg_key) AS keys FROM cdr_legs WHERE leg_key = ANY($2)) "
-              "SELECT done.keys, " + ", ".join(f"calls.{n}" for n in _CALL_FIELDS)
-              + " FROM done LEFT JOIN calls ON true",
-              f"EXECUTE radiusd_acct_load (%s::{leg_key}[], %s::{leg_key}[])"),
-        delete=("PREPARE radiusd_acct_delete (BIGINT[]) AS DELETE FROM active_calls WHERE id = ANY($1)",
-                "EXECUTE radiusd_acct_delete (%s::BIGINT[])"),
-        # A leg whose Stop another writer committed after our load (duplicates through two
-        # servers) must not stay open: run as its own statement, it sees that leg's claim.
-        ended=(f"PREPARE radiusd_acct_ended ({leg_key}[]) AS DELETE FROM active_calls AS a USING cdr_legs AS l "
-               "WHERE l.leg_key = a.leg_key AND a.leg_key = ANY($1)",
-               f"EXECUTE radiusd_acct_ended (%s::{leg_key}[])"),
-        update=_Columns("radiusd_acct_update", _CALLS, ("id",) + _UPDATED, dialect,
-                        "UPDATE active_calls AS a SET " + ", ".join(f"{n} = v.{n}" for n in _UPDATED)
-                        + " FROM {unnest} AS v (id, " + ", ".join(_UPDATED) + ") WHERE a.id = v.id"),
-        insert=_Columns("radiusd_acct_insert", _CALLS, inserted, dialect,
-                        f"INSERT INTO active_calls ({', '.join(inserted)}) SELECT * FROM {{unnest}} "
-                        "ON CONFLICT (leg_key) DO NOTHING"),
-        # Claim each leg key (ON CONFLICT: a leg claimed before, here or by another worker, claims
-        # nothing), write the CDR of each new claim and debit the orig legs' costs per client.
-        cdrs=_Columns("radiusd_acct_cdrs", _CDRS, _CDR_FIELDS, dialect,
-                      f"WITH v AS (SELECT * FROM {{unnest}} AS v ({cdr_cols})), "
-                      "claim AS (INSERT INTO cdr_legs (leg_key, disconnect_time, cdr_id) "
-                      "SELECT leg_key, disconnect_time, nextval(pg_get_serial_sequence('cdrs', 'id')) FROM v "
-                      "ON CONFLICT (leg_key) DO NOTHING RETURNING leg_key, cdr_id), "
-                      f"written AS (INSERT INTO cdrs (id, {cdr_cols}) SELECT claim.cdr_id, "
-                      + ", ".join(f"v.{n}" for n in _CDR_FIELDS)
-                      + " FROM v JOIN claim ON claim.leg_key = v.leg_key RETURNING leg_key, leg, client_id, cost), "
-                      "debit AS (UPDATE clients AS c SET balance = c.balance - owed.amount FROM "
-                      "(SELECT client_id, sum(cost) AS amount FROM written "
-                      " WHERE leg = 'orig' AND client_id IS NOT NULL AND cost <> 0 GROUP BY client_id) AS owed "
-                      "WHERE c.id = owed.client_id) "
-                      "SELECT leg_key FROM written"),
-    )
-    _STATEMENTS[dialect.name] = statements
-    return statements
-
-
-def _prepare(connection, cursor, statements: dict) -> None:
-    """PREPARE the group's statements once per database connection (they outlive transactions)."""
-    info = connection.info
-    if info.get(_PREPARED):
-        return
-    cursor.execute("; ".join(st.prepare if isinstance(st, _Columns) else st[0] for st in statements.values()))
-    info[_PREPARED] = True
-
-
-def _normalised(facts: AcctFacts) -> AcctFacts:
-    """Over-long keys as apply() shortens them."""
-    if len(facts.leg_key) > KEY_SIZE or (facts.acct_session_id and len(facts.acct_session_id) > KEY_SIZE):
-        return dataclasses.replace(facts, leg_key=fit_key(facts.leg_key),
-                                   acct_session_id=(facts.acct_session_id or "")[:KEY_SIZE] or None)
-    return facts
-
-
-class _Group:
-    """Start/Interim/Stop/Failed events of one group: decided in memory, written in one go."""
-
-    def __init__(self, session: Session, snapshot: Snapshot, now: dt.datetime):
-        self.session = session
-        self.snapshot = snapshot
-        self.catalog = SnapshotCatalog(snapshot)
-        self.now = now
-        self.done: set[str] = set()             # leg keys whose CDR exists (or is written here)
-        self.rows: dict[str, _Call | None] = {}  # leg key -> its row as of now; None = no row
-        self.calls: list[_Call] = []            # every row seen or made
-        self.cdrs: list[dict] = []
-        self.unrated: list[dict] = []
-        self.connection = session.connection()
-        self.dialect = self.connection.dialect
-        self.statements = _statements(self.dialect)
-        self.cursor = self.connection.connection.cursor()  # psycopg2's own: no per-statement overhead
-
-    def run(self, records: list[AcctFacts]) -> None:
-        dbapi_error = self.dialect.loaded_dbapi.Error
-        try:
-            records = [_normalised(facts) for facts in records]
-            self._load(records)
-            for facts in records:
-                if facts.status == "start":
-                    self._start(facts)
-                elif facts.status == "interim":
-                    self._interim(facts)
-                elif facts.status in ("stop", "failed"):
-                    self._stop(facts)
-                else:
-                    raise ValueError(f"Acct-Status-Type: unknown value {facts.status!r}")
-            self._write()
-        except dbapi_error as exc:
-            if getattr(exc, "pgcode", None) == "26000":
-                # our prepared statements are gone (a pooler in front of PostgreSQL that moves
-                # sessions between server connections): prepare again next time
-                self.connection.info.pop(_PREPARED, None)
-            # as SQLAlchemy reports a driver error: its class (OperationalError = store away)
-            # and whether the connection is dead (then it must not go back to the pool)
-            lost = self.dialect.is_disconnect(exc, self.connection.connection.dbapi_connection, self.cursor)
-            if lost:
-                self.connection.invalidate(exc)
-            raise sa_exc.DBAPIError.instance(None, None, exc, dbapi_error, connection_invalidated=lost) from exc
-        finally:
-            try:
-                self.cursor.close()
-            except dbapi_error:
-                pass  # the connection is gone already
-
-    # -- what the store holds now --------------------------------------------------------------
-
-    def _load(self, records: list[AcctFacts]) -> None:
-        legs = list({facts.leg_key for facts in records})
-        keys = legs + list({reservation_key(facts.nas_id, _call_id(facts))
-                            for facts in records if facts.leg == "orig"})
-        cursor = self.cursor
-        _prepare(self.connection, cursor, self.statements)
-        cursor.execute(self.statements["load"][1], (keys, legs))
-        for done, *values in cursor.fetchall():
-            self.done = set(done or ())
-            if values[0] is None:
-                continue  # no open call: the one row the outer join gives
-            row = _Call(**dict(zip(_CALL_FIELDS, values)))
-            for name in _CALL_TIMES:  # aware UTC, as UTCDateTime returns them
-                value = getattr(row, name)
-                if value is not None:
-                    setattr(row, name, value.astimezone(dt.timezone.utc))
-            self.rows[row.leg_key] = row
-            self.calls.append(row)
-
-    def _reservation(self, facts: AcctFacts, call_id: str) -> _Call | None:
-        if facts.leg != "orig":
-            return None
-        row = self.rows.get(reservation_key(facts.nas_id, call_id))
-        return row if row is not None and row.state == "reserved" else None
-
-    # -- the events (as radiusd.store.accounting decides them) ---------------------------------
-
-    def _start(self, facts: AcctFacts) -> None:
-        if facts.leg_key in self.done or self.rows.get(facts.leg_key) is not None:
-            return  # start after stop / repeated start
-        started, seen = legs.start_times(facts, self.now)
-        self._open(facts, started_at=started, seen_at=seen, session_seconds=0)
-
-    def _interim(self, facts: AcctFacts) -> None:
-        if facts.leg_key in self.done:
-            return  # interim after stop
-        row = self.rows.get(facts.leg_key)
-        if row is not None:
-            row.last_seen_at, row.session_seconds = legs.interim_progress(
-                facts, self.now, row.started_at, row.last_seen_at, row.session_seconds)
-            row.dirty = True
-            return
-        started, seen, seconds = legs.interim_opening(facts, self.now)
-        self._open(facts, started_at=started, seen_at=seen, session_seconds=seconds)
-
-    def _open(self, facts: AcctFacts, started_at: dt.datetime, seen_at: dt.datetime, session_seconds: int) -> None:
-        call_id = _call_id(facts)
-        row = self._reservation(facts, call_id)
-        if row is not None:  # re-key the Access-Accept reservation: the same row becomes the call
-            self.rows[row.leg_key] = None
-            row.leg_key, row.state, row.acct_session_id = facts.leg_key, "active", facts.acct_session_id
-            row.expires_at, row.started_at, row.last_seen_at = None, started_at, seen_at
-            row.session_seconds = session_seconds
-            if facts.calling_number:
-                row.caller = _clip(facts.calling_number)
-            row.dirty = True
-            self.rows[facts.leg_key] = row
-            return
-        party = _identify(self.snapshot, facts)
-        table = self.catalog.rate_table(party.rate_table_id)
-        row = _Call(
-            leg_key=facts.leg_key, call_id=call_id, acct_session_id=facts.acct_session_id, nas_id=facts.nas_id,
-            leg=facts.leg, state="active", account_id=party.account.id if party.account else None,
-            client_id=party.client_id, caller=_clip(facts.calling_number), called=_clip(party.called),
-            rate_table_id=party.rate_table_id, prefix=_prefix_of(table, party.called, started_at),
-            max_cost=Decimal(0), max_duration=None, created_at=self.now, expires_at=None, started_at=started_at,
-            last_seen_at=seen_at, session_seconds=session_seconds)
-        self.rows[facts.leg_key] = row
-        self.calls.append(row)
-        if party.account is None:
-            log.info("accounting_leg_unassigned", leg_key=facts.leg_key, leg=facts.leg, nas_id=facts.nas_id)
-
-    def _stop(self, facts: AcctFacts) -> None:
-        if facts.leg_key in self.done:
-            return  # repeated stop
-        call_id = _call_id(facts)
-        snapshot = self.snapshot
-        row = self.rows.get(facts.leg_key) or self._reservation(facts, call_id)
-        if row is not None:
-            account = snapshot.accounts.get(row.account_id) if row.account_id is not None else None
-            called = row.called or strip_tech_prefix(facts.called_number, account.tech_prefix if account else "")[0]
-            tech_prefix = ""
-            if account and account.tech_prefix and (facts.called_number or "").startswith(account.tech_prefix):
-                tech_prefix = account.tech_prefix
-            account_id, client_id, rate_table_id = row.account_id, row.client_id, row.rate_table_id
-            started_at = row.started_at
-            caller = facts.calling_number or row.caller
-        else:
-            party = _identify(snapshot, facts)
-            account_id = party.account.id if party.account else None
-            client_id, rate_table_id, called, tech_prefix = (party.client_id, party.rate_table_id, party.called,
-                                                             party.tech_prefix)
-            started_at = None
-            caller = facts.calling_number
-        disconnect = facts.disconnect_time or facts.event_time or self.now
-        failed = facts.status == "failed"
-        duration = 0 if failed else leg_duration(
-            facts.session_time, facts.connect_time, facts.disconnect_time, started_at,
-            facts.event_time or disconnect)
-        connect = facts.connect_time or started_at
-        if connect is None and duration > 0:
-            connect = disconnect - dt.timedelta(seconds=duration)
-        cause, result = describe(duration, facts.disconnect_cause, facts.terminate_cause)
-        # from here as radiusd.store.accounting.write_cdr
-        table = self.catalog.rate_table(rate_table_id)
-        charge = charge_leg(table, called, connect or disconnect, duration,
-                            fallback_currency=self.catalog.currency(client_id), chargeable=not failed)
-        remote = facts.remote_address
-        self.cdrs.append(dict(
-            leg_key=facts.leg_key, call_id=call_id, acct_session_id=facts.acct_session_id, nas_id=facts.nas_id,
-            leg=facts.leg, account_id=account_id, client_id=client_id, caller=_clip(caller), called=_clip(called),
-            tech_prefix=_clip(tech_prefix, 32), remote_address=remote[:64] if remote else None,
-            setup_time=facts.setup_time, connect_time=connect, disconnect_time=disconnect, duration=duration,
-            billed_seconds=charge.billed_seconds, disconnect_cause=_clip(cause, 32), result=result,
-            rate_table_id=charge.rate_table.id if charge.rate_table else None,
-            prefix=charge.rate.prefix if charge.rate else None,
-            price_per_minute=charge.rate.price_per_minute if charge.rate else None,
-            cost=charge.cost, currency=charge.currency,
-        ))
-        if duration > 0 and not charge.rated and account_id is not None:
-            self.unrated.append(dict(leg_key=facts.leg_key, account_id=account_id, called=called))
-        if row is not None:  # the leg is over either way: its row must not keep counting
-            row.deleted = True
-            self.rows[row.leg_key] = None
-        self.done.add(facts.leg_key)
-
-    # -- the writes ----------------------------------------------------------------------------
-
-    def _write(self) -> None:
-        """Every change of the group in one round trip (EXECUTEs separated by `;`, run in order)."""
-        st = self.statements
-        cursor = self.cursor
-        parts = []
-        deleted = [row.id for row in self.calls if row.id is not None and row.deleted]
-        if deleted:
-            parts.append(cursor.mogrify(st["delete"][1], (deleted,)))
-        updated = [row for row in self.calls if row.id is not None and row.dirty and not row.deleted]
-        if updated:
-            parts.append(st["update"].statement(cursor, updated))
-        inserted = [row for row in self.calls if row.id is None and not row.deleted]
-        if inserted:
-            parts.append(st["insert"].statement(cursor, inserted))
-        if inserted or updated:
-            parts.append(cursor.mogrify(st["ended"][1], ([row.leg_key for row in inserted + updated],)))
-        if self.cdrs:
-            parts.append(st["cdrs"].statement(cursor, self.cdrs))  # last: its result is the one returned
-        if not parts:
-            return
-        cursor.execute(b"; ".join(parts))
-        if not self.cdrs:
-            return
-        claimed = {key for (key,) in cursor.fetchall()}
-        for values in self.unrated:
-            if values["leg_key"] in claimed:
-                log.warning("cdr_unrated", **values)

@@ -9,18 +9,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from radiusd.models import CDR_DEFAULT_PARTITION, Base, Cdr
-
-HEADER = """\
--- radiusd schema for PostgreSQL (generated from radiusd/models.py by `radiusd db schema`;
--- do not edit by hand). Load into an empty database with:  psql -v ON_ERROR_STOP=1 -f schema/postgresql.sql
--- then seed with:  radiusd seed load schema/seeds/demo.sql
-BEGIN;
-"""
+from radiusd.store import sql
 
 
 def postgresql_ddl() -> str:
     dialect = postgresql.dialect()
-    parts = [HEADER]
+    fixed = sql.statements("postgresql", "ddl")
+    parts = [fixed["header"]]
     for table in Base.metadata.sorted_tables:
         parts.append(str(CreateTable(table).compile(dialect=dialect)).strip() + ";\n")
         for index in sorted(table.indexes, key=lambda i: i.name):
@@ -29,6 +24,6 @@ def postgresql_ddl() -> str:
             # monthly partitions are created ahead by `radiusd db partitions` and the sweeper
             parts.append(CDR_DEFAULT_PARTITION + ";\n")
         parts.append("\n")
-    parts.append("INSERT INTO store_version (id, version) VALUES (1, 0);\n")
-    parts.append("COMMIT;\n")
+    parts.append(fixed["store_version"])
+    parts.append(fixed["footer"])
     return "".join(parts)

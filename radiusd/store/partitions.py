@@ -1,46 +1,72 @@
 """Monthly partitions of the CDR table (PostgreSQL only).
 
 `cdrs` is partitioned by RANGE (disconnect_time) with a DEFAULT partition `cdrs_default` (created
-with the schema) so that an insert never fails. `ensure_cdr_partitions` creates `cdrs_YYYY_MM`
-for the current month and the next N ahead (month bounds in UTC). The sweeper calls it on every
-sweep (a catalog query when nothing is missing) and `radiusd db partitions` runs it by hand.
+with the schema) so that an insert never fails; `cdrs_YYYY_MM` hold one month each (UTC bounds).
 
-A month whose CDRs already sit in the DEFAULT partition (partitions created late, a fresh store,
-a spool replay of an old month) cannot simply be created: PostgreSQL refuses a new partition
-while the default one holds rows of its range. So a partition is always built the same way, in
-one transaction: create the table LIKE cdrs, move that month's rows out of the default partition
-into it, then ATTACH it. Locks: SHARE UPDATE EXCLUSIVE on the parent (does not block inserts) and
-ACCESS EXCLUSIVE on the default partition only (inserts of months that have their partition go
-on); a lock_timeout keeps a busy store from stalling accounting — the next sweep tries again.
-Several hosts may run this at once: the locks serialize them and each re-checks under the lock.
+Made ahead, never under the traffic they serve:
+- `radiusd db init` creates the current and the next month;
+- the sweeper (`ensure_cdr_partitions`, every sweep; a catalog query when nothing is missing)
+  keeps the current month and the next `months_ahead` (default 2) in place, so a month's
+  partition exists long before its first CDR.
 
-SQLite stores have no partitioning: every function here is a no-op there.
+A month some of whose CDRs already sit in the DEFAULT partition (partitions made late, an old
+spool replayed) is NOT created by the sweeper: PostgreSQL refuses to attach a partition while the
+default one holds rows of its range, and moving them takes an exclusive lock on the default
+partition for as long as the move lasts. The sweeper skips that month, logs
+`cdr_partition_skipped` and reports it; an operator moves the rows with
+`radiusd db partitions --move-default` (`move_default_rows`), one month per transaction.
+
+Locks, in the order an insert takes them: SHARE UPDATE EXCLUSIVE on the parent (inserts go on),
+ACCESS EXCLUSIVE on the default partition; ATTACH then also locks the tables the CDR foreign keys
+point to (clients, accounts, ...), which an accounting transaction may hold while it waits to
+insert into the default partition. Every lock wait is cut at LOCK_TIMEOUT_MS, shorter than
+PostgreSQL's deadlock_timeout (1 s), so in such a cycle this side gives up first (the accounting
+transaction goes on, delayed by at most that much) and tries again: the next sweep, or the
+command's next attempt. Several hosts may run this at once: each re-checks under the locks.
+
+The SQL is in radiusd/store/sql/postgresql/partitions.py. SQLite stores have no partitioning:
+every function here reports `partitioned=False` and does nothing there.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
 from dataclasses import dataclass, field
 
 import structlog
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from radiusd.store import sql
 
 log = structlog.get_logger("radiusd.partitions")
 
 PARENT = "cdrs"
 DEFAULT = "cdrs_default"
-LOCK_TIMEOUT = "5s"
+LOCK_TIMEOUT_MS = 200
+INIT_MONTHS_AHEAD = 1          # `db init`: this month and the next
+SWEEP_MONTHS_AHEAD = 2         # the sweeper: this month and the next two
+MAX_MONTHS_AHEAD = 120
+_BUSY = {"55P03", "40P01"}      # lock_not_available (our lock_timeout), deadlock_detected
+_NAME = re.compile(r"^cdrs_(\d{4})_(\d{2})$")
+_WARN_EVERY = 900.0             # seconds between two warnings about the same skipped month
+_warned: dict[tuple[str, str], float] = {}   # (store, partition) -> when last warned
 
 
 @dataclass
 class PartitionReport:
-    """What ensure_cdr_partitions found and did."""
+    """What a call found and did."""
     partitioned: bool = True                                  # False: SQLite, or cdrs is a plain table
     created: list[str] = field(default_factory=list)         # partitions created now
     moved: dict[str, int] = field(default_factory=dict)      # rows moved from cdrs_default, per partition
     present: list[str] = field(default_factory=list)         # wanted partitions that already existed
     skipped: dict[str, str] = field(default_factory=dict)    # wanted but not created: why
+    in_default: dict[str, int] = field(default_factory=dict)  # rows left in cdrs_default, by month's partition name
 
+
+# -- pure: months, names, what to do ---------------------------------------------------------
 
 def month_start(at: dt.datetime) -> dt.datetime:
     at = at.astimezone(dt.timezone.utc)
@@ -55,6 +81,14 @@ def partition_name(start: dt.datetime) -> str:
     return f"{PARENT}_{start.year:04d}_{start.month:02d}"
 
 
+def partition_month(name: str) -> dt.datetime:
+    """cdrs_YYYY_MM -> first instant of that month (UTC)."""
+    found = _NAME.match(name)
+    if not found:
+        raise ValueError(f"not a monthly CDR partition name: {name!r}")
+    return dt.datetime(int(found[1]), int(found[2]), 1, tzinfo=dt.timezone.utc)
+
+
 def wanted_months(now: dt.datetime, months_ahead: int) -> list[dt.datetime]:
     """First instants (UTC) of the current month and the next `months_ahead` months."""
     months = [month_start(now)]
@@ -62,6 +96,29 @@ def wanted_months(now: dt.datetime, months_ahead: int) -> list[dt.datetime]:
         months.append(next_month(months[-1]))
     return months
 
+
+def skip_reason(rows: int) -> str:
+    return (f"{rows} CDRs of this month are in {DEFAULT}: not attached under traffic; "
+            f"move them with `radiusd db partitions --move-default`")
+
+
+def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, int]
+         ) -> tuple[list[dt.datetime], list[str], dict[str, str]]:
+    """(months to create, partitions present, partitions skipped -> why) for the wanted months:
+    a month whose CDRs already sit in the default partition is left to `--move-default`."""
+    create, present, skipped = [], [], {}
+    for start in wanted:
+        name = partition_name(start)
+        if name in attached:
+            present.append(name)
+        elif in_default.get(name):
+            skipped[name] = skip_reason(in_default[name])
+        else:
+            create.append(start)
+    return create, present, skipped
+
+
+# -- loading ---------------------------------------------------------------------------------
 
 def _engine(bind) -> Engine:
     if isinstance(bind, Engine):
@@ -75,61 +132,125 @@ def _engine(bind) -> Engine:
     raise TypeError(f"engine, connection, session or sessionmaker expected, not {type(bind).__name__}")
 
 
-def _attached(conn: Connection) -> set[str]:
-    return set(conn.exec_driver_sql(
-        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = to_regclass(%(parent)s)", {"parent": PARENT}).scalars())
+def _run(conn: Connection, name: str, params: dict | None = None, **names):
+    text = sql.statement(conn, "partitions", name)
+    return conn.exec_driver_sql(text.format(**names) if names else text, params or {})
 
 
 def _is_partitioned(conn: Connection) -> bool:
-    return conn.exec_driver_sql(
-        "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(%(parent)s)", {"parent": PARENT}
-    ).first() is not None
+    return _run(conn, "is_partitioned").first() is not None
 
 
-def _exists(conn: Connection, name: str) -> bool:
-    return conn.exec_driver_sql("SELECT to_regclass(%(name)s) IS NOT NULL", {"name": name}).scalar()
+def _attached(conn: Connection) -> set[str]:
+    return set(_run(conn, "attached").scalars())
 
 
-def _create_month(engine: Engine, start: dt.datetime, report: PartitionReport) -> None:
+def _in_default(conn: Connection) -> dict[str, int]:
+    """Rows of cdrs_default per month, keyed by the name that month's partition would have."""
+    return {partition_name(month.replace(tzinfo=dt.timezone.utc)): rows
+            for month, rows in _run(conn, "default_rows_by_month").all()}
+
+
+def _bounds(start: dt.datetime) -> dict:
+    return {"lower": start.isoformat(), "upper": next_month(start).isoformat()}
+
+
+def default_partition_rows(bind) -> int | None:
+    """Rows in cdrs_default (CDRs dated outside every monthly partition); None without one."""
+    engine = _engine(bind)
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        if not _run(conn, "exists", {"name": DEFAULT}).scalar():
+            return None
+        return sum(_in_default(conn).values())
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+class _Busy(Exception):
+    """A lock wait ran past LOCK_TIMEOUT_MS."""
+
+
+def _attach_month(engine: Engine, start: dt.datetime, move: bool) -> tuple[str, int]:
+    """Create and attach one month's partition in one transaction -> (outcome, rows moved).
+
+    outcome: 'created' | 'present' (another host was first) | 'name_taken' | 'rows_in_default'
+    (without `move`: rows of the month turned up in the default partition meanwhile).
+    """
     name = partition_name(start)
-    lower, upper = start.isoformat(), next_month(start).isoformat()
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-        # Parent first, then the default partition: the order inserts take them, so no deadlock.
-        conn.exec_driver_sql(f"LOCK TABLE ONLY {PARENT} IN SHARE UPDATE EXCLUSIVE MODE")
-        has_default = DEFAULT in _attached(conn)
-        if has_default:
-            conn.exec_driver_sql(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE")
-        if name in _attached(conn):  # another host made it while we waited for the locks
-            report.present.append(name)
-            return
-        if _exists(conn, name):  # e.g. detached by an operator for archiving: leave it alone
-            report.skipped[name] = "a table of that name exists and is not a partition of cdrs"
-            log.warning("cdr_partition_name_taken", partition=name)
-            return
-        conn.exec_driver_sql(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
-        moved = 0
-        if has_default:
-            moved = conn.exec_driver_sql(
-                f"WITH moved AS (DELETE FROM {DEFAULT} WHERE disconnect_time >= %(lower)s "
-                f"AND disconnect_time < %(upper)s RETURNING *) INSERT INTO {name} SELECT * FROM moved",
-                {"lower": lower, "upper": upper}).rowcount
-        conn.exec_driver_sql(
-            f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM (%(lower)s) TO (%(upper)s)",
-            {"lower": lower, "upper": upper})
-    report.created.append(name)
-    if moved:
-        report.moved[name] = moved
-    log.info("cdr_partition_created", partition=name, moved_from_default=moved)
+    bounds = _bounds(start)
+    try:
+        with engine.begin() as conn:
+            _run(conn, "lock_timeout", {"ms": LOCK_TIMEOUT_MS})
+            _run(conn, "lock_parent")
+            has_default = DEFAULT in _attached(conn)
+            if has_default:
+                _run(conn, "lock_default")
+            if name in _attached(conn):
+                return "present", 0
+            if _run(conn, "exists", {"name": name}).scalar():  # e.g. detached for archiving: leave it
+                return "name_taken", 0
+            if has_default and not move and _run(conn, "default_rows_in_range", bounds).scalar():
+                return "rows_in_default", 0
+            _run(conn, "create", partition=name)
+            moved = _run(conn, "move", bounds, partition=name).rowcount if has_default and move else 0
+            _run(conn, "attach", bounds, partition=name)
+            return "created", moved
+    except DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) in _BUSY:
+            raise _Busy(name) from None
+        raise
 
 
-def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = 2) -> PartitionReport:
+def _attach_with_retries(engine: Engine, start: dt.datetime, move: bool, attempts: int) -> tuple[str, int]:
+    for attempt in range(1, attempts + 1):
+        try:
+            return _attach_month(engine, start, move)
+        except _Busy:
+            if attempt == attempts:
+                return "busy", 0
+            time.sleep(min(2.0, 0.1 * 2 ** attempt))  # let the accounting transactions in the way finish
+    raise AssertionError("unreachable")
+
+
+def _record(report: PartitionReport, name: str, outcome: str, moved: int) -> None:
+    if outcome == "created":
+        report.created.append(name)
+        if moved:
+            report.moved[name] = moved
+        log.info("cdr_partition_created", partition=name, moved_from_default=moved)
+    elif outcome == "present":
+        report.present.append(name)
+    elif outcome == "name_taken":
+        report.skipped[name] = "a table of that name exists and is not a partition of cdrs"
+        log.warning("cdr_partition_name_taken", partition=name)
+    elif outcome == "busy":
+        report.skipped[name] = f"store busy (a lock wait passed {LOCK_TIMEOUT_MS} ms): try again"
+        log.info("cdr_partition_busy", partition=name, lock_timeout_ms=LOCK_TIMEOUT_MS)
+    elif outcome == "rows_in_default":
+        report.skipped[name] = "CDRs of this month arrived in cdrs_default meanwhile: not attached"
+
+
+def _warn_skipped(engine: Engine, skipped: dict[str, str], in_default: dict[str, int]) -> None:
+    now = time.monotonic()
+    store = engine.url.render_as_string(hide_password=True)
+    for name in skipped:
+        if name in in_default and now - _warned.get((store, name), -_WARN_EVERY) >= _WARN_EVERY:
+            _warned[(store, name)] = now
+            log.warning("cdr_partition_skipped", partition=name, rows_in_default=in_default[name],
+                        detail="move them with `radiusd db partitions --move-default`")
+
+
+def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONTHS_AHEAD,
+                          attempts: int = 1) -> PartitionReport:
     """Create the missing monthly CDR partitions: the month of `now` and `months_ahead` more.
 
     `bind`: Engine, Connection, Session or sessionmaker; the work runs in its own transactions
-    (one per partition) on the engine, never in a caller's transaction. Idempotent. A month's
-    rows already in the default partition are moved into the new partition. No-op on SQLite.
+    (one per partition) on the engine, never in a caller's transaction. Idempotent. A month whose
+    CDRs sit in the default partition is skipped (report.skipped, a warning at most every 15
+    minutes), never moved here. A lock wait past LOCK_TIMEOUT_MS skips the month for this call
+    (`attempts` tries). No-op on SQLite.
     """
     if months_ahead < 0:
         raise ValueError(f"months_ahead: {months_ahead} must be 0 or more")
@@ -142,77 +263,38 @@ def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = 2) -> Part
             report.partitioned = False
             return report
         attached = _attached(conn)
-    for start in wanted_months(now, months_ahead):
-        name = partition_name(start)
-        if name in attached:
-            report.present.append(name)
-        else:
-            _create_month(engine, start, report)
+        wanted = wanted_months(now, months_ahead)
+        if all(partition_name(start) in attached for start in wanted):
+            report.present = [partition_name(start) for start in wanted]
+            return report
+        report.in_default = _in_default(conn)
+    create, report.present, report.skipped = plan(wanted, attached, report.in_default)
+    _warn_skipped(engine, report.skipped, report.in_default)
+    for start in create:
+        _record(report, partition_name(start), *_attach_with_retries(engine, start, False, attempts))
     return report
 
 
-def default_partition_rows(bind) -> int | None:
-    """Rows in cdrs_default (CDRs dated outside every monthly partition); None without one."""
+def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20) -> PartitionReport:
+    """Move CDRs out of the default partition into their monthly partitions (created here), one
+    month per transaction, oldest first (or only `month`). Each month's transaction blocks inserts
+    into the default partition while it runs; a lock wait past LOCK_TIMEOUT_MS gives the month up
+    and tries again later (`attempts` tries, growing pauses). No-op on SQLite."""
     engine = _engine(bind)
     if engine.dialect.name != "postgresql":
-        return None
+        return PartitionReport(partitioned=False)
+    report = PartitionReport()
     with engine.connect() as conn:
-        if not _exists(conn, DEFAULT):
-            return None
-        return conn.exec_driver_sql(f"SELECT count(*) FROM {DEFAULT}").scalar()
-
-
-# -- `radiusd db partitions` -------------------------------------------------------------------
-
-HELP = "create this month's and the next months' CDR partitions (PostgreSQL; nothing to do on SQLite)"
-MAX_MONTHS_AHEAD = 120
-
-
-def add_db_command(parser) -> None:
-    """Options of `radiusd db partitions` (registered in the `db` group of radiusd.admin.commands)."""
-    parser.add_argument("--months-ahead", default="2", metavar="N",
-                        help="months after the current one to create (default 2)")
-    parser.set_defaults(func=cmd_db_partitions)
-
-
-def cmd_db_partitions(args) -> int:
-    from sqlalchemy.exc import DBAPIError
-
-    from radiusd.cli_output import UserError, emit, first_line, open_store_from_args
-    from radiusd.logging_setup import configure
-
-    configure("warning")  # the table below says what was done; stdout stays clean for --json
-    try:
-        months_ahead = int(str(args.months_ahead).strip())
-    except ValueError:
-        raise UserError(f"months-ahead: not a whole number ({args.months_ahead!r})") from None
-    if not 0 <= months_ahead <= MAX_MONTHS_AHEAD:
-        raise UserError(f"months-ahead: must be 0 to {MAX_MONTHS_AHEAD} ({months_ahead})")
-    _settings, engine, _sessions = open_store_from_args(args, create=True)  # a `db` command: may create the schema
-    try:
-        if engine.dialect.name != "postgresql":
-            report, in_default = PartitionReport(partitioned=False), None
-        else:
-            report = ensure_cdr_partitions(engine, dt.datetime.now(dt.timezone.utc), months_ahead)
-            in_default = default_partition_rows(engine)
-    except DBAPIError as exc:
-        raise UserError(f"store: {first_line(exc)}") from None
-    finally:
-        engine.dispose()
-    if engine.dialect.name == "postgresql" and not report.partitioned:
-        raise UserError("cdrs: not a partitioned table (store created before CDR partitioning; "
-                        "see docs/scale-out.md)")
-    rows = ([{"partition": n, "status": "created", "moved_from_default": report.moved.get(n, 0)}
-             for n in report.created]
-            + [{"partition": n, "status": "present", "moved_from_default": 0} for n in report.present]
-            + [{"partition": n, "status": f"skipped: {why}", "moved_from_default": 0}
-               for n, why in report.skipped.items()])
-    rows.sort(key=lambda r: r["partition"])
-    if getattr(args, "json", False):
-        emit({"partitioned": report.partitioned, "partitions": rows, "default_partition_rows": in_default}, True)
-    elif not report.partitioned:
-        print("SQLite store: CDRs are not partitioned, nothing to do")
-    else:
-        emit(rows, False, ["partition", "status", "moved_from_default"])
-        print(f"{DEFAULT}: {in_default} rows outside the monthly partitions")
-    return 0
+        if not _is_partitioned(conn):
+            report.partitioned = False
+            return report
+        in_default = _in_default(conn)
+    names = sorted(in_default) if month is None else [partition_name(month_start(month))]
+    for name in names:
+        if not in_default.get(name):
+            continue
+        outcome, moved = _attach_with_retries(engine, partition_month(name), True, attempts)
+        _record(report, name, outcome, moved)
+    with engine.connect() as conn:
+        report.in_default = _in_default(conn)
+    return report

@@ -79,6 +79,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _append(path: Path, data: bytes) -> None:
+    """Append and fsync (and the directory when the file is new); on failure cut what was
+    written, so no half record is left behind (it was never acknowledged)."""
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
+    if created:
+        _fsync_dir(path.parent)
+
+
 def _cut_partial_tail(path: Path) -> None:
     """Drop bytes after the last newline: a write that died before its fsync, never acked."""
     if not path.exists():
@@ -146,24 +167,7 @@ class Spool:
             return []
         with self._mutex:
             seqs = list(range(self._seq + 1, self._seq + 1 + len(records)))
-            data = b"".join(encode(seq, facts) for seq, facts in zip(seqs, records))
-            created = not self.journal.exists()
-            fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                start = os.lseek(fd, 0, os.SEEK_END)
-                try:
-                    view = memoryview(data)
-                    while view:
-                        written = os.write(fd, view)
-                        view = view[written:]
-                    os.fsync(fd)
-                except OSError:
-                    os.ftruncate(fd, start)  # leave no half record behind (it isn't acked)
-                    raise
-            finally:
-                os.close(fd)
-            if created:
-                _fsync_dir(self.path)
+            _append(self.journal, b"".join(encode(seq, facts) for seq, facts in zip(seqs, records)))
             self._seq = seqs[-1]
             self._depth += len(records)
             self._journal_lines += len(records)
@@ -174,16 +178,10 @@ class Spool:
         if not items:
             return
         with self._mutex:
-            data = b""
-            for facts, error in items:
-                self._seq += 1
-                data += encode(self._seq, facts, error=error[:500])
-            fd = os.open(self.dead, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            first = self._seq + 1
+            _append(self.dead, b"".join(encode(first + i, facts, error=error[:500])
+                                        for i, (facts, error) in enumerate(items)))
+            self._seq += len(items)
 
     # -- replaying -----------------------------------------------------------------------------
 
@@ -233,12 +231,7 @@ class Spool:
     def dead_letter_raw(self, raw: bytes, error: str) -> None:
         with self._mutex:
             line = json.dumps({"raw": raw.decode("utf-8", "replace").rstrip("\n"), "error": error}) + "\n"
-            fd = os.open(self.dead, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _append(self.dead, line.encode())
 
     def close(self) -> None:
         if self._lock_fd is not None:

@@ -4,9 +4,11 @@
   counting at once (the capacity query ignores it) and is deleted here.
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
   Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
-  charged for the time proven up (radiusd.store.accounting.proven_seconds), balance debited.
-- On PostgreSQL, the monthly CDR partitions of this month and the next two exist
-  (radiusd.store.partitions.ensure_cdr_partitions; a catalog query when none is missing).
+  charged for the time proven up (radiusd.core.accounting), balance debited.
+- On PostgreSQL, the monthly CDR partitions of this month and the next
+  `cdr_partitions_ahead` (default 2) exist (radiusd.store.partitions.ensure_cdr_partitions; a
+  catalog query when none is missing; a month whose CDRs sit in the default partition is skipped
+  and counted, never moved here).
 
 The server runs `sweep` every few seconds; running it in several processes at once is safe (each
 call is closed once: its leg key is claimed once in cdr_legs and rows are locked).
@@ -16,47 +18,35 @@ from __future__ import annotations
 import datetime as dt
 
 import structlog
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
-from radiusd.models import ActiveCall
-from radiusd.store.accounting import STALE, StoreCatalog, close_row, proven_seconds
+from radiusd.store.accounting import close_stale, expire_reservations
 from radiusd.store.partitions import ensure_cdr_partitions
 
 BATCH = 500
-PARTITION_MONTHS_AHEAD = 2
 log = structlog.get_logger("radiusd.sweeper")
 
 
 def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings) -> dict:
     """Delete expired reservations, close stale calls, keep CDR partitions ahead.
 
-    Returns {'expired_reservations', 'stale_calls'} (partitions created are logged).
+    Returns {'expired_reservations', 'stale_calls', 'cdr_partitions_skipped'} (partitions created
+    are logged).
     """
+    skipped = 0
     try:
-        ensure_cdr_partitions(sessions, now, PARTITION_MONTHS_AHEAD)
+        skipped = len(ensure_cdr_partitions(sessions, now, settings.cdr_partitions_ahead).skipped)
     except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
         log.warning("cdr_partitions_failed", error=repr(exc)[:300])
     with sessions() as session, session.begin():
-        expired = session.execute(
-            delete(ActiveCall).where(ActiveCall.state == "reserved", ActiveCall.expires_at <= now)
-        ).rowcount
+        expired = expire_reservations(session, now)
     cutoff = now - dt.timedelta(seconds=settings.stale_call_after)
     closed = 0
     while True:
         with sessions() as session, session.begin():
-            rows = session.scalars(
-                select(ActiveCall)
-                .where(ActiveCall.state == "active", ActiveCall.last_seen_at < cutoff)
-                .order_by(ActiveCall.id)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
-            ).all()
-            catalog = StoreCatalog(session)
-            for row in rows:
-                if close_row(session, row, catalog, row.last_seen_at, proven_seconds(row), STALE) is not None:
-                    closed += 1
-        if len(rows) < BATCH:
+            looked_at, written = close_stale(session, cutoff, BATCH, now)
+        closed += written
+        if looked_at < BATCH:
             break
-    return {"expired_reservations": expired or 0, "stale_calls": closed}
+    return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped}

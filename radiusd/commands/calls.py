@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from radiusd.admin import calls
 from radiusd.admin.calls import CALL_COLUMNS, CDR_COLUMNS, CDR_DETAIL_COLUMNS
-from radiusd.cli_output import actor_from_args, common_options, emit, emit_page
+from radiusd.cli_output import actor_from_args, common_options, emit, emit_page, store_from_args
 
 
 def register(subparsers) -> None:
@@ -36,45 +36,29 @@ def register(subparsers) -> None:
     cdr_list.set_defaults(func=cdr_list_command)
 
 
-def _open(args):
-    from radiusd.cli_output import open_store_from_args
-
-    return open_store_from_args(args)
+def _json(args) -> bool:
+    return bool(getattr(args, "json", False))
 
 
 def calls_list(args) -> int:
-    _settings, engine, sessions = _open(args)
-    try:
-        with sessions() as session:
-            rows = calls.call_page(session, account=args.account, client=args.client, nas=args.nas,
-                                   with_total=False)["rows"]
-    finally:
-        engine.dispose()
-    emit(rows, getattr(args, "json", False), CALL_COLUMNS)
+    with store_from_args(args) as (_settings, _engine, sessions), sessions() as session:
+        rows = calls.call_page(session, account=args.account, client=args.client, nas=args.nas,
+                               with_total=False)["rows"]
+    emit(rows, _json(args), CALL_COLUMNS)
     return 0
 
 
 def calls_remove(args) -> int:
-    _settings, engine, sessions = _open(args)
-    try:
-        with sessions() as session, session.begin():
-            result = calls.end_call(session, args.id, actor=actor_from_args(args), context="cli")
-    finally:
-        engine.dispose()
-    emit(result, getattr(args, "json", False))
+    with store_from_args(args) as (_settings, _engine, sessions), sessions.begin() as session:
+        result = calls.end_call(session, args.id, actor=actor_from_args(args), context="cli")
+    emit(result, _json(args))
     return 0
 
 
 def cdr_list_command(args) -> int:
-    as_json = getattr(args, "json", False)
-    _settings, engine, sessions = _open(args)
-    try:
-        with sessions() as session:
-            page = calls.cdr_page(session, account=args.account, client=args.client, nas=args.nas,
-                                  call_id=args.call_id, since=args.since, until=args.until, limit=args.limit,
-                                  detail=as_json)
-    finally:
-        engine.dispose()
-    emit_page(page["rows"], page["total"], as_json, CDR_DETAIL_COLUMNS if as_json else CDR_COLUMNS)
+    with store_from_args(args) as (_settings, _engine, sessions), sessions() as session:
+        page = calls.cdr_page(session, account=args.account, client=args.client, nas=args.nas,
+                              call_id=args.call_id, since=args.since, until=args.until, limit=args.limit,
+                              detail=_json(args))
+    emit_page(page["rows"], page["total"], _json(args), CDR_DETAIL_COLUMNS if _json(args) else CDR_COLUMNS)
     return 0
-

@@ -7,17 +7,13 @@ Each command runs in one transaction. Passwords and secrets are never printed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
-from sqlalchemy.exc import IntegrityError, OperationalError
-
 from radiusd.admin import accounts, audit, clients, nas, rates, routing, seeds
-from radiusd.cli_output import (
-    UserError, actor_from_args, common_options, emit, emit_page, first_line, open_store_from_args, safe_url,
-    settings_from_args,
-)
-from radiusd.db import current_store_version
+from radiusd.cli_output import actor_from_args, common_options, emit, emit_page, settings_from_args, store_from_args
+from radiusd.commands import partitions as cdr_partitions
+from radiusd.db import current_store_version, safe_url
+from radiusd.errors import UserError
 
 CONTEXT = "cli"
 
@@ -26,17 +22,8 @@ CONTEXT = "cli"
 
 def _in_transaction(args, work, *, create: bool = False):
     """Open the store, run work(session) in one transaction, close the store."""
-    settings, engine, sessions = open_store_from_args(args, create=create)
-    url = settings.database_url
-    try:
-        with sessions.begin() as session:
-            return work(session)
-    except IntegrityError as exc:  # a concurrent change won a race past our checks
-        raise UserError(f"store: change refused: {first_line(exc)}") from None
-    except OperationalError as exc:
-        raise UserError(f"store: {first_line(exc)} ({safe_url(url)})") from None
-    finally:
-        engine.dispose()
+    with store_from_args(args, create=create) as (_settings, _engine, sessions), sessions.begin() as session:
+        return work(session)
 
 
 def _actor(args) -> str:
@@ -75,16 +62,27 @@ def _group(subparsers, name: str, help_: str):
 # ---------------------------------------------------------------- db / seed
 
 def _db_init(args) -> int:
+    import datetime as dt
+
+    from radiusd.logging_setup import configure
+    from radiusd.store.partitions import INIT_MONTHS_AHEAD, ensure_cdr_partitions
+
+    configure("warning")  # stdout carries the result (--json); warnings go to stderr
     url = settings_from_args(args).database_url
 
     def work(session):
-        return {"database": safe_url(url), "store_version": current_store_version(session)}
+        # PostgreSQL: this month's and next month's CDR partitions, before any traffic
+        report = ensure_cdr_partitions(session, dt.datetime.now(dt.timezone.utc), INIT_MONTHS_AHEAD, attempts=5)
+        return {"database": safe_url(url), "store_version": current_store_version(session),
+                "cdr_partitions": sorted(report.created + report.present)}
 
     result = _in_transaction(args, work, create=True)
     if _json(args):
         emit(result, True)
     else:
         print(f"store ready: {result['database']} (store version {result['store_version']})")
+        if result["cdr_partitions"]:
+            print(f"CDR partitions: {', '.join(result['cdr_partitions'])}")
     return 0
 
 
@@ -553,10 +551,7 @@ def register(subparsers) -> None:
     # db
     db = _group(subparsers, "db", "the store itself")
     _sub(db, "init", "create the schema in DATABASE_URL (no-op when it exists)", _db_init)
-    if importlib.util.find_spec("radiusd.store.ddl") is not None:
-        _sub(db, "schema", "print the PostgreSQL DDL (schema/postgresql.sql)", _db_schema)
-    from radiusd.store import partitions as cdr_partitions  # `db partitions` lives with the partition code
-
+    _sub(db, "schema", "print the PostgreSQL DDL (schema/postgresql.sql)", _db_schema)
     cdr_partitions.add_db_command(_sub(db, "partitions", cdr_partitions.HELP, cdr_partitions.cmd_db_partitions))
 
     # seed

@@ -1,10 +1,8 @@
-"""The writer's group fast path: a group applied in a few statements ends exactly as apply() one by one.
+"""The accounting writer against real PostgreSQL: groups of records in one transaction, the
+same records through two writers at once (duplicates through two servers), a bad record, a
+broken connection, a deadlock, lost prepared statements, and Accounting-On inside a group.
 
-apply_group (radiusd.store.accounting_writer) decides a whole group of Accounting-Requests in
-memory and writes it in one round trip; these tests replay random event sequences (starts,
-interims, stops, failed legs, retransmissions, Stop-before-Start, reservations taken over,
-Accounting-On) both ways on the same store and compare every CDR, open call, leg claim and
-balance. They also run two writers on the same legs at once (duplicates through two servers).
+The rules themselves are tested as pure data in test_accounting_transitions.py.
 """
 from __future__ import annotations
 
@@ -22,8 +20,8 @@ from radiusd.core.authorize import plan_call
 from radiusd.core.facts import AcctFacts
 from radiusd.db import create_schema, make_engine, make_sessionmaker
 from radiusd.models import ActiveCall, Cdr, CdrLeg, Client
-from radiusd.store.accounting import apply
-from radiusd.store.accounting_writer import AccountingWriter, apply_group
+from radiusd.store.accounting import apply, apply_group
+from radiusd.store.accounting_writer import AccountingWriter
 from radiusd.store.capacity import reserve_call
 from test_accounting_support import CUSTOMER_IP, T0, VENDOR_IP, acct, auth, balance, cdrs, seed, snapshot_of
 
@@ -124,32 +122,6 @@ def one_by_one(sessions, snap, events) -> None:
     for facts in events:
         with sessions() as s, s.begin():
             apply(s, facts, snap, NOW)
-
-
-def in_groups(sessions, snap, events, rnd: random.Random) -> None:
-    i = 0
-    while i < len(events):
-        size = rnd.choice([1, 2, 3, 5, 8, 13, 40])
-        with sessions() as s, s.begin():
-            apply_group(s, events[i:i + size], snap, NOW)
-        i += size
-
-
-@pytest.mark.parametrize("seed_no", range(12))
-def test_groups_end_exactly_like_one_record_at_a_time(pg_sessions, seed_no):
-    ids = seed(pg_sessions, capacity=None, credit_limit=None)
-    snap = snapshot_of(pg_sessions)
-    rnd = random.Random(seed_no)
-    events, reserved = scenario(ids, rnd)
-    reset(pg_sessions, ids, reserved)
-    one_by_one(pg_sessions, snap, events)
-    expected = state(pg_sessions)
-    assert expected["cdrs"], "the scenario writes CDRs"
-    reset(pg_sessions, ids, reserved)
-    in_groups(pg_sessions, snap, events, rnd)
-    got = state(pg_sessions)
-    for part in ("cdrs", "legs", "calls", "balances"):
-        assert got[part] == expected[part], part
 
 
 def test_a_whole_call_in_one_group_takes_over_the_reservation_and_debits_once(pg_sessions):

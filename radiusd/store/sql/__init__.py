@@ -1,0 +1,206 @@
+"""The SQL layer: every SQL text of the store, one set per dialect, and the one mechanism to run it.
+
+As FreeRADIUS keeps its queries in `queries.conf`, radiusd keeps them in
+`radiusd/store/sql/<dialect>/<area>.py` (dialect: `postgresql`, `sqlite`; area: `admission`,
+`accounting`, `partitions`, `commands`, ...). Each such module defines
+
+    STATEMENTS: dict[str, str | Prepared | sqlalchemy.TextClause]
+
+a mapping NAME -> statement. Logic modules hold no SQL text: they fetch a statement by name for
+their connection's dialect and run it. A statement is one of
+
+- `str`: plain SQL for the driver (`Connection.exec_driver_sql`, `cursor.execute`), psycopg2
+  `%(name)s`/`%s` placeholders on PostgreSQL;
+- `sqlalchemy.text(...)` with typed `bindparams`/`columns` where the models' types must convert
+  values (money as integer micro-units and naive UTC times on SQLite);
+- `Prepared`: a statement PREPAREd once per PostgreSQL connection, then run by `EXECUTE` with one
+  bound value per parameter. `Prepared.from_columns` builds one from the models' columns (types
+  follow the models) fed with one array per column through `unnest`, so its text is the same
+  whatever the batch size and PostgreSQL parses and plans it once per connection.
+
+API
+---
+`statement(dialect, area, name)`   the statement; `dialect` is a name, a Dialect, an Engine or a
+                                   Connection (anything with `.dialect.name` or `.name`).
+`statements(dialect, area)`        the whole mapping of an area (imported once, cached).
+`prepare(pool_connection, cursor, area)`
+                                   PREPAREs every `Prepared` of the area on this DBAPI connection
+                                   unless done before; remembered in the pool connection's `.info`
+                                   (per DBAPI connection, survives pool check-in/out, dropped
+                                   with the connection). `forget_prepared(pool_connection)` after
+                                   PostgreSQL says they are gone (SQLSTATE 26000: a pooler moved
+                                   the session) so the next call prepares again.
+`arrays(rows, names, processors=None)`
+                                   one Python list per column (rows are dicts or objects),
+                                   values passed through the columns' bind processors when given;
+                                   psycopg2 adapts each list to an ARRAY (never hand-escaped
+                                   literals).
+`raw_connection(engine)`           a pooled DBAPI connection through SQLAlchemy's public API
+                                   (`engine.raw_connection()`); `.driver_connection` is psycopg2's
+                                   own, `.info` is where prepared state lives; `.close()` returns it.
+`pool_connection(conn)` / `driver_connection(conn)`
+                                   for a SQLAlchemy `Connection` (e.g. `session.connection()`): its
+                                   pool connection (`conn.connection`, has `.info`) and the driver's
+                                   connection (`conn.connection.driver_connection`).
+`sql_type(column, dialect)`        a column's SQL type without length (an explicit cast to
+                                   VARCHAR(n) silently truncates on PostgreSQL; too long must fail).
+
+Example (PostgreSQL hot path)::
+
+    from radiusd.store import sql
+    fairy = sql.raw_connection(engine)
+    cur = fairy.driver_connection.cursor()
+    sql.prepare(fairy, cur, "admission")
+    upsert = sql.statement("postgresql", "admission", "upsert")
+    cur.execute(upsert.execute, upsert.params(ttl, keys, ...))
+
+No module outside this package contains SQL text (tests/test_layers.py greps for it).
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+DIALECTS = ("postgresql", "sqlite")
+_PREPARED_KEY = "radiusd_prepared"   # pool connection .info key: set of areas prepared there
+_cache: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+
+class Prepared:
+    """A PostgreSQL statement PREPAREd once per connection and run with EXECUTE.
+
+    `body` uses `$1..$n`; `types` are the parameters' SQL types. `execute` is the EXECUTE text for
+    psycopg2 with one positional `%s` per parameter, each cast to its type (so an empty list or a
+    list of NULLs still has a type); pass the values as a sequence (`params(...)`).
+    """
+
+    __slots__ = ("name", "types", "body", "names", "processors")
+
+    def __init__(self, name: str, types: Sequence[str], body: str, names: Sequence[str] = (),
+                 processors: Sequence = ()):
+        self.name = name
+        self.types = tuple(types)
+        self.body = body
+        self.names = tuple(names)            # column names, for from_columns statements
+        self.processors = tuple(processors)
+
+    @property
+    def prepare(self) -> str:
+        return f"PREPARE {self.name} ({', '.join(self.types)}) AS {self.body}"
+
+    @property
+    def execute(self) -> str:
+        return f"EXECUTE {self.name} ({', '.join('%s::' + t for t in self.types)})"
+
+    def params(self, *values) -> tuple:
+        if len(values) != len(self.types):
+            raise TypeError(f"{self.name}: {len(self.types)} parameters, {len(values)} given")
+        return values
+
+    @classmethod
+    def from_columns(cls, name: str, table, names: Sequence[str], body: str, lead: Sequence[str] = ()) -> "Prepared":
+        """A statement fed one array per column of `table` (`names`), typed as the models type
+        them. `body` contains `{unnest}`, replaced by `unnest($k, ...)` over those arrays; `lead`
+        are the SQL types of scalar parameters placed before the arrays ($1.. in `body`)."""
+        from sqlalchemy.dialects import postgresql
+
+        dialect = postgresql.dialect()
+        cols = [table.c[n] for n in names]
+        first = len(lead) + 1
+        unnest = "unnest(" + ", ".join(f"${first + i}" for i in range(len(cols))) + ")"
+        return cls(name, tuple(lead) + tuple(sql_type(c, dialect) + "[]" for c in cols),
+                   body.format(unnest=unnest), names, [_processor(c, dialect) for c in cols])
+
+    def column_arrays(self, rows: Iterable) -> list[list]:
+        """The arrays of a from_columns statement for `rows` (dicts or objects)."""
+        return arrays(rows, self.names, self.processors)
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.name!r})"
+
+
+def _processor(column, dialect):
+    """The column's bind processor; times go as ISO-8601 text (cast back by the EXECUTE's typed
+    parameter): psycopg2 adapts a str several times faster than an aware datetime."""
+    from sqlalchemy import DateTime
+
+    process = column.type.bind_processor(dialect)
+    if not isinstance(getattr(column.type, "impl", column.type), DateTime):
+        return process
+    if process is None:
+        return lambda value: None if value is None else value.isoformat()
+    return lambda value: None if (value := process(value)) is None else value.isoformat()
+
+
+def _dialect_name(dialect) -> str:
+    if isinstance(dialect, str):
+        return dialect
+    inner = getattr(dialect, "dialect", None)
+    return inner.name if inner is not None else dialect.name
+
+
+def statements(dialect, area: str) -> Mapping[str, Any]:
+    """NAME -> statement of `area` for `dialect` (see the module docstring)."""
+    name = _dialect_name(dialect)
+    found = _cache.get((name, area))
+    if found is None:
+        if name not in DIALECTS:
+            raise RuntimeError(f"unsupported store dialect {name}")
+        found = importlib.import_module(f"{__name__}.{name}.{area}").STATEMENTS
+        _cache[(name, area)] = found
+    return found
+
+
+def statement(dialect, area: str, name: str):
+    """One named statement of `area` for `dialect`."""
+    return statements(dialect, area)[name]
+
+
+def prepare(pool_connection, cursor, area: str) -> None:
+    """PREPARE the area's statements on this DBAPI connection, once per connection."""
+    done = pool_connection.info.setdefault(_PREPARED_KEY, set())
+    if area in done:
+        return
+    texts = [st.prepare for st in statements("postgresql", area).values() if isinstance(st, Prepared)]
+    if texts:
+        cursor.execute("; ".join(texts))
+    done.add(area)
+
+
+def forget_prepared(pool_connection) -> None:
+    """The server lost our prepared statements (SQLSTATE 26000): prepare again next time."""
+    pool_connection.info.pop(_PREPARED_KEY, None)
+
+
+def arrays(rows: Iterable, names: Sequence[str], processors: Sequence | None = None) -> list[list]:
+    """One list per column; psycopg2 adapts each to an ARRAY parameter."""
+    out: list[list] = [[] for _ in names]
+    procs = processors or [None] * len(names)
+    for row in rows:
+        get = row.get if isinstance(row, dict) else row.__getattribute__
+        for column, name, process in zip(out, names, procs):
+            value = get(name)
+            column.append(process(value) if process is not None else value)
+    return out
+
+
+def raw_connection(engine):
+    """A pooled DBAPI connection (SQLAlchemy's PoolProxiedConnection): `.driver_connection`,
+    `.info`, `.invalidate()`, `.close()` (back to the pool)."""
+    return engine.raw_connection()
+
+
+def pool_connection(conn):
+    """The pool connection under a SQLAlchemy Connection (has `.info`, per DBAPI connection)."""
+    return conn.connection
+
+
+def driver_connection(conn):
+    """The driver's own connection under a SQLAlchemy Connection (psycopg2 / sqlite3)."""
+    return conn.connection.driver_connection
+
+
+def sql_type(column, dialect) -> str:
+    """The column's SQL type for `dialect`, without length."""
+    return re.sub(r"\(.*\)", "", column.type.compile(dialect=dialect))

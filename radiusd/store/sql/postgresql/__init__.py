@@ -1,0 +1,1 @@
+"""PostgreSQL statements, one module per area (see radiusd.store.sql)."""

@@ -1,0 +1,18 @@
+"""SQL fragments both dialects use word for word (placeholders differ: formatted in)."""
+from __future__ import annotations
+
+# An open leg (radiusd.core.admission): counts against capacity and money at {now}.
+OPEN_LEG = "leg = 'orig' AND (state = 'active' OR (state = 'reserved' AND expires_at > {now}))"
+
+
+def constant(value) -> str:
+    """A SQL literal for one of our own constants (radiusd.core.admission.RESERVED), never user data."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise TypeError(f"not a constant for SQL: {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if "'" in value:
+        raise ValueError(f"not a constant for SQL: {value!r}")
+    return f"'{value}'"

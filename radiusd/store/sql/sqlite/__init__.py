@@ -1,0 +1,1 @@
+"""SQLite statements, one module per area (see radiusd.store.sql)."""
