@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "radiusd.admin.commands",      # db, seed, client, account, nas, rates, routing, audit
     "radiusd.radius.commands",     # serve, demo
     "radiusd.store.commands",      # calls, cdr
+    "radiusd.store.secrets_commands",  # secrets status|rotate|seal-existing
     "radiusd.bench.commands",      # bench
     "radiusd.web.commands",        # web (+ web user, web token)
 )

@@ -12,6 +12,8 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                secure_cookies = "auto" (Secure when served over TLS; true/false to force),
                secret_key_file = "" (session signing key; default: next to the SQLite store,
                else ./radiusd-web.key; generated on first start)
+    [secrets]  key_file = "" (seals account passwords and NAS secrets in the store; default: next to
+               the SQLite store as <file>.key, else ./radiusd.key; $RADIUSD_KEY_FILE overrides)
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class Settings:
     web_idle_timeout: int = 1800         # seconds without a request before a web session ends
     web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
+    secrets_key_file: str = ""           # "" = next to the SQLite store, else ./radiusd.key
 
 
 _TOML_KEYS = {
@@ -75,6 +78,7 @@ _TOML_KEYS = {
     ("web", "idle_timeout"): "web_idle_timeout",
     ("web", "secure_cookies"): "web_secure_cookies",
     ("web", "secret_key_file"): "web_secret_key_file",
+    ("secrets", "key_file"): "secrets_key_file",
 }
 
 

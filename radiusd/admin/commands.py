@@ -78,13 +78,18 @@ def _db_init(args) -> int:
     url = settings_from_args(args).database_url
 
     def work(session):
-        return {"database": safe_url(url), "store_version": current_store_version(session)}
+        from radiusd.store.sealing import key_path, sealing_ring
+
+        sealing_ring(session)  # the key file that seals passwords and NAS secrets (made 0600 if new)
+        return {"database": safe_url(url), "store_version": current_store_version(session),
+                "key_file": str(key_path(session))}
 
     result = _in_transaction(args, work, create=True)
     if _json(args):
         emit(result, True)
     else:
-        print(f"store ready: {result['database']} (store version {result['store_version']})")
+        print(f"store ready: {result['database']} (store version {result['store_version']}); "
+              f"secrets key file {result['key_file']} (back it up apart from the store)")
     return 0
 
 

@@ -25,6 +25,7 @@ from radiusd.admin import audit
 from radiusd.admin import fields as F
 from radiusd.errors import UserError
 from radiusd.models import Base, Money, UTCDateTime
+from radiusd.store.sealing import seal_values
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -283,7 +284,7 @@ def load_seed_text(session: Session, source: str, filename: str, *, actor: str, 
                         values[column.key] = _convert(table.name, column, tok)
                     except UserError as exc:
                         raise _SeedError(tok.line, str(exc)) from None
-                rows.append(values)
+                rows.append(seal_values(session, table.name, values))  # clear secrets never stored
             try:
                 session.execute(insert(table), rows)
             except (IntegrityError, StatementError, DBAPIError) as exc:
