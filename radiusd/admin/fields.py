@@ -55,6 +55,12 @@ MONEY_DIGITS = len(str(int(MONEY_MAX)))
 _HIDDEN = ("Cc", "Cf", "Zl", "Zp")
 
 
+def shown(value: str) -> str:
+    """A value as the error message shows it: as given, escaped when it holds hidden characters
+    (so the message stays one line and a U+202E cannot turn it around)."""
+    return ascii(value) if has_hidden_characters(value) else value
+
+
 def fail(field: str, problem: str, value) -> UserError:
     return UserError(f"{field}: {problem} ({value})", field=field)
 
@@ -81,7 +87,7 @@ def text(field: str, value, *, max_len: int = 200, required: bool = False, strip
     if required and not value:
         raise fail(field, "must not be empty", repr(value))
     if len(value) > max_len:
-        raise fail(field, f"longer than {max_len} characters", ascii(value[:40]) + "...")
+        raise fail(field, f"longer than {max_len} characters", shown(value[:40]) + "...")
     if multiline:
         if any(unicodedata.category(c) == "Cc" and c not in "\t\r\n" for c in value):
             raise fail(field, "contains control characters", ascii(value))
@@ -133,7 +139,7 @@ def integer(field: str, value, *, minimum: int | None = None, maximum: int | Non
     else:
         raw = str(value).strip()
         if not WHOLE_RE.match(raw) or len(raw) > 30:
-            raise fail(field, "expected a whole number", ascii(raw[:40])) from None
+            raise fail(field, "expected a whole number", shown(raw[:40]))
         number = int(raw)
     if minimum is not None and number < minimum:
         raise fail(field, f"must be {minimum} or more", value)
