@@ -5,7 +5,8 @@ rates load in a few seconds. The store version is read first, in the same transa
 admin change lands while we read, the version we report is older than what we loaded, so the
 server's next version check simply loads again (never the other way round). On PostgreSQL
 `load_snapshot_from` reads in one REPEATABLE READ transaction, so all tables come from one
-consistent moment.
+consistent moment. Account passwords and NAS secrets are sealed in the store and opened here
+(radiusd.store.sealing): the clear values live only in this in-memory snapshot.
 """
 from __future__ import annotations
 
