@@ -6,6 +6,7 @@ store's columns, duplicate identities, names with control or bidi-override chara
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from fastapi.testclient import TestClient
 
 from radiusd.admin import seeds, users
 from radiusd.cli import main
+from radiusd.config import load_settings
+from radiusd.models import Client
+from radiusd.web.app import create_app
 from radiusd.db import current_store_version, open_store
 from radiusd.web.api import router
 
@@ -66,7 +70,7 @@ CLI_CASES = [
 CSV_HEADER = "prefix,description,price_per_minute,minimum_seconds,interval_seconds,grace_seconds\n"
 CSV_GOOD = "44,UK,0.02,0,1,0\n"
 CSV_CASES = [
-    ("49,DE,0.03,3000000000,1,0\n", f"3: minimum_seconds: must be 2147483647 or less (3000000000)"),
+    ("49,DE,0.03,3000000000,1,0\n", "3: minimum_seconds: must be 2147483647 or less (3000000000)"),
     ("49,DE,0.03,3e9,1,0\n", "3: minimum_seconds: expected a whole number (3e9)"),
     ("49,DE,0.03,0,2147483648,0\n", f"3: interval_seconds: {TOO_BIG}"),
     ("49,DE,0.03,0,1,2147483648\n", f"3: grace_seconds: {TOO_BIG}"),
@@ -108,6 +112,8 @@ SEED_CASES = [
      "2: accounts.password: a login account (ident_by name) needs a password (empty)"),
     ("INSERT INTO accounts (id, client_id, name, ident_by) VALUES (4, 1, 'ipless', 'ip');",
      "2: accounts.ips: an IP-identified account needs at least one address or CIDR (empty) (account ipless)"),
+    ("INSERT INTO accounts (client_id, name, ident_by) VALUES (1, 'no-id', 'ip');",  # the store picks the id
+     "2: accounts.ips: an IP-identified account needs at least one address or CIDR (empty) (account no-id)"),
     ("INSERT INTO accounts (id, client_id, name, ident_by) VALUES (4, 99, 'orphan', 'ip');",
      "2: accounts.client_id: no such client (99)"),
     ("INSERT INTO nas (id, name, address, secret) VALUES (2, 'sw2', '10.0.0.1/32', 'testing123');",
@@ -238,3 +244,26 @@ def test_web_api_shows_the_same_field_errors(sessions):
         (409, "ips", f"ips: {IP_DUP}")
     with sessions() as s:
         assert seeds.table_counts(s, ["clients", "accounts"]) == {"clients": 1, "accounts": 3}
+
+
+def test_web_pages_show_the_field_error_next_to_the_field(sessions, tmp_path):
+    with sessions.begin() as s:
+        users.add_user(s, "alice", "correct horse battery", "admin", "root", "cli")
+        seeds.load_seed_text(s, BASE, "base.sql", actor="root")
+    settings = load_settings(database_url="sqlite://", web_secret_key_file=str(tmp_path / "key"))
+    browser = TestClient(create_app(settings, sessions=sessions), follow_redirects=False)
+    page = browser.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    assert browser.post("/login", data={"name": "alice", "password": "correct horse battery",
+                                        "csrf_token": token}).status_code == 303
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/").text).group(1)
+    for form, field in (({"name": "Big", "capacity": "2147483648"}, "capacity"),
+                        ({"name": "Tab\tbed"}, "name"), ({"name": "evil\u202egnp"}, "name"),
+                        ({"name": "Neg", "credit_limit": "-5"}, "credit_limit")):
+        reply = browser.post("/clients/new", data={"currency": "USD", "active": "yes", **form, "csrf_token": csrf})
+        assert reply.status_code == 422 and f'data-field="{field}"' in reply.text, form
+    reply = browser.post("/clients/1/topup", data={"amount": "999999999999", "csrf_token": csrf})
+    assert reply.status_code == 422 and 'data-field="amount"' in reply.text
+    with sessions() as s:
+        assert seeds.table_counts(s, ["clients"]) == {"clients": 1}
+        assert s.get(Client, 1).balance == 100

@@ -44,6 +44,7 @@ _RULES = {
     "account_networks": accounts.NETWORK_COLUMN_RULES, "nas": nas.COLUMN_RULES,
     "rate_tables": rates.TABLE_COLUMN_RULES, "rates": rates.COLUMN_RULES,
     "routing_plans": routing.PLAN_COLUMN_RULES, "routing_rules": routing.RULE_COLUMN_RULES,
+    "web_users": {"name": lambda field, value: F.name(field, value, spaces=False)},
 }
 # How a row is named in a message about a duplicate or a missing reference.
 _WHAT = {"clients": "client", "accounts": "account", "nas": "NAS", "rate_tables": "rate table", "rates": "rate",
