@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, seeded_store
 from radiusd.cli import main
-from radiusd.db import make_engine, make_sessionmaker, open_store
+from radiusd.db import make_engine, open_store
 from radiusd.models import Base
 from radiusd.secrets_at_rest import (
     CannotOpen,
