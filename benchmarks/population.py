@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 
 from radiusd.db import bump_store_version, create_schema, make_engine
 from radiusd.models import Account, AccountNetwork, Client, Nas, Rate, RateTable
+from radiusd.secrets_at_rest import account_password_place, nas_secret_place, seal
+from radiusd.store.sealing import sealing_ring
 
 # Destination bases the rates cover (none starts with 9: that digit starts tech prefixes).
 BASES = ("1", "44", "49", "33", "39", "34", "7", "86", "61", "55", "27", "81", "52", "20", "62", "63")
@@ -86,6 +88,8 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
     engine = engine or make_engine(database_url)
     try:
         create_schema(engine)
+        with Session(engine) as session:
+            ring = sealing_ring(session)  # the store's key file (made if the store has none yet)
         n_login = int(round(accounts * login_share))
         n_ip = accounts - n_login
         per_table = max(1, rates // rate_tables)
@@ -93,7 +97,8 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
         with engine.begin() as conn:
             # NAS on loopback with the benchmark's secret (kept if already there)
             known = set(conn.scalars(select(Nas.address)))
-            nas_rows = [dict(name=f"bench-{i}", address=a, secret=secret, message_authenticator="yes",
+            nas_rows = [dict(name=f"bench-{i}", address=a, secret=seal(secret, nas_secret_place(f"bench-{i}"), ring),
+                             message_authenticator="yes",
                              dialect="cisco", caller_address_source="h323-remote-address", notes="benchmark")
                         for i, a in enumerate(nas_addresses) if a not in known]
             if nas_rows:
@@ -144,7 +149,8 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
                 name = f"bench-login-{i:06d}"
                 password = f"pw-{i:06d}"
                 account_rows.append(dict(client_id=client_ids[(i + n_ip) % len(client_ids)], name=name,
-                                         ident_by="name", tech_prefix="", password=password, active=True,
+                                         ident_by="name", tech_prefix="",
+                                         password=seal(password, account_password_place(name), ring), active=True,
                                          orig_enabled=True, orig_capacity=account_capacity(i + n_ip),
                                          notes="benchmark"))
                 users.append(("login", name, password, prefixes[i % len(prefixes)]))

@@ -293,6 +293,8 @@ def main(argv=None) -> int:
     D = args.duration
 
     say(f"loading populations into PostgreSQL (work dir {work})")
+    # the population seals passwords and secrets with this key; the servers (cwd = their work dir) open them
+    os.environ.setdefault("RADIUSD_KEY_FILE", str(work / "radiusd.key"))
     # "small"/"large": limits on every client (finite credit, capacity; some account capacities),
     # what carriers run; "nolimits": the large population without them, for the labelled rows.
     sizes = {"small": (args.small_accounts, not args.no_limits), "large": (args.accounts, not args.no_limits)}

@@ -14,6 +14,7 @@ import sys
 from radiusd.commands import admin as commands_admin
 from radiusd.commands import bench as commands_bench
 from radiusd.commands import calls as commands_calls
+from radiusd.commands import secrets as commands_secrets
 from radiusd.commands import serve as commands_serve
 from radiusd.config import ConfigError
 from radiusd.web import commands as commands_web
@@ -25,6 +26,7 @@ COMMAND_MODULES = (
     commands_admin,      # db, seed, client, account, nas, rates, routing, audit
     commands_serve,      # serve, demo
     commands_calls,      # calls, cdr
+    commands_secrets,    # secrets status|rotate|seal-existing
     commands_bench,      # bench
     commands_web,        # web (+ web user, web token)
 )

@@ -102,10 +102,12 @@ def open_store_from_args(args, create: bool = False):
     from sqlalchemy.exc import DBAPIError
 
     from radiusd.db import open_store
+    from radiusd.store.sealing import attach_key_file
 
     settings = settings_from_args(args)
     try:
         engine, sessions = open_store(settings.database_url, create=create)
+        attach_key_file(sessions, settings.secrets_key_file, settings.database_url)
     except DBAPIError as exc:
         raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
                         f"({safe_url(settings.database_url)})") from None

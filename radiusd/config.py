@@ -13,6 +13,8 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                secret_key_file = "" (session signing key; default: next to the SQLite store,
                else ./radiusd-web.key; generated on first start)
     [database] url, cdr_partitions_ahead = 2 (PostgreSQL: months of CDR partitions kept ahead)
+    [secrets]  key_file = "" (seals account passwords and NAS secrets in the store; default: next to
+               the SQLite store as <file>.key, else ./radiusd.key; $RADIUSD_KEY_FILE overrides)
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ class Settings:
     web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
     cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
+    secrets_key_file: str = ""           # "" = next to the SQLite store, else ./radiusd.key
 
 
 _TOML_KEYS = {
@@ -78,6 +81,7 @@ _TOML_KEYS = {
     ("web", "idle_timeout"): "web_idle_timeout",
     ("web", "secure_cookies"): "web_secure_cookies",
     ("web", "secret_key_file"): "web_secret_key_file",
+    ("secrets", "key_file"): "secrets_key_file",
 }
 
 

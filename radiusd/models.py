@@ -228,7 +228,7 @@ class Nas(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     address: Mapped[str] = mapped_column(String(64), unique=True)  # normalised CIDR, e.g. 10.0.0.1/32
-    secret: Mapped[str] = mapped_column(String(256))
+    secret: Mapped[str] = mapped_column(String(2048))  # sealed (radiusd.secrets_at_rest), never clear
     # Access-Requests: yes | no | auto (radiusd.core.message_authenticator). Under auto the first
     # valid Message-Authenticator seen from the NAS is recorded in message_authenticator_seen_at
     # (written once, by the server) and from then on it is required.
@@ -273,7 +273,7 @@ class Account(Base):
     ident_by: Mapped[str] = mapped_column(String(8))
     ani: Mapped[str | None] = mapped_column(String(64))
     tech_prefix: Mapped[str] = mapped_column(String(32), server_default="")
-    password: Mapped[str | None] = mapped_column(String(256))
+    password: Mapped[str | None] = mapped_column(String(2048))  # sealed (radiusd.secrets_at_rest)
     active: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     notes: Mapped[str] = mapped_column(Text, server_default="")
     # Longest call answered for this account, seconds; NULL = no limit at this level.

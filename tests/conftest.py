@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -20,6 +21,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("RADIUSD_TEST_PG_URL")
 if PG_ADMIN_URL:
     PG_ADMIN_URL = normalise_url(PG_ADMIN_URL)
+# One secrets key file for the whole run (the servers the tests start inherit it), never ./radiusd.key
+# in the checkout; tests of the key file itself set their own.
+os.environ.setdefault("RADIUSD_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="radiusd-test-key-"), "radiusd.key"))
 
 
 def _unavailable(what: str):

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from radiusd.core.facts import AcctFacts, AuthFacts
 from radiusd.models import Account, AccountNetwork, ActiveCall, Cdr, Client, Nas, Rate, RateTable
 from radiusd.store.accounting import apply
+from radiusd.store.sealing import seal_column
 from radiusd.store.snapshot_loader import load_snapshot
 
 T0 = dt.datetime(2026, 11, 25, 20, 0, 0, tzinfo=dt.timezone.utc)
@@ -46,6 +47,8 @@ def seed(sessions, capacity: int | None = 2, balance: str = "100", credit_limit:
         gwb = Nas(name="gw-b", address="10.0.0.2/32", secret="s3cret-b", dialect="cisco")
         kam = Nas(name="kam", address="10.0.0.3/32", secret="s3cret-k", dialect="kamailio")
         s.add_all([gwa, gwb, kam])
+        for row in (gwa, gwb, kam):
+            seal_column(s, row, "secret")  # as the admin layer stores it
         acme = Client(name="acme", balance=Decimal(balance),
                       credit_limit=None if credit_limit is None else Decimal(credit_limit),
                       capacity=capacity, orig_rate_table_id=retail.id)
@@ -59,6 +62,7 @@ def seed(sessions, capacity: int | None = 2, balance: str = "100", credit_limit:
         vendor_out = Account(client_id=vendorco.id, name="vendor-out", ident_by="ip", orig_enabled=False,
                              term_enabled=True, networks=[AccountNetwork(cidr=f"{VENDOR_IP}/32")])
         s.add_all([acme_gw, alice, vendor_out])
+        seal_column(s, alice, "password")
         s.flush()
         return {"gw-a": gwa.id, "gw-b": gwb.id, "kam": kam.id, "acme": acme.id, "kamco": kamco.id,
                 "vendorco": vendorco.id, "acme-gw": acme_gw.id, "alice": alice.id, "vendor-out": vendor_out.id,

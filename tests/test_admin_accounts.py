@@ -13,6 +13,8 @@ from radiusd.admin import accounts, audit, seeds
 from radiusd.cli_output import UserError
 from radiusd.db import current_store_version
 from radiusd.models import Account, AccountNetwork, ActiveCall, AuditEntry, Cdr, Client, RoutingRule
+from radiusd.secrets_at_rest import account_password_place, load_key_file, open_sealed
+from radiusd.store.sealing import key_path
 
 DEMO = Path(__file__).resolve().parent.parent / "schema" / "seeds" / "demo.sql"
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
@@ -120,7 +122,8 @@ def test_update_checks_the_whole_account_and_keeps_it_on_error(demo):
     assert record["ident_by"] == "name" and record["password"] == "***" and record["gateways"] == ["localhost"]
     with demo() as s:
         account = s.scalars(select(Account).where(Account.name == "acme-ani")).one()
-        assert (account.password, account.orig_capacity) == ("n3w-pass", 3)
+        assert account.password != "n3w-pass" and account.orig_capacity == 3  # sealed in the store
+        assert open_sealed(account.password, account_password_place("acme-ani"), load_key_file(key_path(s))) == "n3w-pass"
         entry = s.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
         changes = json.loads(entry.changes)
     assert changes["ident_by"] == ["ani", "name"]

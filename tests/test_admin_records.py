@@ -11,6 +11,8 @@ from radiusd.admin import accounts, audit, clients, nas, rates, routing
 from radiusd.cli_output import UserError
 from radiusd.db import current_store_version
 from radiusd.models import AuditEntry, Client, Nas, Rate
+from radiusd.secrets_at_rest import load_key_file, nas_secret_place, open_sealed
+from radiusd.store.sealing import key_path
 
 UTC = dt.timezone.utc
 
@@ -81,7 +83,9 @@ def test_nas_secret_never_shown_nor_logged(sessions):
     assert record["message_authenticator"] == "auto" and record["message_authenticator_learned"] is None
     _do(sessions, nas.update_nas, "edge1", secret="An0ther-Secret", address="2001:DB8::/64")
     with sessions() as s:
-        assert s.scalars(select(Nas.secret)).one() == "An0ther-Secret"
+        stored = s.scalars(select(Nas.secret)).one()
+        assert "An0ther-Secret" not in stored  # sealed in the store
+        assert open_sealed(stored, nas_secret_place("edge1"), load_key_file(key_path(s))) == "An0ther-Secret"
         shown = nas.show_nas(s, "edge1")
         listed = nas.list_nas(s)
         raw = " ".join(s.scalars(select(AuditEntry.changes)))

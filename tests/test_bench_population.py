@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 from radiusd.bench.population import load_users, write_users
 from radiusd.db import current_store_version, make_sessionmaker
 from radiusd.models import Account, AccountNetwork, Client, Nas, Rate, RateTable
+from radiusd.secrets_at_rest import account_password_place, load_key_file, open_sealed
+from radiusd.store.sealing import key_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.population import load_population, rate_prefixes  # noqa: E402
@@ -36,7 +38,9 @@ def test_population_rows_counted(store_url, tmp_path):
             assert current_store_version(s) >= 1
             # the password FreeRADIUS gets in radcheck is the one the account holds
             login, password = pop.logins[7]
-            assert s.scalar(select(Account.password).where(Account.name == login)) == password
+            stored = s.scalar(select(Account.password).where(Account.name == login))
+            assert stored != password and password not in stored  # sealed in the store
+            assert open_sealed(stored, account_password_place(login), load_key_file(key_path(s))) == password
             # four IP accounts share a network, told apart by tech prefix
             shared = s.execute(select(AccountNetwork.cidr, func.count()).group_by(AccountNetwork.cidr)).all()
             assert {n for _, n in shared} == {4} and len(shared) == 40

@@ -12,7 +12,7 @@ PACKAGE = ROOT / "radiusd"
 
 # Foundation modules: importable by every layer, themselves importing only foundation and core.
 FOUNDATION = {"radiusd", "radiusd.config", "radiusd.errors", "radiusd.models", "radiusd.db",
-              "radiusd.logging_setup", "radiusd.metrics", "radiusd.plain"}
+              "radiusd.logging_setup", "radiusd.metrics", "radiusd.plain", "radiusd.secrets_at_rest"}
 # core <- store <- {edge, admin, bench} <- {cli, commands, web}: a module may import its own
 # layer and those below.
 LAYERS = {

@@ -1,5 +1,5 @@
 """schema/upgrades/: a PostgreSQL store made before issue 9 becomes exactly the current schema,
-and its NAS keep the Message-Authenticator behaviour they had."""
+its NAS keep the Message-Authenticator behaviour they had, and their clear secrets get sealed."""
 from __future__ import annotations
 
 import shutil
@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from radiusd.cli import main
 from radiusd.db import make_sessionmaker
 from radiusd.models import Base
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 ROOT = Path(__file__).resolve().parent.parent
-UPGRADE = ROOT / "schema" / "upgrades" / "2026-12-nas-message-authenticator-max-call-duration.sql"
+UPGRADES = sorted((ROOT / "schema" / "upgrades").glob("*.sql"))  # each once, in name order
 
 # the schema as it was before: one boolean column, no per-client/account max call duration
 BEFORE = """
@@ -24,6 +25,8 @@ ALTER TABLE nas DROP COLUMN message_authenticator_seen_at;
 ALTER TABLE nas ADD COLUMN require_message_authenticator BOOLEAN DEFAULT true NOT NULL;
 ALTER TABLE clients DROP COLUMN max_call_duration;
 ALTER TABLE accounts DROP COLUMN max_call_duration;
+ALTER TABLE nas ALTER COLUMN secret TYPE VARCHAR(256);
+ALTER TABLE accounts ALTER COLUMN password TYPE VARCHAR(256);
 INSERT INTO nas (id, name, address, secret, require_message_authenticator)
     VALUES (1, 'cisco-gw', '192.0.2.1/32', 's1', true), (2, 'kamailio', '192.0.2.2/32', 's2', false);
 INSERT INTO clients (id, name, credit_limit) VALUES (1, 'Acme', 0);
@@ -56,11 +59,16 @@ def test_upgrade_turns_the_old_schema_into_the_current_one(pg_url, tmp_path):
         (tmp_path / "before.sql").write_text(BEFORE)
         _psql(pg_url, "-f", str(tmp_path / "before.sql"))
         assert _shape(engine) != current
-        _psql(pg_url, "-f", str(UPGRADE))
+        for upgrade in UPGRADES:
+            _psql(pg_url, "-f", str(upgrade))
         assert _shape(engine) == current
         assert set(current["nas"][0]) == set(Base.metadata.tables["nas"].columns.keys())
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version FROM store_version")).scalar() == 1
+        # the clear NAS secrets of the old store are sealed in place (README: Secrets at rest)
+        assert main(["--database-url", pg_url, "secrets", "seal-existing"]) == 0
+        with engine.connect() as conn:
+            assert all(v.startswith("rs1:") for v in conn.execute(text("SELECT secret FROM nas")).scalars())
         snapshot = load_snapshot_from(make_sessionmaker(engine))
         assert {n.name: (n.message_authenticator, n.message_authenticator_learned)
                 for n in snapshot.nas.values()} == {"cisco-gw": ("yes", False), "kamailio": ("no", False)}

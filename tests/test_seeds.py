@@ -125,7 +125,7 @@ def test_bad_value_in_a_multi_line_statement_names_its_own_line(sessions, tmp_pa
 
 def test_loading_the_demo_twice_fails_and_keeps_the_first_load(sessions):
     seeds.load_seed(sessions, DEMO, actor="tester")
-    with pytest.raises(UserError, match=r"demo\.sql:\d+: nas: "):
+    with pytest.raises(UserError, match=r"demo\.sql:8: nas\.id: already used by NAS #1 \(1\)"):
         seeds.load_seed(sessions, DEMO, actor="tester")
     with sessions() as s:
         assert seeds.table_counts(s, list(DEMO_COUNTS)) == DEMO_COUNTS

@@ -24,6 +24,7 @@ from radiusd.models import (
     RoutingPlan,
     RoutingRule,
 )
+from radiusd.store.sealing import seal_column
 from radiusd.store.snapshot_loader import load_snapshot, load_snapshot_from
 
 UTC = dt.timezone.utc
@@ -44,6 +45,8 @@ def seed(sessions):
         ])
         plan = RoutingPlan(name="default")
         s.add_all([nas1, nas2, table, plan])
+        for row in (nas1, nas2):
+            seal_column(s, row, "secret")  # as the admin layer stores it
         s.flush()
         acme = Client(name="acme", balance=D("10"), credit_limit=D("2.5"), orig_rate_table_id=table.id,
                       routing_plan_id=plan.id, capacity=20)
@@ -61,6 +64,7 @@ def seed(sessions):
                        term_enabled=True, term_protocol="sip", term_proxy="203.0.113.9", term_port=5060,
                        networks=[AccountNetwork(cidr="203.0.113.9/32")])
         s.add_all([ip, login, ani, term])
+        seal_column(s, login, "password")
         s.flush()
         s.add(RoutingRule(routing_plan_id=plan.id, priority=1, prefix="49", terminator_account_id=term.id, share=70))
         bump_store_version(s)

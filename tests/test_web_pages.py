@@ -14,6 +14,8 @@ from radiusd.admin import accounts, users
 from radiusd.admin.dashboard import asr_acd
 from radiusd.config import load_settings
 from radiusd.models import AuditEntry, Client, Nas, Rate, RoutingPlan
+from radiusd.secrets_at_rest import load_key_file, nas_secret_place, open_sealed
+from radiusd.store.sealing import key_path
 from radiusd.web.app import create_app
 from test_accounting_support import CUSTOMER_IP, acct, feed, open_calls, seed, snapshot_of
 
@@ -107,7 +109,8 @@ def test_nas_secret_is_write_only_and_address_checked(web, sessions):
     assert kept.status_code == 303
     with sessions() as s:
         nas = s.get(Nas, nas.id)
-        assert nas.secret == "s3cret-new" and nas.message_authenticator == "yes"
+        assert nas.message_authenticator == "yes" and "s3cret-new" not in nas.secret  # sealed in the store
+        assert open_sealed(nas.secret, nas_secret_place("sbc-1"), load_key_file(key_path(s))) == "s3cret-new"
 
 
 CSV_BAD = "prefix,description,price_per_minute\n49,Germany,0.03\n4930,Berlin,cheap\n"

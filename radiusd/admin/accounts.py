@@ -32,12 +32,43 @@ from radiusd.models import (
     RoutingRule,
     account_gateways,
 )
+from radiusd.store.sealing import seal_column
 
 ACCOUNT_FIELDS = (
     "client", "name", "ident_by", "ips", "tech_prefix", "password", "ani", "gateways", "notes", "active",
     "max_call_duration", "orig_enabled", "orig_rate_table", "orig_routing_plan", "orig_tag", "orig_capacity",
     "term_enabled", "term_rate_table", "term_tag", "term_capacity", "term_protocol", "term_proxy", "term_port",
 )
+
+
+def _term_proxy(field: str, value) -> str | None:
+    proxy = F.optional_text(field, value, max_len=255)
+    if proxy is not None and any(ch.isspace() for ch in proxy):
+        raise F.fail(field, "must not contain spaces", proxy)
+    return proxy
+
+
+# How each column's value is checked, from the CLI, the web, the API and seed files alike.
+COLUMN_RULES = {
+    "name": lambda field, value: F.name(field, value, spaces=False),
+    "ident_by": lambda field, value: F.choice(field, value, IDENT_BY),
+    "tech_prefix": F.tech_prefix,
+    "password": lambda field, value: F.secret(field, value, required=False),
+    "ani": F.ani,
+    "notes": F.notes,
+    "active": F.boolean,
+    "orig_enabled": F.boolean,
+    "term_enabled": F.boolean,
+    "orig_tag": lambda field, value: F.text(field, value, max_len=64),
+    "term_tag": lambda field, value: F.text(field, value, max_len=64),
+    "orig_capacity": F.capacity,
+    "term_capacity": F.capacity,
+    "max_call_duration": F.max_call_duration,
+    "term_protocol": lambda field, value: F.choice(field, value, PROTOCOLS, nullable=True),
+    "term_proxy": _term_proxy,
+    "term_port": lambda field, value: F.integer(field, value, minimum=1, maximum=65535, nullable=True),
+}
+NETWORK_COLUMN_RULES = {"cidr": F.network, "position": lambda field, value: F.integer(field, value, minimum=0)}
 
 
 def account_state(session: Session, account: Account) -> dict:
@@ -115,18 +146,8 @@ def _parse(session: Session, draft: _Draft, values: dict) -> None:
     for key, value in values.items():
         if key == "client":
             c["client_id"] = find(session, Client, value, "client").id
-        elif key == "name":
-            c["name"] = F.name("name", value, spaces=False)
-        elif key == "ident_by":
-            c["ident_by"] = F.choice("ident_by", value, IDENT_BY)
         elif key == "ips":
             draft.networks = F.networks("ips", value)
-        elif key == "tech_prefix":
-            c["tech_prefix"] = F.tech_prefix("tech_prefix", value)
-        elif key == "password":
-            c["password"] = F.secret("password", value, required=False)
-        elif key == "ani":
-            c["ani"] = F.ani("ani", value)
         elif key == "gateways":
             gateways: list[Nas] = []
             for ref in F.name_list(value):
@@ -134,58 +155,55 @@ def _parse(session: Session, draft: _Draft, values: dict) -> None:
                 if nas not in gateways:
                     gateways.append(nas)
             draft.gateways = gateways
-        elif key == "notes":
-            c["notes"] = F.text("notes", value, max_len=10000, strip=False)
-        elif key in ("active", "orig_enabled", "term_enabled"):
-            c[key] = F.boolean(key, value)
         elif key in ("orig_rate_table", "term_rate_table"):
             table = find_optional(session, RateTable, value, key)
             c[key + "_id"] = table.id if table else None
         elif key == "orig_routing_plan":
             plan = find_optional(session, RoutingPlan, value, key)
             c["orig_routing_plan_id"] = plan.id if plan else None
-        elif key in ("orig_tag", "term_tag"):
-            c[key] = F.text(key, value, max_len=64)
-        elif key in ("orig_capacity", "term_capacity"):
-            c[key] = F.capacity(key, value)
-        elif key == "max_call_duration":
-            c[key] = F.max_call_duration(key, value)
-        elif key == "term_protocol":
-            c["term_protocol"] = F.choice("term_protocol", value, PROTOCOLS, nullable=True)
-        elif key == "term_proxy":
-            proxy = F.optional_text("term_proxy", value, max_len=255)
-            if proxy is not None and any(ch.isspace() for ch in proxy):
-                raise F.fail("term_proxy", "must not contain spaces", proxy)
-            c["term_proxy"] = proxy
-        elif key == "term_port":
-            c["term_port"] = F.integer("term_port", value, minimum=1, maximum=65535, nullable=True)
+        else:
+            c[key] = COLUMN_RULES[key](key, value)
 
 
 def _gateways_overlap(a: set[int], b: set[int]) -> bool:
     return not a or not b or bool(a & b)  # no gateways = valid on every NAS
 
 
-def _check(session: Session, draft: _Draft, account_id: int | None) -> None:
-    """Whole-account rules: what each ident_by needs, and no two accounts with one identity."""
-    c = draft.cols
-    if not c.get("client_id"):
-        raise F.fail("client", "a client is required", "missing")
+def check_identity_columns(c: dict) -> None:
+    """What each ident_by needs among the account's own columns (before its networks are known)."""
     if not c.get("name"):
         raise F.fail("name", "an account name is required", "missing")
     ident_by = c.get("ident_by")
     if ident_by not in IDENT_BY:
         raise F.fail("ident_by", f"one of {', '.join(IDENT_BY)} is required", ident_by)
-    if ident_by == "ip" and not draft.networks:
-        raise F.fail("ips", "an IP-identified account needs at least one address or CIDR", "empty")
-    if ident_by != "ip" and draft.networks:
-        raise F.fail("ips", f"only used when ident_by is ip, not {ident_by}", ";".join(draft.networks))
     if ident_by == "name" and not c.get("password"):
         raise F.fail("password", "a login account (ident_by name) needs a password", "empty")
     if ident_by == "ani" and not c.get("ani"):
         raise F.fail("ani", "an ANI-identified account needs an ANI", "empty")
+
+
+def check_stored_account(session: Session, account: Account, *, ignore_ids=()) -> None:
+    """The whole-account rules for an account already in the session (a seed's rows): as create and
+    update check them. Accounts in `ignore_ids` (later in the same file) are not compared against."""
+    _check(session, _Draft(account), account.id, ignore_ids=ignore_ids)
+
+
+def _check(session: Session, draft: _Draft, account_id: int | None, *, ignore_ids=()) -> None:
+    """Whole-account rules: what each ident_by needs, and no two accounts with one identity."""
+    c = draft.cols
+    if not c.get("client_id"):
+        raise F.fail("client", "a client is required", "missing")
+    check_identity_columns(c)
+    ident_by = c["ident_by"]
+    if ident_by == "ip" and not draft.networks:
+        raise F.fail("ips", "an IP-identified account needs at least one address or CIDR", "empty")
+    if ident_by != "ip" and draft.networks:
+        raise F.fail("ips", f"only used when ident_by is ip, not {ident_by}", ";".join(draft.networks))
     others = select(Account)
     if account_id is not None:
         others = others.where(Account.id != account_id)
+    if ignore_ids:
+        others = others.where(Account.id.not_in(list(ignore_ids)))
     same_name = session.scalars(others.where(Account.name == c["name"])).first()
     if same_name is not None:
         raise F.conflict("name", f"already used by account #{same_name.id}", c["name"])
@@ -266,6 +284,7 @@ def create_account(session: Session, *, actor: str, context: str = "cli", **valu
     _check(session, draft, None)
     account = Account()
     _write(draft, account)
+    seal_column(session, account, "password")
     account.created_at = account.updated_at = audit.utcnow()
     session.add(account)
     session.flush()
@@ -283,6 +302,7 @@ def _change(session: Session, account: Account, values: dict, *, action: str, ac
     _parse(session, draft, values)
     _check(session, draft, account.id)
     _write(draft, account)
+    seal_column(session, account, "password")  # also re-seals for a new name
     session.flush()
     after = account_state(session, account)
     changes = audit.diff(before, after)

@@ -20,6 +20,19 @@ CLIENT_FIELDS = ("name", "active", "balance", "credit_limit", "currency", "orig_
                  "routing_plan", "capacity", "max_call_duration", "notes")
 UPDATABLE = tuple(f for f in CLIENT_FIELDS if f != "balance")
 
+# How each column's value is checked, from the CLI, the web, the API and seed files alike:
+# rule(field, value) -> the value to store, or a UserError naming the field.
+COLUMN_RULES = {
+    "name": F.name,
+    "active": F.boolean,
+    "balance": F.money,
+    "credit_limit": lambda field, value: F.money(field, value, nullable=True, minimum=Decimal(0)),
+    "currency": F.currency,
+    "capacity": F.capacity,
+    "max_call_duration": F.max_call_duration,
+    "notes": F.notes,
+}
+
 
 def client_record(session: Session, client: Client) -> dict:
     return {
@@ -44,32 +57,19 @@ def _apply(session: Session, client: Client, values: dict) -> None:
         field = sorted(unknown)[0]
         raise F.fail(field, "not a client field", values[field])
     for key, value in values.items():
-        if key == "name":
-            new = F.name("name", value)
-            other = session.scalars(select(Client).where(Client.name == new, Client.id != client.id)).first()
-            if other is not None:
-                raise F.conflict("name", f"already used by client #{other.id}", new)
-            client.name = new
-        elif key == "active":
-            client.active = F.boolean("active", value)
-        elif key == "balance":
-            client.balance = F.money("balance", value)
-        elif key == "credit_limit":
-            client.credit_limit = F.money("credit_limit", value, nullable=True, minimum=Decimal(0))
-        elif key == "currency":
-            client.currency = F.currency("currency", value)
-        elif key in ("orig_rate_table", "term_rate_table"):
+        if key in ("orig_rate_table", "term_rate_table"):
             table = find_optional(session, RateTable, value, key)
             setattr(client, key + "_id", table.id if table else None)
         elif key == "routing_plan":
             plan = find_optional(session, RoutingPlan, value, key)
             client.routing_plan_id = plan.id if plan else None
-        elif key == "capacity":
-            client.capacity = F.capacity("capacity", value)
-        elif key == "max_call_duration":
-            client.max_call_duration = F.max_call_duration("max_call_duration", value)
-        elif key == "notes":
-            client.notes = F.text("notes", value, max_len=10000, strip=False)
+        else:
+            checked = COLUMN_RULES[key](key, value)
+            if key == "name":
+                other = session.scalars(select(Client).where(Client.name == checked, Client.id != client.id)).first()
+                if other is not None:
+                    raise F.conflict("name", f"already used by client #{other.id}", checked)
+            setattr(client, key, checked)
 
 
 def create_client(session: Session, *, actor: str, context: str = "cli", **values) -> dict:
@@ -130,9 +130,12 @@ def adjust_balance(session: Session, ref, amount, *, actor: str, context: str = 
     amount = F.money("amount", amount)
     if amount == 0:
         raise F.fail("amount", "must not be zero", amount)
-    notes = F.text("notes", notes, max_len=1000)
+    notes = F.text("notes", notes, max_len=1000, multiline=True)
     session.refresh(client, ["balance"])
     before = client.balance
+    if abs(before + amount) > F.MONEY_MAX:
+        raise F.fail("amount", f"the balance would have more than {F.MONEY_DIGITS} digits before the decimal "
+                               f"point (balance {F.money_out(before)})", F.money_out(amount))
     new_balance = credit_balance(session, client.id, amount)
     changes = {"balance": [F.money_out(before), F.money_out(new_balance)], "amount": [None, F.money_out(amount)]}
     if notes:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 
+from sqlalchemy import BigInteger, Integer
+
 from radiusd.errors import Conflict, UserError  # noqa: F401  (re-exported: F.UserError)
-from radiusd.models import MONEY_SCALE
+from radiusd.models import MONEY_SCALE, Money
 from radiusd.plain import RATE_FIELDS, amount_text, rate_text  # noqa: F401  (F.amount_text for callers)
 
 NONE_WORDS = ("", "none", "null", "-")
@@ -22,6 +25,41 @@ TECH_PREFIX_RE = re.compile(r"^[0-9#*]*$")
 DIGITS_RE = re.compile(r"^[0-9]*$")
 ANI_RE = re.compile(r"^\+?[0-9#*]+$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+WHOLE_RE = re.compile(r"^[+-]?[0-9]+$")  # ASCII digits only: int() would also take 1_000 and other scripts
+
+
+def type_max(kind):
+    """The largest value a column of this type holds on both stores: the one source of numeric bounds.
+
+    Integer is 32-bit on PostgreSQL (64-bit on SQLite: the smaller wins); money is NUMERIC(p, s) on
+    PostgreSQL and s-decimal micro-units in a 64-bit integer on SQLite, so it gets the whole digits
+    that fit both.
+    """
+    if isinstance(kind, Money):
+        numeric = kind.impl
+        sqlite_digits = len(str((2 ** 63 - 1) // 10 ** numeric.scale)) - 1
+        digits = min(numeric.precision - numeric.scale, sqlite_digits)
+        return Decimal(10) ** digits - Decimal(1).scaleb(-numeric.scale)
+    if isinstance(kind, BigInteger):
+        return 2 ** 63 - 1
+    if isinstance(kind, Integer):
+        return 2 ** 31 - 1
+    raise TypeError(f"no numeric bound for {kind!r}")
+
+
+INTEGER_MAX = type_max(Integer())
+MONEY_MAX = type_max(Money())
+MONEY_DIGITS = len(str(int(MONEY_MAX)))
+# Cc: control characters (tab and newline too); Cf: format characters (bidi overrides such as
+# U+202E, zero-width joiners) that make one name look like another in a list or the audit log;
+# Zl/Zp: line and paragraph separators
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp")
+
+
+def shown(value: str) -> str:
+    """A value as the error message shows it: as given, escaped when it holds hidden characters
+    (so the message stays one line and a U+202E cannot turn it around)."""
+    return ascii(value) if has_hidden_characters(value) else value
 
 
 def fail(field: str, problem: str, value) -> UserError:
@@ -33,17 +71,35 @@ def conflict(field: str, problem: str, value) -> Conflict:
     return Conflict(f"{field}: {problem} ({value})", field=field)
 
 
-def text(field: str, value, *, max_len: int = 200, required: bool = False, strip: bool = True) -> str:
+def has_hidden_characters(value: str) -> bool:
+    """Control, bidi-override, zero-width or line-separator characters: never in a name or identifier."""
+    return any(unicodedata.category(ch) in _HIDDEN for ch in value)
+
+
+def text(field: str, value, *, max_len: int = 200, required: bool = False, strip: bool = True,
+         multiline: bool = False) -> str:
+    """One line of text (a name, tag, description): no control or invisible formatting characters.
+
+    multiline (notes): tabs and line breaks are allowed, other control characters are not.
+    """
     value = "" if value is None else str(value)
     if strip:
         value = value.strip()
     if required and not value:
         raise fail(field, "must not be empty", repr(value))
     if len(value) > max_len:
-        raise fail(field, f"longer than {max_len} characters", value[:40] + "...")
-    if any(ord(c) < 32 and c not in "\t\r\n" for c in value):
-        raise fail(field, "contains control characters", repr(value))
+        raise fail(field, f"longer than {max_len} characters", shown(value[:40]) + "...")
+    if multiline:
+        if any(unicodedata.category(c) == "Cc" and c not in "\t\r\n" for c in value):
+            raise fail(field, "contains control characters", ascii(value))
+    elif has_hidden_characters(value):
+        raise fail(field, "contains control or invisible formatting characters", ascii(value))
     return value
+
+
+def notes(field: str, value, max_len: int = 10000) -> str:
+    """Free text kept as written (several lines allowed)."""
+    return text(field, value, max_len=max_len, strip=False, multiline=True)
 
 
 def name(field: str, value, max_len: int = 100, spaces: bool = True) -> str:
@@ -70,18 +126,25 @@ def boolean(field: str, value) -> bool:
     raise fail(field, "expected yes or no", value)
 
 
-def integer(field: str, value, *, minimum: int | None = None, maximum: int | None = None,
+def integer(field: str, value, *, minimum: int | None = None, maximum: int | None = INTEGER_MAX,
             nullable: bool = False) -> int | None:
+    """A whole number; at most what an Integer column holds unless a smaller maximum is given."""
     if value is None or (isinstance(value, str) and value.strip().lower() in UNLIMITED_WORDS):
         if nullable:
             return None
         raise fail(field, "a whole number is required", value)
     if isinstance(value, bool):
         raise fail(field, "expected a whole number", value)
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise fail(field, "expected a whole number", value) from None
+    if isinstance(value, int):
+        number = value
+    else:
+        raw = str(value).strip()
+        if not WHOLE_RE.match(raw):
+            raise fail(field, "expected a whole number", shown(raw[:40]))
+        try:
+            number = int(raw)
+        except ValueError:  # more digits than Python converts: far past any bound
+            raise fail(field, "too many digits", raw[:40] + "...") from None
     if minimum is not None and number < minimum:
         raise fail(field, f"must be {minimum} or more", value)
     if maximum is not None and number > maximum:
@@ -115,8 +178,8 @@ def money(field: str, value, *, nullable: bool = False, minimum: Decimal | None 
         raise fail(field, "expected an amount like 12.50", value)
     if amount.as_tuple().exponent < -MONEY_SCALE and amount != amount.quantize(Decimal(1).scaleb(-MONEY_SCALE)):
         raise fail(field, f"more than {MONEY_SCALE} decimal places", value)
-    if abs(amount) >= Decimal(10) ** (20 - MONEY_SCALE):
-        raise fail(field, "amount too large", value)
+    if abs(amount) > MONEY_MAX:
+        raise fail(field, f"more than {MONEY_DIGITS} digits before the decimal point", value)
     if minimum is not None and amount < minimum:
         raise fail(field, f"must be {minimum} or more", value)
     return amount
@@ -172,7 +235,7 @@ def secret(field: str, value, *, required: bool) -> str | None:
     value = str(value)
     if len(value) > 256:
         raise fail(field, "longer than 256 characters", "value hidden")
-    if any(ord(c) < 32 for c in value):
+    if any(unicodedata.category(c) == "Cc" for c in value):
         raise fail(field, "contains control characters", "value hidden")
     return value
 

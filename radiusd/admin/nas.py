@@ -9,10 +9,23 @@ from radiusd.admin import fields as F
 from radiusd.admin.refs import find
 from radiusd.core import message_authenticator as ma
 from radiusd.models import CALLER_ADDRESS_SOURCES, DIALECTS, Account, Nas, account_gateways
+from radiusd.store.sealing import seal_column
 
 # require_message_authenticator: the former yes/no flag, still accepted as the policy of that name
 NAS_FIELDS = ("name", "address", "secret", "message_authenticator", "require_message_authenticator", "dialect",
               "caller_address_source", "active", "notes")
+
+# How each column's value is checked, from the CLI, the web, the API and seed files alike.
+COLUMN_RULES = {
+    "name": lambda field, value: F.name(field, value, spaces=False),
+    "address": F.network,
+    "secret": lambda field, value: F.secret(field, value, required=True),
+    "message_authenticator": lambda field, value: F.choice(field, value, ma.POLICIES),
+    "dialect": lambda field, value: F.choice(field, value, DIALECTS),
+    "caller_address_source": lambda field, value: F.choice(field, value, CALLER_ADDRESS_SOURCES),
+    "active": F.boolean,
+    "notes": F.notes,
+}
 
 
 def nas_state(nas: Nas) -> dict:
@@ -45,13 +58,13 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
                      values["require_message_authenticator"])
     for key, value in values.items():
         if key == "name":
-            new = F.name("name", value, spaces=False)
+            new = COLUMN_RULES["name"]("name", value)
             other = session.scalars(select(Nas).where(Nas.name == new, Nas.id != nas.id)).first()
             if other is not None:
                 raise F.conflict("name", f"already used by NAS #{other.id}", new)
             nas.name = new
         elif key == "address":
-            new = F.network("address", value)
+            new = COLUMN_RULES["address"]("address", value)
             other = session.scalars(select(Nas).where(Nas.address == new, Nas.id != nas.id)).first()
             if other is not None:
                 raise F.conflict("address", f"already used by NAS {other.name}", new)
@@ -60,7 +73,7 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
             nas.secret = F.secret("secret", value, required=True)
         elif key in ("message_authenticator", "require_message_authenticator"):
             if key == "message_authenticator":
-                policy = F.choice(key, value, ma.POLICIES)
+                policy = COLUMN_RULES[key](key, value)
             else:
                 policy = "yes" if F.boolean(key, value) else "no"
             nas.message_authenticator = policy
@@ -68,13 +81,13 @@ def _apply(session: Session, nas: Nas, values: dict) -> None:
             # by one that cannot send Message-Authenticator.
             nas.message_authenticator_seen_at = None
         elif key == "active":
-            nas.active = F.boolean(key, value)
+            nas.active = COLUMN_RULES[key](key, value)
         elif key == "dialect":
-            nas.dialect = F.choice("dialect", value, DIALECTS)
+            nas.dialect = COLUMN_RULES[key](key, value)
         elif key == "caller_address_source":
-            nas.caller_address_source = F.choice("caller_address_source", value, CALLER_ADDRESS_SOURCES)
+            nas.caller_address_source = COLUMN_RULES[key](key, value)
         elif key == "notes":
-            nas.notes = F.text("notes", value, max_len=10000, strip=False)
+            nas.notes = COLUMN_RULES[key](key, value)
 
 
 def create_nas(session: Session, *, actor: str, context: str = "cli", **values) -> dict:
@@ -89,6 +102,7 @@ def create_nas(session: Session, *, actor: str, context: str = "cli", **values) 
     values.setdefault("active", True)
     nas = Nas(notes="")
     _apply(session, nas, values)
+    seal_column(session, nas, "secret")
     nas.created_at = audit.utcnow()
     session.add(nas)
     session.flush()
@@ -101,6 +115,7 @@ def update_nas(session: Session, ref, *, actor: str, context: str = "cli", **val
     nas = find(session, Nas, ref, "nas")
     before = nas_state(nas)
     _apply(session, nas, values)
+    seal_column(session, nas, "secret")  # also re-seals for a new name
     session.flush()
     changes = audit.diff(before, nas_state(nas))
     if changes:

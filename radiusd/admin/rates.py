@@ -28,6 +28,28 @@ CSV_COLUMNS = ("prefix", "description", "price_per_minute", "connection_fee", "m
                "interval_seconds", "grace_seconds", "effective_from", "effective_until")
 REQUIRED_COLUMNS = ("prefix", "price_per_minute")
 
+# How each column's value is checked, from the CLI, the web, the API, CSV decks and seed files alike.
+TABLE_COLUMN_RULES = {"name": lambda field, value: F.name(field, value, spaces=False), "currency": F.currency,
+                      "notes": F.notes}
+COLUMN_RULES = {
+    "prefix": F.digits_prefix,
+    "description": lambda field, value: F.text(field, value, max_len=200),
+    "price_per_minute": lambda field, value: F.money(field, value, minimum=Decimal(0)),
+    "connection_fee": lambda field, value: F.money(field, value, minimum=Decimal(0)),
+    "minimum_seconds": lambda field, value: F.integer(field, value, minimum=0),
+    "interval_seconds": lambda field, value: F.integer(field, value, minimum=1),
+    "grace_seconds": lambda field, value: F.integer(field, value, minimum=0),
+    "effective_from": F.timestamp,
+    "effective_until": lambda field, value: F.timestamp(field, value, nullable=True),
+}
+
+
+def check_period(effective_from, effective_until, shown=None) -> None:
+    """A rate's period: effective_until, when set, after effective_from."""
+    if effective_until is not None and effective_until <= effective_from:
+        raise F.fail("effective_until", "must be after effective_from",
+                     effective_until.isoformat() if shown is None else shown)
+
 
 def rate_table_record(table: RateTable, rate_count: int | None = None) -> dict:
     record = {"id": table.id, "name": table.name, "currency": table.currency, "notes": table.notes}
@@ -47,11 +69,11 @@ def rate_record(rate: Rate) -> dict:
 
 def create_rate_table(session: Session, *, actor: str, context: str = "cli", name, currency="USD",
                       notes: str = "") -> dict:
-    name = F.name("name", name, spaces=False)
+    name = TABLE_COLUMN_RULES["name"]("name", name)
     if session.scalars(select(RateTable).where(RateTable.name == name)).first() is not None:
         raise F.conflict("name", "a rate table with this name exists", name)
-    table = RateTable(name=name, currency=F.currency("currency", currency),
-                      notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
+    table = RateTable(name=name, currency=TABLE_COLUMN_RULES["currency"]("currency", currency),
+                      notes=TABLE_COLUMN_RULES["notes"]("notes", notes), created_at=audit.utcnow())
     session.add(table)
     session.flush()
     record = rate_table_record(table)
@@ -69,15 +91,15 @@ def update_rate_table(session: Session, ref, *, actor: str, context: str = "cli"
         raise F.fail(field, "not a rate table field", values[field])
     before = rate_table_record(table)
     if "name" in values:
-        name = F.name("name", values["name"], spaces=False)
+        name = TABLE_COLUMN_RULES["name"]("name", values["name"])
         other = session.scalars(select(RateTable).where(RateTable.name == name, RateTable.id != table.id)).first()
         if other is not None:
             raise F.fail("name", "a rate table with this name exists", name)
         table.name = name
     if "currency" in values:
-        table.currency = F.currency("currency", values["currency"])
+        table.currency = TABLE_COLUMN_RULES["currency"]("currency", values["currency"])
     if "notes" in values:
-        table.notes = F.text("notes", values["notes"], max_len=10000, strip=False)
+        table.notes = TABLE_COLUMN_RULES["notes"]("notes", values["notes"])
     session.flush()
     after = rate_table_record(table)
     changes = audit.diff(before, after)
@@ -148,19 +170,14 @@ def rate_values(values: dict) -> dict:
 
     if "prefix" not in values or values["prefix"] is None:
         raise F.fail("prefix", "is required ('' for any destination)", "missing")
-    row = {
-        "prefix": F.digits_prefix("prefix", values["prefix"]),
-        "description": F.text("description", values.get("description"), max_len=200),
-        "price_per_minute": F.money("price_per_minute", given("price_per_minute"), minimum=Decimal(0)),
-        "connection_fee": F.money("connection_fee", given("connection_fee") or "0", minimum=Decimal(0)),
-        "minimum_seconds": F.integer("minimum_seconds", given("minimum_seconds") or 0, minimum=0),
-        "interval_seconds": F.integer("interval_seconds", given("interval_seconds") or 1, minimum=1),
-        "grace_seconds": F.integer("grace_seconds", given("grace_seconds") or 0, minimum=0),
-        "effective_from": F.timestamp("effective_from", given("effective_from") or EPOCH),
-        "effective_until": F.timestamp("effective_until", given("effective_until"), nullable=True),
-    }
-    if row["effective_until"] is not None and row["effective_until"] <= row["effective_from"]:
-        raise F.fail("effective_until", "must be after effective_from", values.get("effective_until"))
+    defaults = {"connection_fee": "0", "minimum_seconds": 0, "interval_seconds": 1, "grace_seconds": 0,
+                "effective_from": EPOCH}
+    row = {"prefix": COLUMN_RULES["prefix"]("prefix", values["prefix"]),
+           "description": COLUMN_RULES["description"]("description", values.get("description"))}
+    for key in CSV_COLUMNS[2:]:
+        value = given(key)
+        row[key] = COLUMN_RULES[key](key, defaults.get(key) if value is None else value)
+    check_period(row["effective_from"], row["effective_until"], values.get("effective_until"))
     return row
 
 

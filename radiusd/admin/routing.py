@@ -9,6 +9,14 @@ from radiusd.admin import fields as F
 from radiusd.admin.refs import find, name_of, refuse_if_used
 from radiusd.models import Account, Client, RoutingPlan, RoutingRule
 
+# How each column's value is checked, from the CLI, the web, the API and seed files alike.
+PLAN_COLUMN_RULES = {"name": lambda field, value: F.name(field, value, spaces=False), "notes": F.notes}
+RULE_COLUMN_RULES = {
+    "priority": lambda field, value: F.integer(field, value, minimum=0),
+    "prefix": F.digits_prefix,
+    "share": lambda field, value: F.integer(field, value, minimum=0, maximum=100),
+}
+
 
 def rule_record(session: Session, rule: RoutingRule) -> dict:
     return {"id": rule.id, "priority": rule.priority, "prefix": rule.prefix,
@@ -23,10 +31,10 @@ def plan_record(plan: RoutingPlan, rule_count: int | None = None) -> dict:
 
 
 def create_routing_plan(session: Session, *, actor: str, context: str = "cli", name, notes: str = "") -> dict:
-    name = F.name("name", name, spaces=False)
+    name = PLAN_COLUMN_RULES["name"]("name", name)
     if session.scalars(select(RoutingPlan).where(RoutingPlan.name == name)).first() is not None:
         raise F.conflict("name", "a routing plan with this name exists", name)
-    plan = RoutingPlan(name=name, notes=F.text("notes", notes, max_len=10000, strip=False), created_at=audit.utcnow())
+    plan = RoutingPlan(name=name, notes=PLAN_COLUMN_RULES["notes"]("notes", notes), created_at=audit.utcnow())
     session.add(plan)
     session.flush()
     record = plan_record(plan)
@@ -40,9 +48,9 @@ def add_rule(session: Session, plan_ref, *, actor: str, context: str = "cli", te
     """Append a rule: calls to `prefix` ('' = any) go to the terminator account."""
     plan = find(session, RoutingPlan, plan_ref, "routing_plan")
     account = find(session, Account, terminator, "terminator")
-    rule = RoutingRule(routing_plan_id=plan.id, priority=F.integer("priority", priority, minimum=0),
-                       prefix=F.digits_prefix("prefix", prefix), terminator_account_id=account.id,
-                       share=F.integer("share", share, minimum=0, maximum=100))
+    rule = RoutingRule(routing_plan_id=plan.id, priority=RULE_COLUMN_RULES["priority"]("priority", priority),
+                       prefix=RULE_COLUMN_RULES["prefix"]("prefix", prefix), terminator_account_id=account.id,
+                       share=RULE_COLUMN_RULES["share"]("share", share))
     session.add(rule)
     session.flush()
     record = rule_record(session, rule)

@@ -17,15 +17,16 @@ import os
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import Boolean, Integer, String, Text, func, insert, select
+from sqlalchemy import Boolean, Index, Integer, String, Text, UniqueConstraint, func, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
-from radiusd.admin import audit
+from radiusd.admin import accounts, audit, clients, nas, rates, routing
 from radiusd.admin import fields as F
 from radiusd.errors import UserError
-from radiusd.models import Base, Money, UTCDateTime
+from radiusd.models import Account, Base, Money, UTCDateTime
 from radiusd.store import sql
+from radiusd.store.sealing import seal_values
 
 _TOKEN = re.compile(r"""
     (?P<ws>\s+)
@@ -38,8 +39,19 @@ _TOKEN = re.compile(r"""
   | (?P<punct>[(),;.])
 """, re.S | re.X)
 
-# Columns holding an address or CIDR: normalised exactly as the admin commands do.
-_CIDR_COLUMNS = {("nas", "address"), ("account_networks", "cidr")}
+# Each admin table's column rules: the very ones the commands, the web and the API apply.
+_RULES = {
+    "clients": clients.COLUMN_RULES, "accounts": accounts.COLUMN_RULES,
+    "account_networks": accounts.NETWORK_COLUMN_RULES, "nas": nas.COLUMN_RULES,
+    "rate_tables": rates.TABLE_COLUMN_RULES, "rates": rates.COLUMN_RULES,
+    "routing_plans": routing.PLAN_COLUMN_RULES, "routing_rules": routing.RULE_COLUMN_RULES,
+    "web_users": {"name": lambda field, value: F.name(field, value, spaces=False)},
+}
+# How a row is named in a message about a duplicate or a missing reference.
+_WHAT = {"clients": "client", "accounts": "account", "nas": "NAS", "rate_tables": "rate table", "rates": "rate",
+         "routing_plans": "routing plan", "routing_rules": "routing rule", "account_networks": "account network",
+         "web_users": "web user"}
+_CHUNK = 500
 # Tables the loader must not fill: the server maintains them itself.
 _FORBIDDEN_TABLES = {"store_version"}
 
@@ -198,20 +210,21 @@ def _parse(tokens: list[_Tok]) -> list[_Insert]:
 def _convert(table: str, column, tok: _Tok):
     """A literal token as the Python value for `column`, checked like the admin commands check it."""
     field = f"{table}.{column.key}"
+    rule = _RULES.get(table, {}).get(column.key)
     if tok.kind == "word" and tok.value.upper() == "NULL":
         if not column.nullable:
             raise _SeedError(tok.line, f"{field}: must not be NULL")
-        return None
+        return rule(field, None) if rule else None
     kind = column.type
     is_bool = tok.kind == "word"
     if isinstance(kind, Money):
         if is_bool:
             raise _SeedError(tok.line, f"{field}: expected an amount ({tok.value})")
-        return F.money(field, tok.value)
+        return (rule or F.money)(field, tok.value)
     if isinstance(kind, UTCDateTime):
         if tok.kind != "string":
             raise _SeedError(tok.line, f"{field}: expected a date in quotes ({tok.value})")
-        return F.timestamp(field, tok.value)
+        return (rule or F.timestamp)(field, tok.value)
     if isinstance(kind, Boolean):
         if is_bool or tok.kind == "string":
             return F.boolean(field, tok.value)
@@ -221,19 +234,159 @@ def _convert(table: str, column, tok: _Tok):
     if isinstance(kind, Integer):
         if is_bool:
             raise _SeedError(tok.line, f"{field}: expected a whole number ({tok.value})")
-        return F.integer(field, tok.value)
+        if rule:
+            return rule(field, tok.value)
+        return F.integer(field, tok.value, maximum=F.type_max(kind))
     if isinstance(kind, (String, Text)):
         if tok.kind != "string":
             # an unquoted 0099 would silently become 99: insist on quotes for text
             raise _SeedError(tok.line, f"{field}: expected text in single quotes ({tok.value})")
-        value = tok.value
-        if (table, column.key) in _CIDR_COLUMNS:
-            value = F.network(field, value)
         length = getattr(kind, "length", None)
-        if length and len(value) > length:
-            raise _SeedError(tok.line, f"{field}: longer than {length} characters ({value[:40]})")
+        if rule:
+            value = rule(field, tok.value)
+        else:
+            value = F.text(field, tok.value, max_len=length or 1_000_000, strip=False,
+                           multiline=not isinstance(kind, String) or isinstance(kind, Text))
+        if length and value is not None and len(value) > length:
+            raise _SeedError(tok.line, f"{field}: longer than {length} characters ({ascii(value[:40])})")
         return value
     raise _SeedError(tok.line, f"{field}: column type not supported by the seed loader")
+
+
+def _check_row(table: str, values: dict) -> None:
+    """Rules between a row's own columns, as the admin commands apply them."""
+    try:
+        if table == "accounts":
+            accounts.check_identity_columns(values)
+        elif table == "rates" and values.get("effective_from") is not None:
+            rates.check_period(values["effective_from"], values.get("effective_until"))
+    except UserError as exc:
+        raise UserError(f"{table}.{exc}") from None
+
+
+def _required(table, columns: list) -> None:
+    """A column the store needs and the statement leaves out: named before the insert fails."""
+    given = {c.key for c in columns}
+    for column in table.columns:
+        if column.key in given or column.nullable or column.server_default is not None:
+            continue
+        if column is table.autoincrement_column or column.default is not None:
+            continue
+        raise UserError(f"{table.name}.{column.key}: is required (missing)")
+
+
+def _server_default(column):
+    default = column.server_default
+    arg = getattr(default, "arg", None)
+    return arg if isinstance(arg, str) else None
+
+
+def _unique_keys(table):
+    """(columns, where) of every unique key: primary key, unique constraints and (partial) indexes."""
+    keys = []
+    if all(c.key for c in table.primary_key.columns):
+        keys.append((list(table.primary_key.columns), None))
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint):
+            keys.append((list(constraint.columns), None))
+    for column in table.columns:
+        if column.unique:
+            keys.append(([column], None))
+    for index in table.indexes:
+        if isinstance(index, Index) and index.unique:
+            where = index.dialect_options["sqlite"].get("where")
+            keys.append((list(index.columns), where))
+    unique, seen = [], set()
+    for columns, where in keys:
+        marker = (tuple(c.key for c in columns), str(where))
+        if marker not in seen:
+            seen.add(marker)
+            unique.append((columns, where))
+    return unique
+
+
+_WHERE = re.compile(r"^\s*(\w+)\s*=\s*'([^']*)'\s*$")
+
+
+def _shown(values) -> str:
+    return ", ".join("''" if v == "" else str(v) for v in values)
+
+
+def _check_unique(session: Session, table, rows: list[dict], lines: list[int]) -> None:
+    """No row may take a key the store or an earlier row already has: one message on both stores."""
+    id_column = table.c.get("id")
+    for columns, where in _unique_keys(table):
+        condition = None
+        if where is not None:
+            match = _WHERE.match(str(where))
+            if match is None:
+                continue  # left to the store
+            condition = match.groups()
+        keyed = []
+        for row, line in zip(rows, lines):
+            values = []
+            for column in columns:
+                value = row.get(column.key, _server_default(column))
+                values.append(value)
+            if any(v is None for v in values):
+                continue  # NULLs never clash; an autoincrement id is the store's to pick
+            if condition is not None and row.get(condition[0], _server_default(table.c[condition[0]])) != condition[1]:
+                continue
+            keyed.append((tuple(values), line))
+        if not keyed:
+            continue
+        field = f"{table.name}.{'/'.join(c.key for c in columns)}"
+        earlier: dict[tuple, int] = {}
+        for key, line in keyed:
+            if key in earlier:
+                raise _SeedError(line, f"{field}: same as line {earlier[key]} ({_shown(key)})")
+            earlier[key] = line
+        wanted = list(columns) + ([id_column] if id_column is not None else [])
+        for start in range(0, len(keyed), _CHUNK):
+            chunk = keyed[start:start + _CHUNK]
+            query = select(*wanted).where(columns[0].in_({key[0] for key, _ in chunk}))
+            if condition is not None:
+                query = query.where(table.c[condition[0]] == condition[1])
+            existing = {tuple(found[:len(columns)]): (found[-1] if id_column is not None else None)
+                        for found in session.execute(query)}
+            for key, line in chunk:
+                if key in existing:
+                    what = _WHAT.get(table.name, table.name)
+                    owner = f"{what} #{existing[key]}" if existing[key] is not None else f"a {what} in the store"
+                    raise _SeedError(line, f"{field}: already used by {owner} ({_shown(key)})")
+
+
+def _check_references(session: Session, table, rows: list[dict], lines: list[int]) -> None:
+    """Every id a row refers to exists (rows of earlier statements count): one message on both stores."""
+    for column in table.columns:
+        for key in column.foreign_keys:
+            target = key.column
+            wanted = [(row[column.key], line) for row, line in zip(rows, lines) if row.get(column.key) is not None]
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start:start + _CHUNK]
+                found = set(session.scalars(select(target).where(target.in_({v for v, _ in chunk}))))
+                for value, line in chunk:
+                    if value not in found:
+                        what = _WHAT.get(target.table.name, target.table.name)
+                        raise _SeedError(line, f"{table.name}.{column.key}: no such {what} ({value})")
+
+
+def _check_accounts(session: Session, touched: dict[int, int]) -> None:
+    """Every account the file added or gave networks/gateways: the whole-account rules of `account add`.
+
+    An account is compared with the store and the accounts before it in the file, so a duplicate is
+    reported at the later one, the one that would make the first ambiguous."""
+    session.expire_all()
+    order = sorted(touched.items(), key=lambda item: item[1])
+    for position, (account_id, line) in enumerate(order):
+        account = session.get(Account, account_id)
+        if account is None:
+            continue
+        later = [other for other, _ in order[position + 1:]]
+        try:
+            accounts.check_stored_account(session, account, ignore_ids=later)
+        except UserError as exc:
+            raise _SeedError(line, f"accounts.{exc} (account {account.name})") from None
 
 
 def _db_reason(exc: Exception) -> str:
@@ -262,6 +415,7 @@ def load_seed_text(session: Session, source: str, filename: str, *, actor: str, 
     try:
         statements = _parse(_tokens(source))
         loaded: dict[str, int] = {}
+        touched: dict[int, int] = {}  # account id -> the first line that adds or changes it
         for statement in statements:
             table = Base.metadata.tables.get(statement.table.lower())
             if table is None or table.name in _FORBIDDEN_TABLES:
@@ -274,7 +428,11 @@ def load_seed_text(session: Session, source: str, filename: str, *, actor: str, 
                 if column in columns:
                     raise _SeedError(statement.line, f"column named twice ({name})")
                 columns.append(column)
-            rows = []
+            try:
+                _required(table, columns)
+            except UserError as exc:
+                raise _SeedError(statement.line, str(exc)) from None
+            rows, lines = [], []
             for row in statement.rows:
                 values = {}
                 for column, tok in zip(columns, row):
@@ -282,12 +440,33 @@ def load_seed_text(session: Session, source: str, filename: str, *, actor: str, 
                         values[column.key] = _convert(table.name, column, tok)
                     except UserError as exc:
                         raise _SeedError(tok.line, str(exc)) from None
+                try:
+                    _check_row(table.name, values)
+                except UserError as exc:
+                    raise _SeedError(row[0].line, str(exc)) from None
                 rows.append(values)
+                lines.append(row[0].line)
+            _check_unique(session, table, rows, lines)
+            _check_references(session, table, rows, lines)
+            if table.name in ("accounts", "account_networks", "account_gateways"):
+                key = "id" if table.name == "accounts" else "account_id"
+                for values, line in zip(rows, lines):
+                    if values.get(key) is not None:
+                        touched.setdefault(values[key], line)
+            # secrets at rest (issue 11 item 6): clear passwords/secrets sealed before they reach the store
+            rows = [seal_values(session, table.name, values) for values in rows]
             try:
-                session.execute(insert(table), rows)
+                if table.name == "accounts" and not any(c.key == "id" for c in columns):
+                    # ids the store picks: learnt back so the account is checked as a whole below
+                    ids = session.scalars(insert(table).returning(table.c.id), rows).all()
+                    for account_id, line in zip(ids, lines):
+                        touched.setdefault(account_id, line)
+                else:
+                    session.execute(insert(table), rows)
             except (IntegrityError, StatementError, DBAPIError) as exc:
                 raise _SeedError(statement.line, f"{table.name}: {_db_reason(exc)}") from None
             loaded[table.name] = loaded.get(table.name, 0) + len(rows)
+        _check_accounts(session, touched)
     except _SeedError as exc:
         raise UserError(f"{filename}:{exc.line}: {exc.reason}") from None
     if not loaded:

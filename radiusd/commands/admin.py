@@ -71,16 +71,20 @@ def _db_init(args) -> int:
     url = settings_from_args(args).database_url
 
     def work(session):
+        from radiusd.store.sealing import key_path, sealing_ring
+
+        sealing_ring(session)  # the key file that seals passwords and NAS secrets (made 0600 if new)
         # PostgreSQL: this month's and next month's CDR partitions, before any traffic
         report = ensure_cdr_partitions(session, dt.datetime.now(dt.timezone.utc), INIT_MONTHS_AHEAD, attempts=5)
         return {"database": safe_url(url), "store_version": current_store_version(session),
-                "cdr_partitions": sorted(report.created + report.present)}
+                "cdr_partitions": sorted(report.created + report.present), "key_file": str(key_path(session))}
 
     result = _in_transaction(args, work, create=True)
     if _json(args):
         emit(result, True)
     else:
-        print(f"store ready: {result['database']} (store version {result['store_version']})")
+        print(f"store ready: {result['database']} (store version {result['store_version']}); "
+              f"secrets key file {result['key_file']} (back it up apart from the store)")
         if result["cdr_partitions"]:
             print(f"CDR partitions: {', '.join(result['cdr_partitions'])}")
     return 0

@@ -108,10 +108,12 @@ def prepare_demo_store(db_file: str, seed: str) -> tuple[str, dict[str, int] | N
     from radiusd.admin.seeds import load_seed
     from radiusd.db import open_store
     from radiusd.models import Nas
+    from radiusd.store.sealing import ensure_key_file
 
     url = f"sqlite:///{os.path.abspath(db_file)}"
     engine, sessions = open_store(url)
     try:
+        ensure_key_file(sessions)  # next to the demo store: <file>.key, 0600
         with sessions() as session:
             has_nas = session.scalar(select(func.count()).select_from(Nas)) > 0
         loaded = None if has_nas else load_seed(sessions, seed, actor="demo", context="seed")

@@ -528,10 +528,12 @@ class RadiusServer:
 
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
     from radiusd.errors import UserError
+    from radiusd.store.sealing import attach_key_file
 
     try:
         # `db init` (or the demo) makes a store; a server pointed at a wrong URL must not make an empty one
         _, sessions = open_store(settings.database_url, create=False)
+        attach_key_file(sessions, settings.secrets_key_file, settings.database_url)
     except UserError as exc:  # no radiusd store at this URL, or not a sqlite/postgresql URL
         raise StartupError(str(exc)) from None
     except Exception as exc:  # missing driver, server down

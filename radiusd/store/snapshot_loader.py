@@ -5,7 +5,8 @@ rates load in a few seconds. The store version is read first, in the same transa
 admin change lands while we read, the version we report is older than what we loaded, so the
 server's next version check simply loads again (never the other way round). On PostgreSQL
 `load_snapshot_from` reads in one REPEATABLE READ transaction, so all tables come from one
-consistent moment.
+consistent moment. Account passwords and NAS secrets are sealed in the store and opened here
+(radiusd.store.sealing): the clear values live only in this in-memory snapshot.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from radiusd.models import (
     account_gateways,
 )
 from radiusd.models import Rate as RateRow
+from radiusd.store.sealing import Opener
 
 
 def _all(session: Session, statement) -> list:
@@ -49,15 +51,17 @@ def _nas(session: Session) -> list[NasInfo]:
         t.c.message_authenticator_seen_at,
         t.c.dialect, t.c.caller_address_source, t.c.active,
     ).order_by(t.c.id))
+    opener = Opener(session)  # a NAS whose secret does not open is left out (logged, naming it)
+    opened = [(r, opener.nas_secret(r.name, r.secret)) for r in rows]
     return [
         NasInfo(
-            id=r.id, name=r.name, address=r.address, secret=(r.secret or "").encode("utf-8"),
+            id=r.id, name=r.name, address=r.address, secret=secret.encode("utf-8"),
             message_authenticator=r.message_authenticator or "auto",
             message_authenticator_learned=r.message_authenticator_seen_at is not None,
             dialect=r.dialect or "cisco", caller_address_source=r.caller_address_source or "h323-remote-address",
             active=bool(r.active),
         )
-        for r in rows
+        for r, secret in opened if secret is not None
     ]
 
 
@@ -98,6 +102,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
         t.c.term_enabled, t.c.term_rate_table_id, t.c.term_tag, t.c.term_capacity, t.c.term_protocol,
         t.c.term_proxy, t.c.term_port,
     ).order_by(t.c.id))
+    open_password = Opener(session).account_password  # clear only in this RAM snapshot
     empty_gateways: frozenset[int] = frozenset()
     no_networks: tuple[str, ...] = ()
     accounts = []
@@ -112,7 +117,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
         append(AccountInfo(
             id_, client_id, name, ident_by,
             tuple(nets) if nets else no_networks,
-            tech_prefix or "", password, ani,
+            tech_prefix or "", open_password(name, password) if password else password, ani,
             frozenset(gws) if gws else empty_gateways,
             bool(active), max_call_duration, bool(orig_enabled), orig_rate_table_id, orig_routing_plan_id, orig_tag or "",
             orig_capacity, bool(term_enabled), term_rate_table_id, term_tag or "", term_capacity,

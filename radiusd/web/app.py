@@ -15,6 +15,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from radiusd.admin import users
 from radiusd.db import open_store
 from radiusd.logging_setup import get_logger
+from radiusd.store.sealing import attach_key_file
 from radiusd.web import security
 from radiusd.web.common import HERE, LoginRequired, Refused, check_csrf, form_of, redirect, render
 
@@ -59,6 +60,7 @@ def create_app(settings, *, sessions=None) -> FastAPI:
     engine = None
     if sessions is None:
         engine, sessions = open_store(settings.database_url)
+        attach_key_file(sessions, settings.secrets_key_file, settings.database_url)
     app = FastAPI(title="radiusd admin", version="1", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/v1/openapi.json")
     app.state.settings = settings
