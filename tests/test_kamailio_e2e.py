@@ -203,6 +203,13 @@ def test_kamailio_calls_are_authorized_digest_checked_accounted_and_billed(store
         call("call_forbidden.xml", "15550000000")
         call("digest_forbidden.xml", "alice", "-au", "alice", "-ap", "not-her-password")
 
+        # Kamailio's log is read by a thread: wait until the six calls' lines are in
+        def decided():
+            return [line for line in kamailio.lines if "radius: " in line and (" accepted" in line or " refused" in line)]
+
+        deadline = time.monotonic() + 10
+        while len(decided()) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
         # the Accept's duration reached Kamailio: account acme-ani is limited to 600 s
         accepted = [line for line in kamailio.lines if "radius: " in line and " accepted" in line]
         assert len(accepted) == 3, "\n".join(kamailio.lines[-40:])

@@ -242,6 +242,15 @@ def _warn_skipped(engine: Engine, skipped: dict[str, str], in_default: dict[str,
                         detail="move them with `radiusd db partitions --move-default`")
 
 
+def _unpartitioned(engine) -> PartitionReport | None:
+    """The report for a store without monthly CDR partitions (SQLite, or a `cdrs` made before
+    partitioning); None when the store has them."""
+    if engine.dialect.name != "postgresql":
+        return PartitionReport(partitioned=False)
+    with engine.connect() as conn:
+        return None if _is_partitioned(conn) else PartitionReport(partitioned=False)
+
+
 def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONTHS_AHEAD,
                           attempts: int = 1) -> PartitionReport:
     """Create the missing monthly CDR partitions: the month of `now` and `months_ahead` more.
@@ -255,13 +264,11 @@ def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONT
     if months_ahead < 0:
         raise ValueError(f"months_ahead: {months_ahead} must be 0 or more")
     engine = _engine(bind)
-    if engine.dialect.name != "postgresql":
-        return PartitionReport(partitioned=False)
+    unpartitioned = _unpartitioned(engine)
+    if unpartitioned:
+        return unpartitioned
     report = PartitionReport()
     with engine.connect() as conn:
-        if not _is_partitioned(conn):
-            report.partitioned = False
-            return report
         attached = _attached(conn)
         wanted = wanted_months(now, months_ahead)
         if all(partition_name(start) in attached for start in wanted):
@@ -281,13 +288,11 @@ def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20
     into the default partition while it runs; a lock wait past LOCK_TIMEOUT_MS gives the month up
     and tries again later (`attempts` tries, growing pauses). No-op on SQLite."""
     engine = _engine(bind)
-    if engine.dialect.name != "postgresql":
-        return PartitionReport(partitioned=False)
+    unpartitioned = _unpartitioned(engine)
+    if unpartitioned:
+        return unpartitioned
     report = PartitionReport()
     with engine.connect() as conn:
-        if not _is_partitioned(conn):
-            report.partitioned = False
-            return report
         in_default = _in_default(conn)
     names = sorted(in_default) if month is None else [partition_name(month_start(month))]
     for name in names:
