@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from radiusd.admin import accounts, users
 from radiusd.admin.dashboard import asr_acd
 from radiusd.config import load_settings
-from radiusd.models import AuditEntry, Client, Nas, Rate, RoutingPlan
+from radiusd.models import AuditEntry, Client, Nas, Rate, RoutingPlan, RoutingRule
 from radiusd.secrets_at_rest import load_key_file, nas_secret_place, open_sealed
 from radiusd.store.sealing import key_path
 from radiusd.web.app import create_app
@@ -160,6 +160,23 @@ def test_routing_plan_and_rule(web, sessions):
     assert good.status_code == 303
     page = admin.get("/routing-plans").text
     assert "uk-first" in page and "vendor-out" in page
+    # a plan a client routes with: its delete is refused, naming who uses it
+    assert admin.post("/routing-plans/new", {"name": "in-use"}).status_code == 303
+    with sessions.begin() as s:
+        client = s.scalars(select(Client).order_by(Client.id)).first()
+        used_id = s.scalars(select(RoutingPlan.id).where(RoutingPlan.name == "in-use")).one()
+        client.routing_plan_id = used_id
+    refused = admin.post(f"/routing-plans/{used_id}/delete", {})
+    assert refused.status_code == 422 and "still used" in refused.text
+    with sessions() as s:
+        rule_id = s.scalars(select(RoutingRule.id).where(RoutingRule.routing_plan_id == plan_id)).one()
+        assert s.get(RoutingPlan, used_id) is not None
+    assert admin.post(f"/routing-plans/{plan_id}/rules/{rule_id}/delete", {}).status_code == 303
+    assert admin.post(f"/routing-plans/{plan_id}/delete", {}).status_code == 303
+    with sessions() as s:
+        assert s.get(RoutingPlan, plan_id) is None and s.get(RoutingRule, rule_id) is None
+    viewer = Browser(app, "victor")
+    assert viewer.post(f"/routing-plans/{used_id}/delete", {}).status_code == 403
 
 
 def test_active_calls_end_a_call_cdrs_csv_and_dashboard(web, sessions):

@@ -377,6 +377,33 @@ def routing_rule_add(request: Request, plan_id: int, form=Depends(form_of)):
     return redirect("/routing-plans", msg="Rule added.")
 
 
+def _routing_refused(request: Request, exc: UserError):
+    with read(request) as session:
+        plans = [routing.show_routing_plan(session, p["id"]) for p in routing.list_routing_plans(session)]
+    return render(request, "routing.html", status_code=422, plans=plans, errors=errors_of(exc), record={})
+
+
+@router.post("/routing-plans/{plan_id}/rules/{rule_id}/delete")
+def routing_rule_delete(request: Request, plan_id: int, rule_id: int):
+    try:
+        with tx(request) as session:
+            routing.delete_rule(session, plan_id, rule_id, actor=user(request), context=CONTEXT)
+    except UserError as exc:
+        return _routing_refused(request, exc)
+    return redirect("/routing-plans", msg="Rule deleted.")
+
+
+@router.post("/routing-plans/{plan_id}/delete")
+def routing_delete(request: Request, plan_id: int):
+    """Refused (one line naming the users) while a client or an account routes with the plan."""
+    try:
+        with tx(request) as session:
+            result = routing.delete_routing_plan(session, plan_id, actor=user(request), context=CONTEXT)
+    except UserError as exc:
+        return _routing_refused(request, exc)
+    return redirect("/routing-plans", msg=f"Routing plan {result['routing_plan']} deleted.")
+
+
 # ---------------------------------------------------------------- active calls
 
 CALL_FILTERS = ("account", "client", "nas")
