@@ -6,7 +6,8 @@ an accounting record durable) to the `Endpoint`, and carries out the actions it 
 here touches a socket, a clock, a thread or the store, so every rule of the edge can be tested
 with bytes in and actions out.
 
-    datagram -> NAS by source -> codec.decode -> authenticators (incl. BlastRADIUS rules)
+    datagram -> admit: NAS by source -> its fair share (radiusd.radius.fairness), else dropped
+             -> next_admitted (round robin over NAS) -> datagram: codec.decode -> authenticators (incl. BlastRADIUS rules)
              -> duplicate cache (RFC 5080) -> Status-Server | Access-Request | Accounting-Request
     Access-Request:     dialect -> facts -> plan_call -> Authorize ... authorized() -> Send
     Accounting-Request: dialect -> facts -> Record    ... recorded()   -> Send (once durable)
@@ -31,6 +32,7 @@ from radiusd.core.snapshot import NasInfo, Snapshot
 from radiusd.radius import codec, dialects, replies
 from radiusd.radius.codec import AccessRequest, AccountingRequest, StatusServer
 from radiusd.radius.dedup import IN_PROGRESS, REPLAY, DuplicateCache
+from radiusd.radius.fairness import FairnessLimits, FairQueue
 from radiusd.radius.ma_policy import LEARNED, MessageAuthenticatorMemory
 from radiusd.radius.nas_table import NasTable, canonical_source
 
@@ -103,6 +105,7 @@ class Drop:
     source: str
     nas: str | None
     fields: dict
+    amount: int = 1     # datagrams this drop stands for (drops counted in bulk: nas_over_budget)
 
 
 @dataclass(slots=True)
@@ -142,7 +145,7 @@ class Record:
 
 class Endpoint:
     def __init__(self, dictionary, duplicate_ttl: float, billing_model: str | None = None,
-                 max_in_flight: int = MAX_IN_FLIGHT):
+                 max_in_flight: int = MAX_IN_FLIGHT, fairness: FairnessLimits = FairnessLimits()):
         self.dictionary = dictionary
         self.billing_model = billing_model
         self.max_in_flight = max_in_flight
@@ -150,6 +153,42 @@ class Endpoint:
         self.in_flight = 0          # Access-Requests between Authorize and authorized()
         self.accepting = True       # False once the server is stopping: every packet is dropped
         self.ma = MessageAuthenticatorMemory()
+        self.fair = FairQueue(fairness)
+        self._over_budget: dict = {}   # (port, NAS id) -> [datagrams, NAS name, a source], since last taken
+
+    # --- admission: each NAS its share, before any decoding -------------------------------
+
+    def admit(self, port: str, data: bytes, addr: tuple, mono: float, state: EdgeState, via=None) -> bool:
+        """Queue a datagram for `datagram()` under its NAS, if within that NAS's share (one
+        lookup, no decoding: a flood must cost little to refuse). Refused ones are tallied for
+        `over_budget()`. Unknown sources share one queue (they are dropped when processed)."""
+        nas = state.nas_table.lookup(addr[0])
+        key = nas.id if nas is not None else None
+        if self.fair.offer(key, (port, data, addr, via), mono) is None:
+            return True
+        tally = self._over_budget.get((port, key))
+        if tally is None:
+            self._over_budget[(port, key)] = [1, nas.name if nas is not None else None, addr[0]]
+        else:
+            tally[0] += 1
+        return False
+
+    def next_admitted(self):
+        """The next admitted (port, data, addr, via) to decide, one NAS per turn; None if none."""
+        return self.fair.take()
+
+    def over_budget(self) -> list:
+        """Datagrams refused by `admit` since the last call, as one Drop and one Count per NAS."""
+        if not self._over_budget:
+            return []
+        actions: list = []
+        for (port, _), (count, name, source) in self._over_budget.items():
+            actions.append(Count("radiusd_packets_received_total", {"port": port}, count))
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": port, "nas": name or "unknown"}, count))
+            actions.append(Drop(port, "nas_over_budget", canonical_source(source), name,
+                                {"detail": "the NAS sends more than its share (settings [fairness])"}, count))
+        self._over_budget = {}
+        return actions
 
     # --- datagrams ------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """The UDP server: asyncio listeners for auth and accounting around the sans-I/O endpoint.
 
+    socket readable -> drain it (READ_BATCH datagrams) -> Endpoint.admit: the NAS by source,
+                within its share (radiusd.radius.fairness) or dropped at once (nas_over_budget)
+    loop turn -> decide(): DECIDE_BATCH admitted datagrams, round robin over NAS, each:
     datagram -> clock read -> Endpoint.datagram (radiusd.radius.endpoint: NAS, decode, checks,
                 duplicate cache, dialect facts, plan_call) -> actions, carried out here:
       Send       sendto on the listener the request came in on
@@ -43,6 +46,7 @@ from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
     ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, LearnMessageAuthenticator, Log, Now, Record, Send,
 )
+from radiusd.radius.fairness import FairnessLimits
 from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
 from radiusd.store.accounting_writer import AccountingWriter
@@ -51,6 +55,9 @@ from radiusd.store.nas_learning import record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 UDP_RCVBUF = 4 * 1024 * 1024   # per listening socket (the kernel reports twice this: bookkeeping)
+READ_BATCH = 512      # datagrams read per socket readiness before the loop gets a turn
+READ_SIZE = 8192      # bytes per recvfrom: above RADIUS's 4,096, so an oversized packet is seen whole
+DECIDE_BATCH = 64     # admitted datagrams decided per loop turn, then the sockets are drained again
 UTC = dt.timezone.utc
 
 
@@ -162,24 +169,74 @@ class LogLimiter:
         return suppressed
 
 
-class _Listener(asyncio.DatagramProtocol):
-    def __init__(self, server: "RadiusServer", kind: str):
+class _Sender:
+    """What `Send` goes through: sendto on the listening socket (non-blocking; a UDP send that
+    would block is dropped and counted, as the kernel would drop it further on)."""
+
+    __slots__ = ("sock", "closing", "on_error")
+
+    def __init__(self, sock: socket.socket, on_error):
+        self.sock = sock
+        self.closing = False
+        self.on_error = on_error
+
+    def sendto(self, data: bytes, addr) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.on_error(exc)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _Listener:
+    """One listening socket. The loop calls `readable` when datagrams wait: it drains the socket
+    (up to READ_BATCH datagrams) and hands each to the endpoint's admission, which refuses a
+    NAS's excess there and then; the admitted are decided later, round robin over NAS."""
+
+    def __init__(self, server: "RadiusServer", kind: str, sock: socket.socket):
         self.server = server
         self.kind = kind
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.transport = _Sender(sock, self.send_failed)
 
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr):
+    def readable(self) -> None:
+        server = self.server
+        admit, state, kind = server.endpoint.admit, server.state, self.kind
+        recvfrom = self.sock.recvfrom
+        mono = time.monotonic()   # once per drain: the buckets need no finer time
         try:
-            self.server.handle_datagram(self, data, addr)
+            for _ in range(READ_BATCH):
+                data, addr = recvfrom(READ_SIZE)
+                admit(kind, data, addr, mono, state, self)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:   # e.g. ICMP errors reported on the socket: never fatal
+            self.error_received(exc)
         except Exception:  # a bug must cost one packet, never the listener
-            self.server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="internal_error")
-            self.server.log.exception("packet.internal_error", port=self.kind, source=addr[0])
+            server.metrics.inc("radiusd_packets_dropped_total", port=kind, reason="internal_error")
+            server.log.exception("packet.internal_error", port=kind, stage="admit")
+        server.admitted()
 
     def error_received(self, exc):
         self.server.log.warning("socket.error", port=self.kind, error=str(exc))
+
+    def send_failed(self, exc: OSError) -> None:
+        server = self.server
+        server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="send_failed")
+        suppressed = server.drop_log_limiter.allow((self.kind, "send_failed", None))
+        if suppressed is not None:
+            server.log.warning("socket.send_failed", port=self.kind, error=str(exc), suppressed=suppressed or None)
+
+    def close(self) -> None:
+        if not self.transport.closing:
+            self.transport.closing = True
+            try:
+                self.server.loop.remove_reader(self.sock.fileno())
+            except (ValueError, RuntimeError):
+                pass
+            self.sock.close()
 
 
 class RadiusServer:
@@ -196,7 +253,10 @@ class RadiusServer:
             dictionary = load_dictionary(settings.dictionary_dir)
         except DictionaryError as exc:
             raise StartupError(str(exc)) from None
-        self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model)
+        self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model,
+                                 fairness=FairnessLimits(settings.fairness_rate, settings.fairness_burst,
+                                                         settings.fairness_queue_depth))
+        self._deciding = False   # a decide() turn is scheduled
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
@@ -236,8 +296,9 @@ class RadiusServer:
         self.writer = self._make_writer()
         self.writer.start()
         for kind, address, sock in open_listeners(self.settings, self.reuse_port):
-            transport, protocol = await self.loop.create_datagram_endpoint(lambda k=kind: _Listener(self, k), sock=sock)
-            self.listeners.append(protocol)
+            listener = _Listener(self, kind, sock)
+            self.loop.add_reader(sock.fileno(), listener.readable)
+            self.listeners.append(listener)
             self.addresses.append((kind, address, sock.getsockname()[1]))
         self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
         self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
@@ -313,8 +374,7 @@ class RadiusServer:
             await loop.run_in_executor(None, self.writer.stop)
             self._drain_acks()   # the writer has stopped: its last acknowledgements are all queued
         for listener in self.listeners:
-            if listener.transport is not None:
-                listener.transport.close()
+            listener.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -413,6 +473,34 @@ class RadiusServer:
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
         self.execute(self.endpoint.datagram(listener.kind, data, addr, self.now(), self.state, listener))
 
+    def admitted(self) -> None:
+        """After a socket drain: count what admission refused, and make sure a decide() turn comes."""
+        refused = self.endpoint.over_budget()
+        if refused:
+            self.execute(refused)
+        if not self._deciding and len(self.endpoint.fair):
+            self._deciding = True
+            self.loop.call_soon(self.decide)
+
+    def decide(self) -> None:
+        """Decide up to DECIDE_BATCH admitted datagrams, one NAS per turn; the rest wait for the
+        next loop turn, after the sockets have been drained again."""
+        self._deciding = False
+        take = self.endpoint.next_admitted
+        for _ in range(DECIDE_BATCH):
+            item = take()
+            if item is None:
+                return
+            port, data, addr, via = item
+            try:
+                self.execute(self.endpoint.datagram(port, data, addr, self.now(), self.state, via))
+            except Exception:  # a bug must cost one packet, never the listener
+                self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="internal_error")
+                self.log.exception("packet.internal_error", port=port, source=addr[0])
+        if len(self.endpoint.fair):
+            self._deciding = True
+            self.loop.call_soon(self.decide)
+
     def execute(self, actions: list) -> None:
         execute = self._execute
         for action in actions:
@@ -424,7 +512,7 @@ class RadiusServer:
             transport.sendto(action.data, action.addr)
 
     def _drop(self, action: Drop) -> None:
-        self.metrics.inc("radiusd_packets_dropped_total", port=action.port, reason=action.reason)
+        self.metrics.inc("radiusd_packets_dropped_total", action.amount, port=action.port, reason=action.reason)
         suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source))
         if suppressed is not None:
             self.log.warning("packet.dropped", port=action.port, reason=action.reason, source=action.source,
