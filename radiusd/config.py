@@ -174,6 +174,12 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
         raise ConfigError("fairness burst must be at least 1 datagram (or 0 = one second of rate)")
     if not 1 <= settings.fairness_queue_depth <= 1_000_000:
         raise ConfigError(f"fairness queue_depth: {settings.fairness_queue_depth} must be 1 to 1000000 (datagrams)")
+    for name in ("store_timeout", "answer_deadline", "degraded_after"):
+        if not 0.05 <= getattr(settings, name) <= 3600:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 0.05 to 3600 seconds")
+    for name in ("accounting_queue", "reservation_queue"):
+        if not 1 <= getattr(settings, name) <= 10_000_000:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 1 to 10000000")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
     return settings

@@ -55,6 +55,22 @@ Example (PostgreSQL hot path)::
     cur.execute(upsert.execute, upsert.params(ttl, keys, ...))
 
 No module outside this package contains SQL text (tests/test_layers.py greps for it).
+
+Lock order and time limits
+--------------------------
+Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
+order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
+statement that locks several rows says `ORDER BY id`). Admission locks only clients (id order);
+the sweeper and the accounting writer lock open calls in id order. Where a path must touch a
+client after its calls (an accounting group debits the clients of the calls it closed), a
+deadlock with another path is possible: PostgreSQL then aborts one transaction (SQLSTATE 40P01,
+or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
+a random pause (radiusd.store.accounting_writer); it is counted
+(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions also
+runs under `lock_timeout`/`statement_timeout` = `store_timeout` (statements in `timeouts`): a
+lock held longer by someone else (an admin UPDATE, a LOCK TABLE) or a stalled server fails the
+transaction within that time (SQLSTATE 55P03 / 57014), and the caller spools (accounting) or
+answers code 8 (admission) instead of queueing behind it.
 """
 from __future__ import annotations
 
