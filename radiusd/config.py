@@ -16,6 +16,9 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                says 503 "degraded")
     [fairness] rate = 5000, burst = 10000 (datagrams/s and at once, per NAS per worker; rate 0 = no
                limit), queue_depth = 1024 (datagrams waiting per NAS); NAS are served round robin
+    [accounting] max_clock_skew_seconds = 86400 (a switch time later than now + this, or before
+               2000, is treated as absent and the CDR flagged), duration_slack_seconds = 60 (a
+               CDR bills at most the duration granted at authorization plus this)
     [metrics]  port = 9812 (0 = off), bind = "127.0.0.1"
     [spool]    path = "spool"
     [log]      level = "info"
@@ -31,6 +34,8 @@ import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+from radiusd.core.sanity import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///radiusd.sqlite3"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +72,13 @@ class Settings:
     web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
     cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
+    max_clock_skew_seconds: int = 86400  # a switch time later than now + this is treated as absent
+    duration_slack_seconds: int = 60     # seconds a CDR may bill past the duration granted at authorization
+
+    @property
+    def accounting_limits(self):
+        """The sanity bounds of accounting data (radiusd.core.sanity.Limits)."""
+        return Limits(self.max_clock_skew_seconds, self.duration_slack_seconds, self.max_call_duration)
     store_timeout: float = 2.0           # seconds a store statement or lock wait may take (accounting, admission, sweeper)
     answer_deadline: float = 3.0         # seconds after which a decision is dropped instead of answered late
     accounting_queue: int = 20000        # accounting records waiting for the writer, per process
@@ -91,6 +103,8 @@ _TOML_KEYS = {
     ("fairness", "rate"): "fairness_rate",
     ("fairness", "burst"): "fairness_burst",
     ("fairness", "queue_depth"): "fairness_queue_depth",
+    ("accounting", "max_clock_skew_seconds"): "max_clock_skew_seconds",
+    ("accounting", "duration_slack_seconds"): "duration_slack_seconds",
     ("metrics", "bind"): "metrics_bind",
     ("metrics", "port"): "metrics_port",
     ("spool", "path"): "spool_path",
@@ -182,4 +196,8 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
             raise ConfigError(f"{name}: {getattr(settings, name)} must be 1 to 10000000")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
+    if not 0 <= settings.max_clock_skew_seconds <= 366 * 86400:
+        raise ConfigError(f"accounting max_clock_skew_seconds: {settings.max_clock_skew_seconds} must be 0 to 31622400")
+    if not 0 <= settings.duration_slack_seconds <= 86400:
+        raise ConfigError(f"accounting duration_slack_seconds: {settings.duration_slack_seconds} must be 0 to 86400")
     return settings

@@ -16,6 +16,8 @@ Counters (all `_total`, labels in braces):
 - radiusd_accounting_total{status}                     Accounting-Requests answered, by status
 - radiusd_store_errors_total{operation}                reserve_call / snapshot / accounting failures
 - radiusd_snapshot_reloads_total                       snapshots swapped in
+- radiusd_cdr_anomalies_total{kind}                    CDRs written with a corrected anomaly, by kind
+  (radiusd.core.sanity: time_out_of_bounds, disconnect_before_connect, duration_capped, identifier_escaped)
 - radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
   CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
 Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
@@ -68,6 +70,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "radiusd_accounting_total": ("Accounting-Requests recorded and answered", ("status",)),
     "radiusd_store_errors_total": ("Store operations that failed", ("operation",)),
     "radiusd_snapshot_reloads_total": ("Admin data snapshots loaded", ()),
+    "radiusd_cdr_anomalies_total": ("CDRs written with an anomaly corrected, by kind", ("kind",)),
     "radiusd_cdr_partitions_skipped_total": ("Months a sweep left without their CDR partition (CDRs of the "
                                              "month in cdrs_default, or the store busy)", ()),
 }

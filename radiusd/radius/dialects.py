@@ -39,6 +39,7 @@ from collections import OrderedDict
 
 from pyrad.packet import Packet, PacketError
 
+from radiusd.core.sanity import IDENTIFIER_ESCAPED, escape_identifier
 from radiusd.core.facts import (
     AcctFacts, AuthFacts, ChapCredentials, Credentials, DigestCredentials, PapCredentials,
 )
@@ -235,6 +236,11 @@ def caller_address(pkt: Packet, nas: NasInfo, source_ip: str) -> str | None:
 
 
 def call_id(pkt: Packet, pairs: dict[str, str] | None = None) -> str | None:
+    """The call id, control characters escaped (the same for the Access-Request and accounting)."""
+    return escape_identifier(_call_id(pkt, pairs))[0]
+
+
+def _call_id(pkt: Packet, pairs: dict[str, str] | None = None) -> str | None:
     pairs = cisco_avpairs(pkt) if pairs is None else pairs
     conf = cisco_vsa(pkt, CONF_ID, "h323-conf-id")
     if conf:
@@ -374,7 +380,11 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
     session_id = first_text(pkt, ACCT_SESSION_ID)
     if session_id is None and status not in ("on", "off"):
         raise MalformedRequest("missing_session_id", f"{status} without Acct-Session-Id")
+    # control characters (NUL: PostgreSQL cannot store it) escaped as \xNN and flagged, never dropped
+    session_id, escaped = escape_identifier(session_id)
     pairs = cisco_avpairs(pkt)
+    raw_call_id = _call_id(pkt, pairs)
+    the_call_id, call_escaped = escape_identifier(raw_call_id)
     user_name = first_text(pkt, USER_NAME)
     cause = cisco_vsa(pkt, DISCONNECT_CAUSE, "h323-disconnect-cause")
     remote = normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address"))
@@ -385,7 +395,7 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         status=status,
         acct_session_id=session_id,
         leg_key=f"{nas.id}:{session_id or ''}",
-        call_id=call_id(pkt, pairs),
+        call_id=the_call_id,
         leg=_leg(cisco_vsa(pkt, CALL_ORIGIN, "h323-call-origin")),
         caller_address=caller,
         remote_address=remote,
@@ -401,4 +411,5 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         session_time=first_int(pkt, ACCT_SESSION_TIME),
         disconnect_cause=cause.upper() if cause else None,
         terminate_cause=first_int(pkt, ACCT_TERMINATE_CAUSE),
+        flags=(IDENTIFIER_ESCAPED,) if escaped or call_escaped else (),
     )

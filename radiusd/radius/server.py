@@ -334,7 +334,9 @@ class RadiusServer:
             # as a single-process server, so nothing is orphaned when the worker count changes),
             # worker i > 0 uses <spool>/worker-<i>.
             settings = replace(settings, spool_path=str(Path(settings.spool_path) / f"worker-{self.worker_index}"))
-        return AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
+        writer = AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
+        writer.on_anomaly = lambda kind: self.metrics.inc("radiusd_cdr_anomalies_total", kind=kind)
+        return writer
 
     def install_signal_handlers(self, sigint: bool = True) -> None:
         loop = asyncio.get_running_loop()
