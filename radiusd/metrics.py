@@ -16,12 +16,21 @@ Counters (all `_total`, labels in braces):
 - radiusd_accounting_total{status}                     Accounting-Requests answered, by status
 - radiusd_store_errors_total{operation}                reserve_call / snapshot / accounting failures
 - radiusd_snapshot_reloads_total                       snapshots swapped in
+- radiusd_backpressure_total{queue,reason}             requests refused at once because the store is
+  behind: queue = accounting | reservation, reason = queue_full | store_stuck
+- radiusd_store_timeouts_total{operation}              store transactions past store_timeout (lock or
+  statement), operation = accounting | reserve_call
+- radiusd_store_conflicts_total{operation}             deadlocks / serialization failures retried
 - radiusd_cdr_anomalies_total{kind}                    CDRs written with a corrected anomaly, by kind
   (radiusd.core.sanity: time_out_of_bounds, disconnect_before_connect, duration_capped, identifier_escaped)
 - radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
   CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
 Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
-over workers), radiusd_store_up (1 only if every worker reaches the store).
+over workers), radiusd_store_up (1 only if every worker reaches the store),
+radiusd_accounting_lag_seconds (age of the oldest accounting record not yet acknowledged, the
+worst worker), radiusd_accounting_queue_depth and radiusd_reservation_queue_depth (records /
+Access-Requests waiting for the store, sum over workers). A worker whose lag (or a stuck
+admission batch) passes `degraded_after` reports `/health` 503 with status "degraded".
 
 One endpoint per server, whatever the worker count:
 - one process (`--workers 1`): the process serves its own counters (`MetricsServer(metrics, ...)`);
@@ -79,6 +88,11 @@ GAUGES: dict[str, tuple[str, str]] = {
     "radiusd_snapshot_version": ("Admin data snapshot version answered from (oldest over workers)", "livemin"),
     "radiusd_store_up": ("1 when every worker reaches the store, else 0", "livemin"),
     "radiusd_spool_depth": ("Accounting records waiting in the spools (all workers)", "livesum"),
+    "radiusd_accounting_lag_seconds": ("Age of the oldest accounting record not yet acknowledged (worst worker)",
+                                       "livemax"),
+    "radiusd_accounting_queue_depth": ("Accounting records waiting for the writer (all workers)", "livesum"),
+    "radiusd_reservation_queue_depth": ("Access-Requests waiting for the reservation batcher (all workers)",
+                                        "livesum"),
     "radiusd_nas_message_authenticator_required": (
         "NAS whose Access-Requests must carry Message-Authenticator now (policy yes, or auto learned)", "livemax"),
     "radiusd_nas_message_authenticator_learned": (
@@ -182,6 +196,8 @@ class ServerMetrics:
             if age > STALE_SECONDS:
                 problems.append(f"worker {index}: no report for {age:.0f} s")
                 details["status"] = "silent"
+            elif not report["ok"] and details.get("status") == "degraded":
+                problems.append(f"worker {index}: degraded ({details.get('reason', 'store behind')})")
             elif not report["ok"]:
                 problems.append(f"worker {index}: store {details.get('store', 'unavailable')}")
                 details["status"] = "unavailable"
@@ -199,6 +215,8 @@ class ServerMetrics:
         }
         if problems:
             summary["reason"] = "; ".join(problems)
+            if all(w.get("status") in ("ok", "degraded") for w in workers):
+                summary["status"] = "degraded"   # answering, but the store is behind
         return not problems and bool(workers), summary
 
     def close(self) -> None:

@@ -260,6 +260,7 @@ class RadiusServer:
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
+        self.store_log_limiter = LogLimiter(interval=10.0)   # store trouble: one short line per 10 s
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")  # snapshot, sweeper
         self.writer = None
         self.batcher: ReservationBatcher | None = None
@@ -294,6 +295,7 @@ class RadiusServer:
         self.store_up = True
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
+        self.writer.on_count = self._count_writer_event
         self.writer.start()
         for kind, address, sock in open_listeners(self.settings, self.reuse_port):
             listener = _Listener(self, kind, sock)
@@ -303,6 +305,9 @@ class RadiusServer:
         self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
         self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
         self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
+        self.metrics.gauge("radiusd_accounting_lag_seconds", lambda: self.writer.lag())
+        self.metrics.gauge("radiusd_accounting_queue_depth", lambda: self.writer.queue_depth())
+        self.metrics.gauge("radiusd_reservation_queue_depth", lambda: self.batcher.queue_depth())
         self.metrics.gauge("radiusd_nas_message_authenticator_required",
                            lambda: self.endpoint.ma.required_count(self.state.snapshot))
         self.metrics.gauge("radiusd_nas_message_authenticator_learned",
@@ -337,6 +342,17 @@ class RadiusServer:
         writer = AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
         writer.on_anomaly = lambda kind: self.metrics.inc("radiusd_cdr_anomalies_total", kind=kind)
         return writer
+
+    _WRITER_EVENTS = {"timeouts": ("radiusd_store_timeouts_total", {"operation": "accounting"}),
+                      "conflicts": ("radiusd_store_conflicts_total", {"operation": "accounting"}),
+                      "queue_full": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "queue_full"})}
+
+    def _count_writer_event(self, event: str, amount: int) -> None:
+        """From the writer thread (prometheus counters are thread-safe)."""
+        name, labels = self._WRITER_EVENTS[event]
+        self.metrics.inc(name, amount, **labels)
+        if event == "timeouts":
+            self._store_trouble("accounting", "store slower than store_timeout: spooling")
 
     def install_signal_handlers(self, sigint: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -458,13 +474,34 @@ class RadiusServer:
             return -1
 
     def health(self) -> tuple[bool, dict]:
-        return self.store_up, {
+        """(ok, details). Not ok: the store is unreachable, or "degraded": the accounting writer
+        is behind (oldest unacknowledged record older than `degraded_after`, or its queue full)
+        or an admission batch has been stuck in the store that long."""
+        details = {
             "worker": self.worker_index,
             "snapshot_version": self.state.snapshot.version if self.state else None,
             "store": "up" if self.store_up else "unreachable",
             "spool_depth": self.spool_depth(),
             "nas": len(self.state.snapshot.nas) if self.state else 0,
         }
+        behind = []
+        writer, batcher, limit = self.writer, self.batcher, self.settings.degraded_after
+        if writer is not None:
+            lag, depth = writer.lag(), writer.queue_depth()
+            details.update(accounting_lag_seconds=round(lag, 3), accounting_queue=depth)
+            if lag > limit:
+                behind.append(f"accounting lag {lag:.1f} s")
+            if depth >= writer.queue_max:
+                behind.append("accounting queue full")
+        if batcher is not None:
+            stall = batcher.stall()
+            details["reservation_queue"] = batcher.queue_depth()
+            if stall > limit:
+                behind.append(f"admission batch in the store for {stall:.1f} s")
+        if self.store_up and behind:
+            details.update(status="degraded", reason="; ".join(behind))
+            return False, details
+        return self.store_up, details
 
     # --- packets: the endpoint decides, this carries out ----------------------------------
 
@@ -534,7 +571,29 @@ class RadiusServer:
             plan = request.plan
             reject = Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "no store")
             return self.execute(self.endpoint.authorized(request, reject, self.now()))
-        self.batcher.submit(request.plan, request.received.utc, request)
+        refused = self.batcher.submit(request.plan, request.received.utc, request)
+        if refused is not None:   # the store is behind: code 8 now rather than an answer too late
+            self.metrics.inc("radiusd_backpressure_total", queue="reservation", reason=refused)
+            self._store_trouble("reserve_call", refused)
+            plan = request.plan
+            reject = Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, refused)
+            self.execute(self.endpoint.authorized(request, reject, self.now()))
+
+    def _store_trouble(self, operation: str, error: str) -> None:
+        """One short log line per operation per 10 s (an outage must not log per request)."""
+        suppressed = self.store_log_limiter.allow((operation,))
+        if suppressed is not None:
+            self.log.error("store.unreachable", operation=operation, error=error[:120],
+                           suppressed=suppressed or None)
+
+    def _too_late(self, port: str, request, now: Now) -> bool:
+        """The switch stopped waiting for this answer (`answer_deadline`): drop it, counted, and
+        let its retransmission be decided afresh (a late answer would be taken for the next one)."""
+        if now.mono - request.received.mono <= self.settings.answer_deadline:
+            return False
+        self.endpoint.caches[port].forget(request.key, request.packet.authenticator)
+        self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="too_late")
+        return True
 
     def _deliver_reservations(self, pairs) -> None:
         """From the batcher thread: one hop into the event loop per batch, not per request."""
@@ -544,6 +603,9 @@ class RadiusServer:
         now = self.now()
         for request, result in pairs:
             try:
+                if self._too_late(AUTH, request, now):
+                    self.endpoint.in_flight -= 1   # decided (a reservation expires by itself), not answered
+                    continue
                 if isinstance(result, BaseException):
                     result = self._store_failure(request, result)
                 self.execute(self.endpoint.authorized(request, result, now))
@@ -555,9 +617,14 @@ class RadiusServer:
         plan, nas = request.plan, request.nas
         self.metrics.inc("radiusd_store_errors_total", operation="reserve_call")
         if isinstance(exc, SQLAlchemyError):
-            self.log.error("store.unreachable", operation="reserve_call", nas=nas.name, error=exc.__class__.__name__)
+            code = getattr(getattr(exc, "orig", None), "pgcode", None)
+            if code in ("55P03", "57014"):
+                self.metrics.inc("radiusd_store_timeouts_total", operation="reserve_call")
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            self._store_trouble("reserve_call", f"{exc.__class__.__name__}: {first[0] if first else ''}")
             return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "store unreachable")
-        self.log.error("auth.internal_error", nas=nas.name, stage="reserve_call", exc_info=exc)
+        if self.store_log_limiter.allow(("internal_error",)) is not None:
+            self.log.error("auth.internal_error", nas=nas.name, stage="reserve_call", exc_info=exc)
         return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "internal error")
 
     def _learn_message_authenticator(self, action: LearnMessageAuthenticator) -> None:
@@ -608,8 +675,12 @@ class RadiusServer:
             done.append(acks.popleft())
         if not done:
             return
+        now = self.now()
+        late = {id(request) for request, ok in done if ok and self._too_late(ACCT, request, now)}
+        if late:   # durable, but the switch gave up on this answer: its retransmission is idempotent
+            done = [(request, ok) for request, ok in done if id(request) not in late]
         try:
-            self.execute(self.endpoint.recorded(done, self.now()))
+            self.execute(self.endpoint.recorded(done, now))
         except Exception:
             self.log.exception("packet.internal_error", port=ACCT, source=done[0][0].source)
 

@@ -145,6 +145,8 @@ class AccountingWriter:
         self._store_stuck = False   # the last failure was a timeout: replay probes with a short lock wait
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
                          "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0}
+        # on_count(event, amount) for "timeouts", "conflicts", "queue_full" (metrics); any thread
+        self.on_count: Callable[[str, int], None] | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -174,7 +176,7 @@ class AccountingWriter:
             return
         if len(self._queue) >= self.queue_max:
             # bounded: the switch retransmits, by then the writer may have caught up
-            self.counters["queue_full"] += 1
+            self._count("queue_full")
             _call(on_done, False)
             return
         if facts.event_time is None:
@@ -202,6 +204,14 @@ class AccountingWriter:
         if head is not None and head is not _STOP and (oldest is None or head[2] < oldest):
             oldest = head[2]
         return 0.0 if oldest is None else max(0.0, now - oldest)
+
+    def _count(self, event: str) -> None:
+        self.counters[event] += 1
+        if self.on_count is not None:
+            try:
+                self.on_count(event, 1)
+            except Exception as exc:   # metrics must never cost a record
+                log.debug("accounting_count_failed", error=repr(exc))
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -357,7 +367,7 @@ class AccountingWriter:
                 if is_timeout(exc.__cause__):
                     # a lock held by someone else or a stalled server: waiting again would only
                     # hold up every record behind this group; spool, and probe later
-                    self.counters["timeouts"] += 1
+                    self._count("timeouts")
                     self._store_stuck = True
                     raise
                 if self._connection is not None and not reconnected and not _is_conflict(exc.__cause__):
@@ -369,7 +379,7 @@ class AccountingWriter:
                 # a deadlock / serialization failure with another writer is no outage: try again
                 if not (_is_conflict(exc.__cause__) and attempt < _CONFLICT_RETRIES):
                     raise
-                self.counters["conflicts"] += 1
+                self._count("conflicts")
                 log.info("accounting_group_conflict_retry", attempt=attempt, error=str(exc)[:200])
                 time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))   # let the other one finish
             except Exception as exc:  # a record the fast path can't take: find it with savepoints

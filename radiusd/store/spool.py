@@ -79,6 +79,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, fsync'ing the parent of every directory created: the journal and dead-letter
+    files inside hold acknowledged records, so their directory entries must survive a crash too."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
 def _append(path: Path, data: bytes) -> None:
     """Append and fsync (and the directory when the file is new); on failure cut what was
     written, so no half record is left behind (it was never acknowledged)."""
@@ -138,7 +151,7 @@ class Spool:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.path)
         self.journal = self.path / JOURNAL
         self.work = self.path / WORK
         self.dead = self.path / DEAD_LETTER
