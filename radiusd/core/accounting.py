@@ -389,7 +389,7 @@ def transition(leg: Leg | None, closed: bool, event: AcctFacts | Close, now: dt.
     before = state_of(leg, closed)
     if kind is Event.NAS_RESET and leg is not None:
         # a replayed old On/Off never ends what began after it
-        born = leg.created_at if leg.state == _R.value else leg.started_at or leg.created_at
+        born = leg.created_at if leg.state == _R.value else leg.started_at or leg.setup_at or leg.created_at
         if born is not None and born > (event.at if isinstance(event, Close) else event.event_time or now):
             return Effects(kind, before, before, "ignored")
     try:
