@@ -15,7 +15,8 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                of accounting lag, or of an admission batch stuck in the store, before /health
                says 503 "degraded")
     [fairness] rate = 5000, burst = 10000 (datagrams/s and at once, per NAS per worker; rate 0 = no
-               limit), queue_depth = 1024 (datagrams waiting per NAS); NAS are served round robin
+               limit), queue_depth = 1024 (datagrams waiting per NAS), in_flight = 256 (Access-Requests
+               of one NAS waiting for the store); NAS are served round robin
     [accounting] max_clock_skew_seconds = 86400 (a switch time later than now + this, or before
                2000, is treated as absent and the CDR flagged), duration_slack_seconds = 60 (a
                CDR bills at most the duration granted at authorization plus this)
@@ -62,6 +63,7 @@ class Settings:
     fairness_rate: float = 5000.0        # datagrams/s one NAS may have processed (per worker); 0 = no limit
     fairness_burst: float = 10000.0      # datagrams one NAS may send at once above the rate
     fairness_queue_depth: int = 1024     # datagrams of one NAS waiting to be processed
+    fairness_in_flight: int = 256        # Access-Requests of one NAS waiting for the store
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"
@@ -103,6 +105,7 @@ _TOML_KEYS = {
     ("fairness", "rate"): "fairness_rate",
     ("fairness", "burst"): "fairness_burst",
     ("fairness", "queue_depth"): "fairness_queue_depth",
+    ("fairness", "in_flight"): "fairness_in_flight",
     ("accounting", "max_clock_skew_seconds"): "max_clock_skew_seconds",
     ("accounting", "duration_slack_seconds"): "duration_slack_seconds",
     ("metrics", "bind"): "metrics_bind",
@@ -188,6 +191,8 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
         raise ConfigError("fairness burst must be at least 1 datagram (or 0 = one second of rate)")
     if not 1 <= settings.fairness_queue_depth <= 1_000_000:
         raise ConfigError(f"fairness queue_depth: {settings.fairness_queue_depth} must be 1 to 1000000 (datagrams)")
+    if settings.fairness_in_flight < 1:
+        raise ConfigError(f"fairness in_flight: {settings.fairness_in_flight} must be at least 1 (Access-Requests)")
     for name in ("store_timeout", "answer_deadline", "degraded_after"):
         if not 0.05 <= getattr(settings, name) <= 3600:
             raise ConfigError(f"{name}: {getattr(settings, name)} must be 0.05 to 3600 seconds")

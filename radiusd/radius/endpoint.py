@@ -154,6 +154,8 @@ class Endpoint:
         self.accepting = True       # False once the server is stopping: every packet is dropped
         self.ma = MessageAuthenticatorMemory()
         self.fair = FairQueue(fairness)
+        self.nas_max_in_flight = fairness.in_flight
+        self.nas_in_flight: dict[int, int] = {}   # NAS id -> its Access-Requests in `in_flight`
         self._over_budget: dict = {}   # (port, NAS id) -> [datagrams, NAS name, a source], since last taken
 
     # --- admission: each NAS its share, before any decoding -------------------------------
@@ -280,6 +282,14 @@ class Endpoint:
             # Past this the answers would come too late for the switch anyway; its
             # retransmission (or its next server) gets a chance once we have caught up.
             return self._refuse(actions, AUTH, key, pkt, "overloaded", source, nas, {})
+        nas_in_flight = self.nas_in_flight
+        if not self.in_flight and nas_in_flight:
+            nas_in_flight.clear()   # idle: whatever was counted is settled
+        if nas_in_flight.get(nas.id, 0) >= self.nas_max_in_flight:
+            # One NAS's share of the store's batches is used up: the others keep theirs.
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": AUTH, "nas": nas.name}))
+            return self._refuse(actions, AUTH, key, pkt, "nas_over_budget", source, nas,
+                                {"detail": "the NAS has its share of Access-Requests waiting for the store"})
         try:
             facts = dialects.auth_facts(pkt, nas, source)
         except dialects.MalformedRequest as exc:
@@ -293,15 +303,25 @@ class Endpoint:
         if isinstance(decision, CallPlan):
             request.plan = decision
             self.in_flight += 1
+            nas_in_flight[nas.id] = nas_in_flight.get(nas.id, 0) + 1
             return actions.append(Authorize(request))
         self._answer(actions, request, decision, now)
 
     def authorized(self, request: AuthRequest, decision: Accept | Reject, now: Now) -> list:
         """The reservation of an `Authorize` was decided (a store failure is a Reject)."""
-        self.in_flight -= 1
+        self.gave_up(request)
         actions: list = []
         self._answer(actions, request, decision, now)
         return actions
+
+    def gave_up(self, request: AuthRequest) -> None:
+        """An `Authorize` is settled without an answer from here (or before `authorized` answers)."""
+        self.in_flight -= 1
+        count = self.nas_in_flight.get(request.nas.id, 0)
+        if count > 1:
+            self.nas_in_flight[request.nas.id] = count - 1
+        else:
+            self.nas_in_flight.pop(request.nas.id, None)
 
     def _answer(self, actions: list, request: AuthRequest, decision: Accept | Reject, now: Now) -> None:
         pkt, nas, facts = request.packet, request.nas, request.facts

@@ -10,7 +10,10 @@ source address, before any decoding); the event loop then `take`s them for proce
   round robin with a quantum of one packet: every request costs about the same), so a NAS
   with one request waiting is served within one turn, whatever another NAS has queued.
 
-A datagram refused by either is dropped at once (counted per NAS by the caller): that is cheap,
+Past the loop, a NAS may have at most `in_flight` Access-Requests waiting for the store (the
+endpoint counts them), so the store's shared batches are not filled by one NAS either.
+
+A datagram refused by any of these is dropped at once (counted per NAS by the caller): that is cheap,
 so the socket keeps draining and the kernel never has to drop on our behalf — the kernel's drops
 would hit every NAS alike.
 """
@@ -28,6 +31,8 @@ class FairnessLimits:
     rate: float = 0.0       # datagrams/s per NAS (auth + accounting together); 0 = unlimited
     burst: float = 0.0      # bucket size; 0 = one second's worth of `rate`
     depth: int = 1024       # datagrams waiting per NAS before its new ones are dropped
+    in_flight: int = 256    # Access-Requests of one NAS waiting for the store at once (the store
+                            # decides them in shared batches: one NAS must not fill every batch)
 
 
 class FairQueue:
