@@ -43,9 +43,10 @@ Time limits and back-pressure: the batcher's PostgreSQL connection runs with `lo
 pool), so a client row locked by someone else or a stalled server fails the batch within that
 time (SQLSTATE 55P03 / 57014) instead of holding every Access-Request behind it; the one-client-
 per-transaction fallback stops at the first such timeout. `ReservationBatcher.submit` refuses at
-once (the edge answers code 8) when `reservation_queue` requests already wait, or while a batch
-has been in the store longer than `degraded_after` (the store is stuck: new requests would only
-queue behind it).
+once (the edge answers code 8) when `reservation_queue` requests already wait, while a batch
+has been in the store longer than `degraded_after`, or for `degraded_after` seconds after a batch
+ran out of time (the store is stuck: new requests would only queue behind it; the first request
+after that window probes the store again).
 
 Store errors (PostgreSQL down ...) propagate to the caller (`reserve_call` raises; the batcher
 hands the exception to each waiting request): the edge answers Reject 8 (service unavailable).
@@ -419,6 +420,7 @@ class ReservationBatcher:
         self._submitted = 0
         self._taken = 0
         self._busy_since: float | None = None      # monotonic start of the batch in the store
+        self._slow_until = 0.0                     # monotonic: refuse at once until then
         self.batches = 0
         self.decided = 0
         self.refused = {"queue_full": 0, "store_stuck": 0}
@@ -449,7 +451,7 @@ class ReservationBatcher:
         return 0.0 if since is None else max(0.0, (time.monotonic() if now is None else now) - since)
 
     def stalled(self) -> bool:
-        return self.stall() > self.stall_after
+        return self.stall() > self.stall_after or time.monotonic() < self._slow_until
 
     def stop(self, timeout: float = 10.0) -> None:
         """Decide what is queued, then end the thread."""
@@ -480,6 +482,8 @@ class ReservationBatcher:
                 results = self._decide([(plan, now) for plan, now, _ in batch])
             finally:
                 self._busy_since = None
+            if any(isinstance(r, BaseException) and _pgcode(r) in _TOO_SLOW for r in results):
+                self._slow_until = time.monotonic() + self.stall_after
             self.batches += 1
             self.decided += len(batch)
             try:

@@ -1,0 +1,143 @@
+"""A slow store must not slow the answers: a client row locked by someone else for ~8 s while
+accounting and Access-Requests arrive over real UDP at a real server on real PostgreSQL.
+
+Accounting is acknowledged through the spool (fsync, then answer) instead of queueing behind the
+lock, Access-Requests are answered at once (Accept, or code 8 service unavailable), /health turns
+503 "degraded" within 5 s and back to 200 after; every acknowledged record is stored once.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pyrad.packet import AccessAccept, AccessReject, AccessRequest, AccountingResponse, AuthPacket
+from sqlalchemy import text
+
+from radius_packets import DICTIONARY, SECRET, acct_request
+from radius_server import ServerProcess, exchange, seeded_store
+from radiusd.db import make_engine
+
+CONF_ID = "h323-conf-id=5B5B5B5B 00000000 00000000 {:08X}"
+LOCK_SECONDS = 8.0
+SWITCH_WAITS = 3.0     # a switch's retransmit timeout: no answer may come later than this
+
+
+def auth(n: int) -> tuple[AuthPacket, bytes]:
+    pkt = AuthPacket(code=AccessRequest, secret=SECRET, dict=DICTIONARY)
+    pkt.authenticator = pkt.CreateAuthenticator()
+    pkt.AddAttribute("User-Password", pkt.PwCrypt("s3cret-pass"))
+    for name, value in (("User-Name", "acme-sip"), ("Called-Station-Id", "442071234567"),
+                        ("h323-conf-id", CONF_ID.format(n))):
+        pkt.AddAttribute(name, value)
+    pkt.add_message_authenticator()
+    return pkt, pkt.RequestPacket()
+
+
+def stop(n: int) -> bytes:
+    """A Stop without Start for acme-sip (client 1): a CDR and a balance debit of client 1."""
+    data, _ = acct_request([
+        ("Acct-Status-Type", 2), ("Acct-Session-Id", f"BP{n:06d}"), ("User-Name", "acme-sip"),
+        ("Called-Station-Id", "442071234567"), ("Calling-Station-Id", "15551230001"),
+        ("h323-conf-id", CONF_ID.format(0x10000 + n)), ("h323-call-origin", "h323-call-origin=answer"),
+        ("Acct-Session-Time", 30), ("h323-disconnect-cause", "h323-disconnect-cause=10")], id=n % 256)
+    return data
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def timed(data: bytes, port: int) -> tuple[bytes | None, float]:
+    started = time.monotonic()
+    raw = exchange(data, port, timeout=SWITCH_WAITS + 2)
+    return raw, time.monotonic() - started
+
+
+def test_a_locked_client_row_costs_neither_answers_nor_records(pg_url, tmp_path):
+    seeded_store(pg_url)
+    srv = ServerProcess(pg_url, tmp_path).wait_ready()
+    engine = make_engine(pg_url)
+    holder = engine.connect()
+    try:
+        pkt, data = auth(1)
+        assert AuthPacket.CreateReply(pkt, packet=exchange(data, srv.auth_port, timeout=5)).code == AccessAccept
+        raw, _ = timed(stop(0), srv.acct_port)
+        assert raw is not None and raw[0] == AccountingResponse
+        assert srv.health()[0] == 200
+        rss_before = rss_kb(srv.proc.pid)
+
+        # someone else holds client 1 (an admin UPDATE left open, a long report ...)
+        tx = holder.begin()
+        holder.execute(text("SELECT id FROM clients WHERE id = 1 FOR UPDATE")).all()
+        locked_at = time.monotonic()
+        acked, latencies, auth_codes, rss_peak, n = [0], [], [], rss_before, 0
+        seen: list = []   # (seconds after the lock, /health status, body), watched by a thread
+        watching = threading.Event()
+        watching.set()
+
+        def watch() -> None:
+            while watching.is_set() and time.monotonic() - locked_at < LOCK_SECONDS:
+                status, body = srv.health()
+                seen.append((time.monotonic() - locked_at, status, body))
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        while time.monotonic() - locked_at < LOCK_SECONDS:
+            n += 1
+            raw, took = timed(stop(n), srv.acct_port)
+            assert raw is not None and raw[0] == AccountingResponse, f"Stop {n} not acknowledged"
+            acked.append(n)
+            latencies.append(took)
+            pkt, data = auth(100 + n)
+            raw, took = timed(data, srv.auth_port)
+            assert raw is not None, f"Access-Request {n} not answered"
+            reply = pkt.CreateReply(packet=raw)
+            if reply.code == AccessReject:
+                assert reply["h323-return-code"] == ["h323-return-code=8"]
+            else:
+                assert reply.code == AccessAccept
+            auth_codes.append(reply.code)
+            latencies.append(took)
+            rss_peak = max(rss_peak, rss_kb(srv.proc.pid))
+        tx.rollback()
+        released_at = time.monotonic()
+        watching.clear()
+        watcher.join(10)
+
+        degraded = [(at, body) for at, status, body in seen if status == 503]
+        assert degraded, seen[-3:]
+        degraded_after, body = degraded[0]
+        assert body["status"] == "degraded" and degraded_after <= 5.0, degraded[0]
+        assert max(latencies) < SWITCH_WAITS, sorted(latencies)[-5:]
+        assert AccessReject in auth_codes   # the lock was felt, and answered as code 8
+
+        # the writer replays the spool once the store answers: back to healthy, everything stored once
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            status, body = srv.health()
+            if status == 200 and body.get("spool_depth") == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"not healthy again after the lock: {srv.health()}")
+        recovered = time.monotonic() - released_at
+        with engine.connect() as conn:
+            stored = dict(conn.execute(text(
+                "SELECT acct_session_id, count(*) FROM cdrs WHERE acct_session_id LIKE 'BP%' "
+                "GROUP BY acct_session_id")).all())
+        assert stored == {f"BP{i:06d}": 1 for i in acked}
+        print(f"\nlock {LOCK_SECONDS:.0f} s: {len(acked)} Stops + {len(auth_codes)} Access-Requests, "
+              f"answer latency max {max(latencies) * 1000:.0f} ms, "
+              f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; degraded after {degraded_after:.1f} s; "
+              f"healthy {recovered:.1f} s after release; RSS {rss_before // 1024} -> {rss_peak // 1024} MB; "
+              f"code 8: {auth_codes.count(AccessReject)}, accept: {auth_codes.count(AccessAccept)}")
+    finally:
+        holder.close()
+        engine.dispose()
+        assert srv.stop() == 0
