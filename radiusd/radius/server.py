@@ -494,11 +494,15 @@ class RadiusServer:
                 behind.append(f"accounting lag {lag:.1f} s")
             if depth >= writer.queue_max:
                 behind.append("accounting queue full")
+            if not writer.store_ok:
+                behind.append("accounting spooled: the store is too slow or away")
         if batcher is not None:
             stall = batcher.stall()
             details["reservation_queue"] = batcher.queue_depth()
             if stall > limit:
                 behind.append(f"admission batch in the store for {stall:.1f} s")
+            elif batcher.stalled():
+                behind.append("admission store ran out of time")
         if self.store_up and behind:
             details.update(status="degraded", reason="; ".join(behind))
             return False, details
