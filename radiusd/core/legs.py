@@ -141,4 +141,6 @@ def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime | None, dt.dat
     seconds = max(0, facts.session_time or 0)
     if facts.connect_time is None and not seconds and facts.setup_time is not None:
         return None, seen, 0   # still ringing
-    return facts.connect_time or (seen - dt.timedelta(seconds=seconds)), seen, seconds
+    if facts.connect_time is not None:   # as a repeat of this Interim would count it (interim_progress)
+        return facts.connect_time, seen, seconds or max(0, int((seen - facts.connect_time).total_seconds()))
+    return seen - dt.timedelta(seconds=seconds), seen, seconds
