@@ -245,3 +245,29 @@ def test_insane_accounting_over_udp_is_stored_flagged_and_capped(udp_server, sto
     assert udp_server.counter('radiusd_cdr_anomalies_total{kind="duration_capped"}') == 2
     assert udp_server.counter('radiusd_cdr_anomalies_total{kind="identifier_escaped"}') == 1
     assert len(udp_server.events("cdr_anomaly")) >= 4
+
+
+# -- the PostgreSQL upgrade --------------------------------------------------------------------
+
+def test_the_upgrade_makes_an_older_store_hold_32_bit_durations_and_flags(pg_url):
+    from sqlalchemy import inspect, text
+
+    from test_schema_upgrade import ROOT, _psql
+    _psql(pg_url, "-f", str(ROOT / "schema" / "postgresql.sql"))
+    engine = create_engine(pg_url)
+    try:
+        def shape():
+            db = inspect(engine)
+            return {t: {c["name"]: (str(c["type"]), c["nullable"]) for c in db.get_columns(t)}
+                    for t in ("active_calls", "cdrs", "cdrs_default")}
+        current = shape()
+        with engine.begin() as conn:   # the store as it was before
+            conn.execute(text("ALTER TABLE active_calls DROP COLUMN setup_at; "
+                              "ALTER TABLE active_calls ALTER COLUMN session_seconds TYPE INTEGER; "
+                              "ALTER TABLE cdrs DROP COLUMN flags; ALTER TABLE cdrs ALTER COLUMN duration TYPE INTEGER; "
+                              "ALTER TABLE cdrs ALTER COLUMN billed_seconds TYPE INTEGER"))
+        assert shape() != current
+        _psql(pg_url, "-f", str(ROOT / "schema" / "upgrades" / "2026-12-accounting-sanity.sql"))
+        assert shape() == current
+    finally:
+        engine.dispose()

@@ -143,7 +143,8 @@ def _nas_reset(io, facts: AcctFacts, now: dt.datetime, view: View, limits: Limit
                    detail=f"{dropped} reservations dropped")
 
 
-def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datetime) -> tuple[int, int]:
+def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datetime,
+                limits: Limits = DEFAULT_LIMITS) -> tuple[int, int]:
     """Close up to `limit` calls not seen since `cutoff` (rows another sweeper holds are skipped).
 
     Returns (rows looked at, CDRs written)."""
@@ -151,7 +152,7 @@ def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datet
         rows = io.rows("stale", cutoff=cutoff, limit=limit)
         events = [(row.leg_key, Close(Event.EXPIRE, now)) for row in rows]
         plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), events, now,
-                                        StoreCatalog(session)))
+                                        StoreCatalog(session), limits))
     return len(rows), len(claimed)
 
 

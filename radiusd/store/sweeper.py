@@ -51,7 +51,7 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
     while True:
         with sessions() as session, session.begin():
             _bounded(session, settings)
-            looked_at, written = close_stale(session, cutoff, BATCH, now)
+            looked_at, written = close_stale(session, cutoff, BATCH, now, settings.accounting_limits)
         closed += written
         if looked_at < BATCH:
             break
