@@ -7,6 +7,7 @@ lock, Access-Requests are answered at once (Accept, or code 8 service unavailabl
 """
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -137,6 +138,50 @@ def test_a_locked_client_row_costs_neither_answers_nor_records(pg_url, tmp_path)
               f"median {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms; degraded after {degraded_after:.1f} s; "
               f"healthy {recovered:.1f} s after release; RSS {rss_before // 1024} -> {rss_peak // 1024} MB; "
               f"code 8: {auth_codes.count(AccessReject)}, accept: {auth_codes.count(AccessAccept)}")
+    finally:
+        holder.close()
+        engine.dispose()
+        assert srv.stop() == 0
+
+
+def test_answers_ready_after_the_switch_stopped_waiting_are_dropped_not_sent_late(pg_url, tmp_path):
+    seeded_store(pg_url)
+    config = tmp_path / "late.toml"
+    config.write_text(f'[backpressure]\nstore_timeout = 4.0\nanswer_deadline = 1.0\n'
+                      f'[spool]\npath = "{tmp_path / "late-spool"}"\n')
+    srv = ServerProcess(pg_url, tmp_path, extra_args=("--config", str(config))).wait_ready()
+    engine = make_engine(pg_url)
+    holder = engine.connect()
+    try:
+        tx = holder.begin()
+        holder.execute(text("SELECT id FROM clients WHERE id = 1 FOR UPDATE")).all()
+        data = stop(1)
+        pkt, request = auth(500)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as acct_sock, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as auth_sock:
+            acct_sock.sendto(data, ("127.0.0.1", srv.acct_port))
+            auth_sock.sendto(request, ("127.0.0.1", srv.auth_port))
+            # both wait for the lock until store_timeout (4 s): by then the switch gave up (1 s)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (
+                    srv.counter('radiusd_packets_dropped_total{port="acct",reason="too_late"}') < 1
+                    or srv.counter('radiusd_packets_dropped_total{port="auth",reason="too_late"}') < 1):
+                time.sleep(0.1)
+            assert srv.counter('radiusd_packets_dropped_total{port="acct",reason="too_late"}') == 1
+            assert srv.counter('radiusd_packets_dropped_total{port="auth",reason="too_late"}') == 1
+            for sock in (acct_sock, auth_sock):
+                sock.settimeout(0.3)
+                with pytest.raises(socket.timeout):
+                    sock.recv(4096)   # nothing was sent late
+        tx.rollback()
+        # the switch's retransmission is decided afresh and answered; the Stop is stored once
+        raw = exchange(data, srv.acct_port, timeout=10)
+        assert raw is not None and raw[0] == AccountingResponse
+        deadline = time.monotonic() + 10
+        while srv.health()[1].get("spool_depth") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM cdrs WHERE acct_session_id = 'BP000001'")).scalar() == 1
     finally:
         holder.close()
         engine.dispose()
