@@ -63,6 +63,9 @@ def facts_from_dict(data: dict) -> AcctFacts:
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = dt.datetime.fromisoformat(values[name])
+    for name, value in values.items():
+        if isinstance(value, list):   # JSON has no tuples: the facts' sequences are tuples
+            values[name] = tuple(value)
     return AcctFacts(**values)
 
 
