@@ -599,7 +599,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
             send_errors += 1
         if i & 1023 == 0:
             drain(socks)
-            if i and i % 100_000 == 0:
+            if i and i % (100 * 1024) == 0:
                 say(f"fuzz: {i:,} sent, server {'alive' if srv.alive() else 'DEAD'}, RSS {srv.rss()} MB")
             if time.monotonic() > deadline:
                 say(f"fuzz: stopped at the time bound ({args.fuzz_seconds:.0f} s) after {i:,} packets")
@@ -708,13 +708,18 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
     cur = conn.cursor()
     cur.execute(lock_sql)
     locked_at = time.monotonic()
+    at_lock = store.query("SELECT count(*) FROM cdrs")[0][0]
     degraded_after = None
+    spool_peak = 0
     while time.monotonic() - locked_at < seconds:
-        code, _ = srv.health()
+        code, body = srv.health()
         if degraded_after is None and code == 503:
             degraded_after = round(time.monotonic() - locked_at, 1)
+        spool_peak = max(spool_peak, body.get("spool_depth") or 0)
         rss.append(srv.rss())
         time.sleep(0.25)
+    # whether the lock really held the writer up (CDRs a lock-free path could still write)
+    during = store.query("SELECT count(*) FROM cdrs")[0][0] - at_lock
     conn.rollback()
     conn.close()
     t.join(seconds + 120)
@@ -730,6 +735,7 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
             "rss_growth_mb": round(max(rss) - rss[0], 1),
             "latest_answer_ms": acct.get("latency_ms", {}).get("max"),
             "unanswered": acct.get("lost"), "health_503_after_s": degraded_after,
+            "cdrs_written_while_locked": during, "spool_peak": spool_peak,
             "spool_drained_s": None if replay is None else round(replay, 1),
             "stops_acknowledged": acked_stops, "cdrs_stored": stored,
             # the generator counts acks, not which ones: fewer CDRs than acknowledged Stops is a loss
@@ -856,6 +862,7 @@ def rows_of(res: dict) -> list[str]:
             f"| store stall: {f['lock']} {f['held_s']:g} s | {_f(f['achieved_rate'])}/s of {_f(f['target_rate'])}/s: "
             f"RSS +{_f(f['rss_growth_mb'])} MB, latest answer {_f(f['latest_answer_ms'])} ms, "
             f"unanswered {_f(f['unanswered'])}, /health 503 after {_f(f['health_503_after_s'])} s, "
+            f"CDRs written while locked {_f(f['cdrs_written_while_locked'])}, spool peak {_f(f['spool_peak'])}, "
             f"Stops acknowledged {_f(f['stops_acknowledged'])} / CDRs stored {_f(f['cdrs_stored'])}, "
             f"stored twice {_f(f['stored_twice'])} "
             f"| RSS ≤ +50 MB, answers ≤ 3 s, 503 ≤ 5 s, acked stored once | {verdict(ok)} |")
@@ -930,6 +937,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--pg-admin-url", default=None,
                     help="PostgreSQL role allowed to create databases (default $BENCH_PG_URL or $RADIUSD_TEST_PG_URL)")
+    ap.add_argument("--results", default=str(HERE / "results"), help="directory for chaos-<timestamp>.json")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (server logs) and the database")
     args = ap.parse_args(argv)
     q = args.quick
@@ -955,6 +963,7 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="radiusd-chaos-"))
     say(f"work directory {work}")
     store = Store(admin, f"radiusd_chaos_{os.getpid()}")
+    res["database"] = store.name
     srv = Server(store.url, work, args.workers, args.max_call_duration)
     runners = {"fuzz": scenario_fuzz, "flood": scenario_flood, "stall": scenario_stall,
                "outage": scenario_outage, "kill": scenario_kill}
@@ -981,8 +990,8 @@ def main(argv=None) -> int:
         if not args.keep:
             store.drop()
     res["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = Path(args.results)
+    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"chaos-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(res, indent=2, default=str))
     print(markdown(res), flush=True)
