@@ -186,3 +186,43 @@ def test_answers_ready_after_the_switch_stopped_waiting_are_dropped_not_sent_lat
         holder.close()
         engine.dispose()
         assert srv.stop() == 0
+
+
+def test_sqlite_locked_by_another_writer_spools_within_store_timeout(sqlite_url, tmp_path):
+    """SQLite has no row locks: another process's write transaction holds the whole database.
+    The writer waits `store_timeout` (busy_timeout), not the driver's 30 s, then spools and
+    acknowledges; it replays once the database is free."""
+    from radiusd.config import Settings
+    from radiusd.core.facts import AcctFacts
+    from radiusd.db import open_store
+    from radiusd.store.accounting_writer import AccountingWriter
+    from radiusd.store.snapshot_loader import load_snapshot_from
+
+    seeded_store(sqlite_url)
+    engine, sessions = open_store(sqlite_url, create=False)
+    snapshot = load_snapshot_from(sessions)
+    writer = AccountingWriter(sessions, lambda: snapshot,
+                              Settings(spool_path=str(tmp_path / "spool"), store_timeout=0.5), linger=0)
+    other = make_engine(sqlite_url).connect()
+    done = threading.Event()
+    results = []
+    try:
+        writer.start()
+        held = other.begin()   # BEGIN IMMEDIATE (radiusd.db): someone else writes (a long CLI import ...)
+        other.exec_driver_sql("SELECT 1")
+        facts = AcctFacts(nas_id=1, status="stop", acct_session_id="SQ1", leg_key="1:SQ1", call_id="sq1",
+                          user_name="acme-sip", called_number="442071234567", session_time=30)
+        started = time.monotonic()
+        writer.submit(facts, lambda ok: (results.append((ok, time.monotonic() - started)), done.set()))
+        assert done.wait(10), "not acknowledged"
+        [(ok, took)] = results
+        assert ok and writer.counters["spooled"] == 1 and took < 5, (results, writer.counters)
+        held.rollback()
+        deadline = time.monotonic() + 10
+        while writer.spool_depth() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert writer.spool_depth() == 0 and writer.counters["replayed"] == 1
+    finally:
+        other.close()
+        writer.stop()
+        engine.dispose()

@@ -28,6 +28,7 @@ One writer thread owns every accounting write of the process:
   group). A group stuck behind a lock held by someone else, or a stalled server, fails within that
   time (SQLSTATE 55P03 / 57014) and is spooled at once — no reconnect-and-wait-again; the replay
   then probes the store with a short lock wait so that arrivals are not held up behind it.
+  On SQLite the lock wait is PRAGMA busy_timeout = `store_timeout` ("database is locked": spooled).
 - **Deadlocks** (40P01) and serialization failures (40001) are retried up to `_CONFLICT_RETRIES`
   times after a random pause, counted in `counters["conflicts"]`; they never mark the store away.
 - **Bounded queue**: at most `settings.accounting_queue` records wait for the writer; past that
@@ -115,6 +116,7 @@ class AccountingWriter:
         with sessions() as probe:  # (no connection is made: only the bind is read)
             engine = probe.get_bind()
         self._engine = engine if engine.dialect.name == "postgresql" else None
+        sql.limit_sqlite_waits(engine, settings.store_timeout)   # SQLite: "database is locked" after it
         self._connection = None
         self.settings = settings
         self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)

@@ -352,6 +352,8 @@ def _store_for(bind, timeout_ms: int | None = None):
     if bind.dialect.name == "postgresql":
         return _PgStore(bind, timeout_ms)
     if bind.dialect.name == "sqlite":
+        if timeout_ms:
+            sql.limit_sqlite_waits(bind, timeout_ms / 1000)
         return _SqliteStore(bind)
     raise RuntimeError(f"unsupported store dialect {bind.dialect.name}")
 

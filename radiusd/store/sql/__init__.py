@@ -42,6 +42,7 @@ API
                                    for a SQLAlchemy `Connection` (e.g. `session.connection()`): its
                                    pool connection (`conn.connection`, has `.info`) and the driver's
                                    connection (`conn.connection.driver_connection`).
+`limit_sqlite_waits(engine, s)`    SQLite: PRAGMA busy_timeout on every checkout (store_timeout)
 `sql_type(column, dialect)`        a column's SQL type without length (an explicit cast to
                                    VARCHAR(n) silently truncates on PostgreSQL; too long must fail).
 
@@ -76,11 +77,13 @@ from __future__ import annotations
 
 import importlib
 import re
+import weakref
 from typing import Any, Iterable, Mapping, Sequence
 
 DIALECTS = ("postgresql", "sqlite")
 _PREPARED_KEY = "radiusd_prepared"   # pool connection .info key: set of areas prepared there
 _cache: dict[tuple[str, str], Mapping[str, Any]] = {}
+_sqlite_limited: "weakref.WeakSet" = weakref.WeakSet()   # engines with limit_sqlite_waits applied
 
 
 class Prepared:
@@ -215,6 +218,21 @@ def pool_connection(conn):
 def driver_connection(conn):
     """The driver's own connection under a SQLAlchemy Connection (psycopg2 / sqlite3)."""
     return conn.connection.driver_connection
+
+
+def limit_sqlite_waits(engine, seconds: float) -> None:
+    """SQLite: every connection checked out of `engine` waits at most `seconds` for the database
+    lock (PRAGMA busy_timeout; one local call per checkout). Idempotent; no-op on other dialects."""
+    if engine.dialect.name != "sqlite" or engine in _sqlite_limited:
+        return
+    from sqlalchemy import event
+
+    busy = statement("sqlite", "timeouts", "busy").format(ms=max(1, int(seconds * 1000)))
+    _sqlite_limited.add(engine)
+
+    @event.listens_for(engine, "checkout")
+    def _busy_timeout(dbapi_connection, _record, _proxy):
+        dbapi_connection.execute(busy)
 
 
 def sql_type(column, dialect) -> str:
