@@ -271,3 +271,38 @@ def test_the_upgrade_makes_an_older_store_hold_32_bit_durations_and_flags(pg_url
         assert shape() == current
     finally:
         engine.dispose()
+
+
+def _cisco_time(when: dt.datetime) -> str:
+    return when.strftime("%H:%M:%S.000 GMT %a %b %d %Y")
+
+
+def test_accounting_off_bills_from_the_connect_and_never_the_ringing_over_udp(udp_server, store_url):
+    """Yate sends Start at call setup: a leg that never connected costs nothing when the NAS
+    reboots, one that connected is billed from the connect an Interim reported."""
+    import time
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    setup, connect = now - 20 * S, now - 10 * S
+    common = [("User-Name", "acme-sip"), ("Called-Station-Id", "442071234567"),
+              ("Calling-Station-Id", "15551230001"), ("h323-call-origin", "h323-call-origin=answer"),
+              ("h323-setup-time", "h323-setup-time=" + _cisco_time(setup))]
+    for n, sid in enumerate(("ringing", "talking")):
+        base = [("Acct-Session-Id", sid), ("h323-conf-id", CONF.format(100 + n))] + common
+        _send(udp_server, [("Acct-Status-Type", 1)] + base)
+        if sid == "talking":
+            _send(udp_server, [("Acct-Status-Type", 3), ("Acct-Session-Time", 10),
+                               ("h323-connect-time", "h323-connect-time=" + _cisco_time(connect))] + base)
+    deadline = time.monotonic() + 20
+    while len(_cdrs(store_url)[1]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _send(udp_server, [("Acct-Status-Type", 8), ("Acct-Session-Id", "reboot-1")])
+    while len(_cdrs(store_url)[0]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    cdrs, open_calls = _cdrs(store_url)
+    assert open_calls == [] and set(cdrs) == {"ringing", "talking"}
+    ringing, talking = cdrs["ringing"], cdrs["talking"]
+    assert ringing.disconnect_cause == talking.disconnect_cause == "NAS-Reboot"
+    assert ringing.connect_time is None and ringing.duration == 0 and ringing.cost == 0
+    assert ringing.result != "success" and ringing.setup_time == setup
+    assert talking.connect_time == connect and talking.setup_time == setup
+    assert 10 <= talking.duration <= 15 and talking.cost > 0 and talking.result == "success"
