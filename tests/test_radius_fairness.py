@@ -106,3 +106,16 @@ def test_fairness_settings_from_toml(tmp_path):
     config.write_text("[fairness]\nrate = -1\n")
     with pytest.raises(ConfigError, match="fairness rate"):
         load_settings(config)
+
+
+def test_bulk_drops_log_one_line_per_second_counting_every_datagram():
+    from radiusd.radius.server import LogLimiter
+    clock = [0.0]
+    limiter = LogLimiter(interval=1.0, clock=lambda: clock[0])
+    key = (AUTH, "nas_over_budget", "127.0.0.2")
+    assert limiter.allow(key, 500) == 0            # the first line is logged
+    clock[0] = 0.5
+    assert limiter.allow(key, 700) is None         # quiet within the second ...
+    assert limiter.allow(key, 300) is None
+    clock[0] = 1.2
+    assert limiter.allow(key, 10) == 1000          # ... and the next line says what went unlogged

@@ -156,12 +156,13 @@ class LogLimiter:
         self._clock = clock
         self._last: dict[tuple, list] = {}   # key -> [last logged at, suppressed since]
 
-    def allow(self, key: tuple) -> int | None:
-        """None: stay quiet; else log now, reporting how many lines were suppressed before."""
+    def allow(self, key: tuple, amount: int = 1) -> int | None:
+        """None: stay quiet; else log now, reporting how many datagrams went unlogged before
+        (`amount`: datagrams this line stands for, when drops are counted in bulk)."""
         now = self._clock()
         entry = self._last.get(key)
         if entry is not None and now - entry[0] < self.interval:
-            entry[1] += 1
+            entry[1] += amount
             return None
         if len(self._last) >= self.max_keys:
             self._last.clear()
@@ -557,8 +558,10 @@ class RadiusServer:
 
     def _drop(self, action: Drop) -> None:
         self.metrics.inc("radiusd_packets_dropped_total", action.amount, port=action.port, reason=action.reason)
-        suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source))
+        suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source), action.amount)
         if suppressed is not None:
+            if action.amount > 1:
+                action.fields["datagrams"] = action.amount
             self.log.warning("packet.dropped", port=action.port, reason=action.reason, source=action.source,
                              nas=action.nas, suppressed=suppressed or None, **action.fields)
 
