@@ -708,7 +708,9 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
     cur = conn.cursor()
     cur.execute(lock_sql)
     locked_at = time.monotonic()
-    at_lock = store.query("SELECT count(*) FROM cdrs")[0][0]
+    # counted on the locking connection: under LOCK TABLE any other reader of cdrs would wait
+    cur.execute("SELECT count(*) FROM cdrs")
+    at_lock = cur.fetchone()[0]
     degraded_after = None
     spool_peak = 0
     while time.monotonic() - locked_at < seconds:
@@ -719,7 +721,8 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
         rss.append(srv.rss())
         time.sleep(0.25)
     # whether the lock really held the writer up (CDRs a lock-free path could still write)
-    during = store.query("SELECT count(*) FROM cdrs")[0][0] - at_lock
+    cur.execute("SELECT count(*) FROM cdrs")
+    during = cur.fetchone()[0] - at_lock
     conn.rollback()
     conn.close()
     t.join(seconds + 120)
@@ -957,6 +960,9 @@ def main(argv=None) -> int:
         ap.error("--pg-admin-url: give a PostgreSQL URL of a role that may create databases "
                  "(or set BENCH_PG_URL / RADIUSD_TEST_PG_URL)")
     random.seed(args.seed)
+    # `timeout`, CI and kill send SIGTERM: unwind through the `finally` that stops the server
+    # (its own session) and drops the database
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = dt.datetime.now(dt.timezone.utc)
     res = {"started_at": started.isoformat(timespec="seconds"), "machine": machine(),
            "params": {k: v for k, v in vars(args).items() if k != "pg_admin_url"}, "scenarios": {}}
