@@ -1,12 +1,13 @@
 """Fairness between NAS over real UDP: one NAS floods, another NAS's requests are still answered.
 
 The flooder is `kamailio-lab` (127.0.0.2 in the demo seed) sending valid, signed Access-Requests
-(accepted: each one reserves in the store) from two Python processes with four sockets each, at up
-to 40,000 datagrams/s (the rate of the incident; a slower machine sends what it can) for 6 s; the
-probe is `radiusd bench auth` from `localhost` (127.0.0.1) at 50 requests/s. Generous bounds: the
-speed target (p99 <= 50 ms) is measured by benchmarks, not asserted here. Flooding faster than
-that on a 2-core machine takes the server's CPU away (the kernel then drops for every NAS alike);
-see the README's "Fairness between NAS" for the figures.
+(accepted: each one reserves in the store) from two Python processes with four sockets each, at
+20,000 datagrams/s for 6 s (eight times what the server can decide here; without fairness the
+probe got 57 % answered at 40,000/s), while the probe is `radiusd bench auth` from `localhost`
+(127.0.0.1) at 50 requests/s. Generous bounds: the speed target (p99 <= 50 ms at 40,000/s) is
+measured by benchmarks (README, "Fairness between NAS"), not asserted here: on a 2-core machine
+shared with the test runner a faster flood takes the server's CPU away, and the kernel then
+drops for every NAS alike.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _over_budget(server, nas: str) -> float:
 
 
 def test_a_flooding_nas_does_not_starve_another(server):
-    flood = Flood(server.auth_port, source="127.0.0.2", seconds=6.0, procs=2, sockets=4, rate=40000)
+    flood = Flood(server.auth_port, source="127.0.0.2", seconds=6.0, procs=2, sockets=4, rate=20000)
     try:
         # the flood is on once the server refuses some of it
         deadline = time.monotonic() + 15
