@@ -155,6 +155,19 @@ def rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
+def rss_each(pid: int) -> dict[int, float]:
+    """RSS (MB) per process: the supervisor, then its workers (for the JSON record)."""
+    out = {}
+    for p in [pid, *children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    out[p] = round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            pass
+    return out
+
+
 def children(pid: int) -> list[int]:
     found = []
     for d in Path("/proc").iterdir():
@@ -584,6 +597,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
     sources = [PROBE_NAS, PROBE_NAS, FLOOD_NAS]
     socks = [udp_socket(src) for src in sources]
     rss0 = srv.rss()
+    each0 = rss_each(srv.proc.pid)
     t0 = time.monotonic()
     sent = send_errors = 0
     deadline = t0 + args.fuzz_seconds
@@ -622,6 +636,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
     return {"packets": sent, "send_errors": send_errors, "seconds": round(elapsed, 1),
             "packets_per_s": round(sent / elapsed) if elapsed else None, "server_alive": alive,
             "rss_before_mb": rss0, "rss_after_mb": rss1, "rss_growth_mb": round(rss1 - rss0, 1),
+            "rss_per_process_before_mb": each0, "rss_per_process_after_mb": rss_each(srv.proc.pid),
             "answer_after_s": None if answer is None else round(answer, 3),
             "answering_again_after_s": None if recovered is None else round(recovered, 2),
             "malformed_dropped": srv.metric("radiusd_packets_dropped_total"), **bounds}
@@ -692,6 +707,8 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
     """Accounting at a target rate through radiusd.bench while a lock stalls the store."""
     warm = 2.0
     result = {}
+    # a spool still replaying from the scenario before would make /health 503 before any lock
+    settled = srv.wait_spool_empty(60)
     rss = [srv.rss()]
     before = store.query("SELECT count(*) FROM cdrs")[0][0]
 
@@ -706,6 +723,7 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
     conn = store.connect()
     conn.autocommit = False
     cur = conn.cursor()
+    health_at_lock = srv.health()[0]
     cur.execute(lock_sql)
     locked_at = time.monotonic()
     # counted on the locking connection: under LOCK TABLE any other reader of cdrs would wait
@@ -739,6 +757,7 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
             "latest_answer_ms": acct.get("latency_ms", {}).get("max"),
             "unanswered": acct.get("lost"), "health_503_after_s": degraded_after,
             "cdrs_written_while_locked": during, "spool_peak": spool_peak,
+            "health_before_lock": health_at_lock, "settled_before_s": None if settled is None else round(settled, 1),
             "spool_drained_s": None if replay is None else round(replay, 1),
             "stops_acknowledged": acked_stops, "cdrs_stored": stored,
             # the generator counts acks, not which ones: fewer CDRs than acknowledged Stops is a loss
@@ -859,12 +878,14 @@ def rows_of(res: dict) -> list[str]:
             rows.append(f"| store stall | error: {f['error']} | | |")
             continue
         ok = ((f["rss_growth_mb"] or 0) <= 50 and (f["latest_answer_ms"] or 1e9) <= 3000
+              and f.get("health_before_lock") == 200
               and f["health_503_after_s"] is not None and f["health_503_after_s"] <= 5
               and f["acknowledged_missing_at_least"] == 0 and f["stored_twice"] == 0)
         rows.append(
             f"| store stall: {f['lock']} {f['held_s']:g} s | {_f(f['achieved_rate'])}/s of {_f(f['target_rate'])}/s: "
             f"RSS +{_f(f['rss_growth_mb'])} MB, latest answer {_f(f['latest_answer_ms'])} ms, "
-            f"unanswered {_f(f['unanswered'])}, /health 503 after {_f(f['health_503_after_s'])} s, "
+            f"unanswered {_f(f['unanswered'])}, /health {f.get('health_before_lock')} before the lock, "
+            f"503 after {_f(f['health_503_after_s'])} s, "
             f"CDRs written while locked {_f(f['cdrs_written_while_locked'])}, spool peak {_f(f['spool_peak'])}, "
             f"Stops acknowledged {_f(f['stops_acknowledged'])} / CDRs stored {_f(f['cdrs_stored'])}, "
             f"stored twice {_f(f['stored_twice'])} "
