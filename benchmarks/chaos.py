@@ -37,6 +37,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -45,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from radiusd.bench.engine import BenchOptions, run_bench  # noqa: E402
 from radiusd.bench.population import DEMO_IP, DEMO_LOGIN  # noqa: E402
-from radiusd.bench.wire import PacketFactory, cisco_time  # noqa: E402
+from radiusd.bench.wire import PacketFactory  # noqa: E402
 from radiusd.radius.codec import attribute, cisco_pair, integer, response_authenticator_ok  # noqa: E402
 
 SECRET = b"testing123"          # the demo seed's NAS secret
@@ -501,7 +502,7 @@ class StopSender:
                 ident = free[idx].popleft()
                 sid = f"{self.prefix}-{seq:x}"
                 packet, auth = self.factory.accounting_request(
-                    ident, DEMO_LOGIN, seq, self.factory.conf_id(0xC4A05, hash(self.prefix) & 0xFFFF_FFFF ^ seq),
+                    ident, DEMO_LOGIN, seq, self.factory.conf_id(0xC4A05, zlib.crc32(self.prefix.encode()) ^ seq),
                     sid, 2, "answer", 1 + seq % 60, time.time())
                 slots[idx][ident] = [sid, packet, auth, now, 0]
                 try:
@@ -764,7 +765,8 @@ def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_s
         if stored >= acked_stops or time.monotonic() - waited > 60:
             break
         time.sleep(0.5)
-    doubled = store.query("SELECT count(*) FROM (SELECT leg_key FROM cdrs GROUP BY leg_key HAVING count(*) > 1) d")[0][0]
+    doubled = store.query("SELECT count(*) FROM (SELECT leg_key FROM cdrs GROUP BY leg_key "
+                          "HAVING count(*) > 1) d")[0][0]
     return {"lock": what, "held_s": seconds, "target_rate": args.stall_rate,
             "achieved_rate": acct.get("per_second"), "rss_before_mb": rss[0], "rss_max_mb": max(rss),
             "rss_growth_mb": round(max(rss) - rss[0], 1),
@@ -808,7 +810,8 @@ def scenario_outage(srv: Server, store: Store, args) -> dict:
     t.join(120)
     replay = srv.wait_spool_empty(120)
     return {"down_s": args.outage_seconds, "rate": args.outage_rate, **sender.check(store),
-            "spool_depth_max": max(max_depth - spooled0, 0), "spool_drained_s": None if replay is None else round(replay, 1),
+            "spool_depth_max": max(max_depth - spooled0, 0),
+            "spool_drained_s": None if replay is None else round(replay, 1),
             "server_alive": srv.alive()}
 
 
@@ -966,7 +969,8 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-rate", type=float, default=200.0, help="probe Access-Requests/s from 127.0.0.1")
     ap.add_argument("--stall-seconds", type=float, default=None, help="row lock held (default 45 s; --quick 10)")
     ap.add_argument("--table-lock-seconds", type=float, default=None, help="default 15 s (--quick 5)")
-    ap.add_argument("--stall-rate", type=float, default=None, help="accounting requests/s (default 3,000; --quick 1,000)")
+    ap.add_argument("--stall-rate", type=float, default=None,
+                    help="accounting requests/s (default 3,000; --quick 1,000)")
     ap.add_argument("--outage-seconds", type=float, default=None, help="default 10 s (--quick 3)")
     ap.add_argument("--outage-rate", type=float, default=500.0)
     ap.add_argument("--kill-seconds", type=float, default=None, help="default 15 s (--quick 6)")
