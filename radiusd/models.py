@@ -355,6 +355,8 @@ class ActiveCall(Base):
     # Acct-Session-Time is a 32-bit unsigned counter: 2^32 - 1 must fit
     session_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
     setup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the switch's setup time
+    # anomalies corrected in its Start/Interims so far, carried to the CDR (radiusd.core.sanity kinds)
+    flags: Mapped[str] = mapped_column(String(128), server_default="")
 
 
 class Cdr(Base):

@@ -229,6 +229,7 @@ CREATE TABLE active_calls (
 	last_seen_at TIMESTAMP WITH TIME ZONE NOT NULL, 
 	session_seconds BIGINT DEFAULT '0' NOT NULL, 
 	setup_at TIMESTAMP WITH TIME ZONE, 
+	flags VARCHAR(128) DEFAULT '' NOT NULL, 
 	CONSTRAINT pk_active_calls PRIMARY KEY (id), 
 	CONSTRAINT ck_active_calls_leg_known CHECK (leg IN ('orig', 'term')), 
 	CONSTRAINT ck_active_calls_state_known CHECK (state IN ('reserved', 'active')), 

@@ -55,6 +55,14 @@ def test_a_time_out_of_bounds_is_absent_and_flagged(when):
         assert value is None or EARLIEST <= value <= NOW + 86400 * S
 
 
+def test_an_anomaly_of_the_start_stays_on_the_cdr_closed_later():
+    row = opened([packet("start", at=T0, connect_time=dt.datetime(6026, 1, 1, tzinfo=dt.timezone.utc))])
+    assert row.started_at == T0 and row.flags == "time_out_of_bounds"
+    for end in (Close(Event.REMOVE, T0 + 30 * S), packet("stop", at=T0 + 30 * S, session_time=30)):
+        cdr = transition(row, False, end, NOW, VIEW, LIMITS).cdr
+        assert flags(cdr) == {"time_out_of_bounds"} and cdr.duration == 30
+
+
 def test_the_clock_skew_is_configurable():
     late = NOW + 600 * S
     facts = packet("stop", at=late, session_time=10)
@@ -262,7 +270,7 @@ def test_the_upgrade_makes_an_older_store_hold_32_bit_durations_and_flags(pg_url
                     for t in ("active_calls", "cdrs", "cdrs_default")}
         current = shape()
         with engine.begin() as conn:   # the store as it was before
-            conn.execute(text("ALTER TABLE active_calls DROP COLUMN setup_at; "
+            conn.execute(text("ALTER TABLE active_calls DROP COLUMN setup_at; ALTER TABLE active_calls DROP COLUMN flags; "
                               "ALTER TABLE active_calls ALTER COLUMN session_seconds TYPE INTEGER; "
                               "ALTER TABLE cdrs DROP COLUMN flags; ALTER TABLE cdrs ALTER COLUMN duration TYPE INTEGER; "
                               "ALTER TABLE cdrs ALTER COLUMN billed_seconds TYPE INTEGER"))

@@ -75,7 +75,7 @@ from radiusd.core.keys import KEY_SIZE, fit_key, reservation_key
 from radiusd.core.legs import charge_leg, leg_duration, strip_tech_prefix
 from radiusd.core.rating import find_rate
 from radiusd.core.sanity import (
-    DEFAULT_LIMITS, DISCONNECT_BEFORE_CONNECT, DURATION_CAPPED, Limits, add, bounded,
+    DEFAULT_LIMITS, DISCONNECT_BEFORE_CONNECT, DURATION_CAPPED, Limits, add, bounded, merged,
 )
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot
 
@@ -148,6 +148,7 @@ class Leg:
     last_seen_at: dt.datetime
     session_seconds: int
     setup_at: dt.datetime | None = None   # the switch's setup time, for a CDR closed without a Stop
+    flags: str = ""                  # anomalies of its Start/Interims, carried to its CDR
     id: int | None = None            # None: not in the store yet (inserted by the plan)
 
 
@@ -419,7 +420,8 @@ def _refresh(row: Leg, facts: AcctFacts, now: dt.datetime) -> Leg:
         row = dataclasses.replace(row, started_at=started, session_seconds=0)
     seen, seconds = legs.interim_progress(facts, now, row.started_at, row.last_seen_at, row.session_seconds)
     return dataclasses.replace(row, last_seen_at=seen, session_seconds=seconds,
-                               setup_at=row.setup_at or facts.setup_time)
+                               setup_at=row.setup_at or facts.setup_time,
+                               flags=",".join(merged(row.flags, facts.flags)))
 
 
 def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.datetime, view: View,
@@ -435,7 +437,7 @@ def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.dateti
         row = dataclasses.replace(
             reservation, leg_key=facts.leg_key, state=_O.value, acct_session_id=facts.acct_session_id,
             expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds,
-            setup_at=facts.setup_time, caller=_clip(facts.calling_number) if facts.calling_number else reservation.caller)
+            setup_at=facts.setup_time, flags=",".join(merged(reservation.flags, facts.flags)), caller=_clip(facts.calling_number) if facts.calling_number else reservation.caller)
         return Effects(kind, before, _O, action, row=row)
     party = view.identify(facts)
     rate = find_rate(view.rate_table(party.rate_table_id), party.called, started or seen)
@@ -445,7 +447,7 @@ def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.dateti
         client_id=party.client_id, caller=_clip(facts.calling_number), called=_clip(party.called),
         rate_table_id=party.rate_table_id, prefix=rate.prefix if rate else None, max_cost=ZERO, max_duration=None,
         created_at=now, expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds,
-        setup_at=facts.setup_time)
+        setup_at=facts.setup_time, flags=",".join(facts.flags))
     return Effects(kind, before, _O, action, row=row, unassigned=party.account is None)
 
 
@@ -474,7 +476,8 @@ def _stop_cdr(row: Leg | None, facts: AcctFacts, now: dt.datetime, view: View,
                 setup_time=facts.setup_time or (row.setup_at if row is not None else None), connect_time=connect,
                 disconnect_time=disconnect, duration=duration, cause=cause, result=result,
                 rate_table_id=party.rate_table_id, chargeable=not failed,
-                granted=row.max_duration if row is not None else None, flags=facts.flags, limits=limits)
+                granted=row.max_duration if row is not None else None,
+                flags=merged(facts.flags, row.flags if row is not None else ""), limits=limits)
 
 
 def _end_cdr(row: Leg, end: Close | AcctFacts, now: dt.datetime, view: View,
@@ -495,7 +498,8 @@ def _end_cdr(row: Leg, end: Close | AcctFacts, now: dt.datetime, view: View,
                 caller=row.caller, called=row.called, tech_prefix="", remote_address=None, setup_time=row.setup_at,
                 connect_time=row.started_at, disconnect_time=disconnect, duration=duration, cause=cause,
                 result="success" if duration > 0 else "error", rate_table_id=row.rate_table_id,
-                granted=row.max_duration, flags=end.flags if isinstance(end, AcctFacts) else (), limits=limits)
+                granted=row.max_duration, flags=merged(row.flags, end.flags if isinstance(end, AcctFacts) else ()),
+                limits=limits)
 
 
 # -- a group of events over the loaded state ---------------------------------------------------

@@ -71,6 +71,15 @@ def add(flags: tuple[str, ...], *kinds: str) -> tuple[str, ...]:
     return tuple(sorted(set(flags) | set(kinds)))
 
 
+def merged(*parts: str | tuple[str, ...]) -> tuple[str, ...]:
+    """Kinds from flag columns ("a,b") and facts' tuples, once each, sorted."""
+    kinds: set[str] = set()
+    for part in parts:
+        kinds.update(part.split(",") if isinstance(part, str) else part)
+    kinds.discard("")
+    return tuple(sorted(kinds))
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
