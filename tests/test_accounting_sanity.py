@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from decimal import Decimal as D
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, inspect, select, text
 
-from radius_packets import DICTIONARY, SECRET, acct_request, nas
+from radius_packets import acct_request, auth_request, nas
 from radius_server import ServerProcess, exchange, seeded_store
 from radiusd.config import ConfigError, load_settings
 from radiusd.core.accounting import MANUAL, NAS_REBOOT, STALE, Close, Event, fold, transition
 from radiusd.core.sanity import EARLIEST, Limits, bounded, escape_identifier
 from radiusd.models import ActiveCall, Cdr
-from radiusd.radius.dialects import acct_facts
+from radiusd.radius.dialects import acct_facts, auth_facts
 from radiusd.radius.times import parse_switch_time
 from test_accounting_transitions import NOW, S, T0, VIEW, open_leg, packet, reservation
+from test_schema_upgrade import ROOT, _psql
 
 LIMITS = Limits(max_clock_skew=86400, duration_slack=60, max_call_duration=7200)
 
@@ -176,6 +178,13 @@ def test_nul_in_acct_session_id_is_escaped_and_flagged():
     assert "identifier_escaped" in flags(cdr)
 
 
+def test_the_access_request_and_the_accounting_escape_a_call_id_alike():
+    _, auth = auth_request([("Acct-Session-Id", "call\x01id"), ("User-Name", "x")], password="p")
+    _, acct = acct_request([("Acct-Status-Type", 1), ("Acct-Session-Id", "call\x01id")])
+    assert auth_facts(auth, nas(), "127.0.0.1").call_id == acct_facts(acct, nas(), "127.0.0.1", NOW).call_id \
+        == "call\\x01id"
+
+
 # -- settings ----------------------------------------------------------------------------------
 
 def test_accounting_settings(tmp_path):
@@ -219,7 +228,6 @@ def _cdrs(url):
 
 
 def test_insane_accounting_over_udp_is_stored_flagged_and_capped(udp_server, store_url):
-    import time
     common = [("User-Name", "acme-sip"), ("Called-Station-Id", "442071234567"),
               ("Calling-Station-Id", "15551230001"), ("h323-call-origin", "h323-call-origin=answer")]
     calls = {  # Acct-Session-Id -> the Stop's extra attributes
@@ -258,9 +266,6 @@ def test_insane_accounting_over_udp_is_stored_flagged_and_capped(udp_server, sto
 # -- the PostgreSQL upgrade --------------------------------------------------------------------
 
 def test_the_upgrade_makes_an_older_store_hold_32_bit_durations_and_flags(pg_url):
-    from sqlalchemy import inspect, text
-
-    from test_schema_upgrade import ROOT, _psql
     _psql(pg_url, "-f", str(ROOT / "schema" / "postgresql.sql"))
     engine = create_engine(pg_url)
     try:
@@ -288,7 +293,6 @@ def _cisco_time(when: dt.datetime) -> str:
 def test_accounting_off_bills_from_the_connect_and_never_the_ringing_over_udp(udp_server, store_url):
     """Yate sends Start at call setup: a leg that never connected costs nothing when the NAS
     reboots, one that connected is billed from the connect an Interim reported."""
-    import time
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     setup, connect = now - 20 * S, now - 10 * S
     common = [("User-Name", "acme-sip"), ("Called-Station-Id", "442071234567"),
