@@ -25,6 +25,10 @@ is None: the call can then only match a login or ANI account. We deliberately do
 to the packet source, which is the switch itself and would bill every caller behind it to
 whichever account owns the switch's address.
 
+Identifiers (Acct-Session-Id, the call id) keep what the switch sent, except control characters
+and NUL, written as `\\xNN` (radiusd.core.sanity.escape_identifier) and flagged
+`identifier_escaped`: the same in the Access-Request and the accounting, and storable everywhere.
+
 Called number: Called-Station-Id without `sip:`/`sips:`/`tel:`, `@host` and `;params`, keeping
 digits, `#` and `*` (so `+44 20 7123` -> `44207123`). Calling number: the same.
 """
@@ -39,10 +43,10 @@ from collections import OrderedDict
 
 from pyrad.packet import Packet, PacketError
 
-from radiusd.core.sanity import IDENTIFIER_ESCAPED, escape_identifier
 from radiusd.core.facts import (
     AcctFacts, AuthFacts, ChapCredentials, Credentials, DigestCredentials, PapCredentials,
 )
+from radiusd.core.sanity import IDENTIFIER_ESCAPED, escape_identifier
 from radiusd.core.snapshot import NasInfo
 from radiusd.radius.codec import reveal_password
 from radiusd.radius.times import parse_epoch, parse_switch_time
