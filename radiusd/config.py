@@ -6,7 +6,7 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
     [server]   bind = ["0.0.0.0", "::"], auth_port = 1812, acct_port = 1813, workers = 0 (= CPUs)
     [limits]   max_call_duration = 7200, reservation_ttl = 30, stale_call_after = 7200
     [backpressure]
-               store_timeout = 1.0 (seconds: PostgreSQL lock_timeout/statement_timeout of every
+               store_timeout = 1.5 (seconds: PostgreSQL lock_timeout/statement_timeout of every
                accounting, admission and sweeper transaction; keep it below the switches'
                retransmit timeout), answer_deadline = 3.0 (seconds: a request older than this
                when its decision is ready is dropped, not answered late), accounting_queue = 20000
@@ -74,7 +74,7 @@ class Settings:
     web_secure_cookies: str = "auto"     # auto = Secure when the request came over https
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
     cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
-    store_timeout: float = 1.0           # seconds a store statement or lock wait may take (accounting, admission, sweeper)
+    store_timeout: float = 1.5           # seconds a store statement or lock wait may take (accounting, admission, sweeper)
     answer_deadline: float = 3.0         # seconds after which a decision is dropped instead of answered late
     accounting_queue: int = 20000        # accounting records waiting for the writer, per process
     reservation_queue: int = 4096        # Access-Requests waiting for the reservation batcher, per process

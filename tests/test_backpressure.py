@@ -125,6 +125,10 @@ def test_a_lock_held_by_someone_else_costs_neither_answers_nor_records(pg_url, t
         assert body["status"] == "degraded" and degraded_after <= 5.0, degraded[0]
         assert max(latencies) < SWITCH_WAITS, sorted(latencies)[-5:]
         assert AccessReject in auth_codes   # the lock was felt, and answered as code 8
+        # hundreds of code-8 answers, but the store trouble is one short line per operation per 10 s
+        trouble = [line for line in srv.lines if '"store.unreachable"' in line]
+        assert 1 <= len(trouble) <= 4 and all(len(line) < 400 for line in trouble), trouble
+        assert not any("Traceback" in line for line in srv.lines)
 
         # the writer replays the spool once the store answers: back to healthy, everything stored once
         deadline = time.monotonic() + 15

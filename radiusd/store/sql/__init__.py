@@ -71,7 +71,9 @@ a random pause (radiusd.store.accounting_writer); it is counted
 runs under `lock_timeout`/`statement_timeout` = `store_timeout` (statements in `timeouts`): a
 lock held longer by someone else (an admin UPDATE, a LOCK TABLE) or a stalled server fails the
 transaction within that time (SQLSTATE 55P03 / 57014), and the caller spools (accounting) or
-answers code 8 (admission) instead of queueing behind it.
+answers code 8 (admission) instead of queueing behind it. `store_timeout` stays above PostgreSQL's
+`deadlock_timeout` (1 s by default): a deadlock must be found (and retried) before the lock wait
+runs out, or it would be taken for a stuck store.
 """
 from __future__ import annotations
 
