@@ -5,6 +5,21 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
 
     [server]   bind = ["0.0.0.0", "::"], auth_port = 1812, acct_port = 1813, workers = 0 (= CPUs)
     [limits]   max_call_duration = 7200, reservation_ttl = 30, stale_call_after = 7200
+    [backpressure]
+               store_timeout = 1.5 (seconds: PostgreSQL lock_timeout/statement_timeout of every
+               accounting, admission and sweeper transaction; keep it below the switches'
+               retransmit timeout), answer_deadline = 3.0 (seconds: a request older than this
+               when its decision is ready is dropped, not answered late), accounting_queue = 20000
+               and reservation_queue = 4096 (records / Access-Requests waiting for the store per
+               process; past that new ones are refused and counted), degraded_after = 2.0 (seconds
+               of accounting lag, or of an admission batch stuck in the store, before /health
+               says 503 "degraded")
+    [fairness] rate = 5000, burst = 10000 (datagrams/s and at once, per NAS per worker; rate 0 = no
+               limit), queue_depth = 1024 (datagrams waiting per NAS), in_flight = 256 (Access-Requests
+               of one NAS waiting for the store); NAS are served round robin
+    [accounting] max_clock_skew_seconds = 86400 (a switch time later than now + this, or before
+               2000, is treated as absent and the CDR flagged), duration_slack_seconds = 60 (a
+               CDR bills at most the duration granted at authorization plus this)
     [metrics]  port = 9812 (0 = off), bind = "127.0.0.1"
     [spool]    path = "spool"
     [log]      level = "info"
@@ -22,6 +37,8 @@ import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+
+from radiusd.core.sanity import Limits
 
 DEFAULT_DATABASE_URL = "sqlite:///radiusd.sqlite3"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +62,10 @@ class Settings:
     duplicate_cache_seconds: int = 10    # RFC 5080 reply cache lifetime
     snapshot_poll_seconds: float = 1.0   # how often the store version counter is read
     billing_model: str | None = None     # h323-billing-model to send; None = don't send
+    fairness_rate: float = 5000.0        # datagrams/s one NAS may have processed (per worker); 0 = no limit
+    fairness_burst: float = 10000.0      # datagrams one NAS may send at once above the rate
+    fairness_queue_depth: int = 1024     # datagrams of one NAS waiting to be processed
+    fairness_in_flight: int = 256        # Access-Requests of one NAS waiting for the store
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"
@@ -56,6 +77,18 @@ class Settings:
     web_secret_key_file: str = ""        # "" = next to the SQLite store, else ./radiusd-web.key
     cdr_partitions_ahead: int = 2        # months after the current one whose CDR partitions the sweeper keeps
     secrets_key_file: str = ""           # "" = next to the SQLite store, else ./radiusd.key
+    store_timeout: float = 1.5           # seconds a store statement or lock wait may take (accounting, admission, sweeper)
+    answer_deadline: float = 3.0         # seconds after which a decision is dropped instead of answered late
+    accounting_queue: int = 20000        # accounting records waiting for the writer, per process
+    reservation_queue: int = 4096        # Access-Requests waiting for the reservation batcher, per process
+    degraded_after: float = 2.0          # seconds of writer lag / admission stall before /health is 503 degraded
+    max_clock_skew_seconds: int = 86400  # a switch time later than now + this is treated as absent
+    duration_slack_seconds: int = 60     # seconds a CDR may bill past the duration granted at authorization
+
+    @property
+    def accounting_limits(self):
+        """The sanity bounds of accounting data (radiusd.core.sanity.Limits)."""
+        return Limits(self.max_clock_skew_seconds, self.duration_slack_seconds, self.max_call_duration)
 
 
 _TOML_KEYS = {
@@ -72,10 +105,21 @@ _TOML_KEYS = {
     ("limits", "reservation_ttl"): "reservation_ttl",
     ("limits", "stale_call_after"): "stale_call_after",
     ("reply", "billing_model"): "billing_model",
+    ("fairness", "rate"): "fairness_rate",
+    ("fairness", "burst"): "fairness_burst",
+    ("fairness", "queue_depth"): "fairness_queue_depth",
+    ("fairness", "in_flight"): "fairness_in_flight",
+    ("accounting", "max_clock_skew_seconds"): "max_clock_skew_seconds",
+    ("accounting", "duration_slack_seconds"): "duration_slack_seconds",
     ("metrics", "bind"): "metrics_bind",
     ("metrics", "port"): "metrics_port",
     ("spool", "path"): "spool_path",
     ("log", "level"): "log_level",
+    ("backpressure", "store_timeout"): "store_timeout",
+    ("backpressure", "answer_deadline"): "answer_deadline",
+    ("backpressure", "accounting_queue"): "accounting_queue",
+    ("backpressure", "reservation_queue"): "reservation_queue",
+    ("backpressure", "degraded_after"): "degraded_after",
     ("web", "bind"): "web_bind",
     ("web", "port"): "web_port",
     ("web", "idle_timeout"): "web_idle_timeout",
@@ -139,6 +183,30 @@ def load_settings(config_file: str | os.PathLike | None = None, **overrides) -> 
         raise ConfigError(f"web secure_cookies: expected auto, true or false, got {settings.web_secure_cookies!r}")
     if not 1 <= settings.cdr_partitions_ahead <= 120:
         raise ConfigError(f"cdr_partitions_ahead: {settings.cdr_partitions_ahead} must be 1 to 120 (months)")
+    for name in ("store_timeout", "answer_deadline", "degraded_after"):
+        if not 0.05 <= getattr(settings, name) <= 3600:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 0.05 to 3600 seconds")
+    for name in ("accounting_queue", "reservation_queue"):
+        if not 1 <= getattr(settings, name) <= 10_000_000:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 1 to 10000000")
+    if settings.fairness_rate < 0 or settings.fairness_burst < 0:
+        raise ConfigError("fairness rate and burst must be 0 or more (datagrams/s, datagrams)")
+    if settings.fairness_rate and settings.fairness_burst and settings.fairness_burst < 1:
+        raise ConfigError("fairness burst must be at least 1 datagram (or 0 = one second of rate)")
+    if not 1 <= settings.fairness_queue_depth <= 1_000_000:
+        raise ConfigError(f"fairness queue_depth: {settings.fairness_queue_depth} must be 1 to 1000000 (datagrams)")
+    if settings.fairness_in_flight < 1:
+        raise ConfigError(f"fairness in_flight: {settings.fairness_in_flight} must be at least 1 (Access-Requests)")
+    for name in ("store_timeout", "answer_deadline", "degraded_after"):
+        if not 0.05 <= getattr(settings, name) <= 3600:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 0.05 to 3600 seconds")
+    for name in ("accounting_queue", "reservation_queue"):
+        if not 1 <= getattr(settings, name) <= 10_000_000:
+            raise ConfigError(f"{name}: {getattr(settings, name)} must be 1 to 10000000")
     if settings.max_call_duration <= 0:
         raise ConfigError("max_call_duration must be positive")
+    if not 0 <= settings.max_clock_skew_seconds <= 366 * 86400:
+        raise ConfigError(f"accounting max_clock_skew_seconds: {settings.max_clock_skew_seconds} must be 0 to 31622400")
+    if not 0 <= settings.duration_slack_seconds <= 86400:
+        raise ConfigError(f"accounting duration_slack_seconds: {settings.duration_slack_seconds} must be 0 to 86400")
     return settings

@@ -5,7 +5,10 @@ Counters (all `_total`, labels in braces):
 - radiusd_packets_dropped_total{port,reason}           silently dropped, by reason: unknown_nas,
   inactive_nas, malformed, unsupported_code, bad_authenticator, bad_message_authenticator,
   missing_message_authenticator, proxy_state_without_message_authenticator, duplicate_in_progress, missing_status_type,
-  unsupported_status_type, missing_session_id, not_recorded, shutting_down, overloaded, internal_error
+  unsupported_status_type, missing_session_id, not_recorded, shutting_down, overloaded, internal_error,
+  nas_over_budget (a NAS sent more than its [fairness] share: refused before decoding), send_failed
+- radiusd_nas_over_budget_total{port,nas}              the nas_over_budget drops by NAS name ("unknown":
+  sources in no NAS)
 - radiusd_duplicates_total{port,kind}                  kind = replayed | in_progress | conflict
 - radiusd_auth_decisions_total{outcome,reason}         outcome = accept | reject; reason = the
   RejectReason name in lower case (accept: "none")
@@ -13,10 +16,21 @@ Counters (all `_total`, labels in braces):
 - radiusd_accounting_total{status}                     Accounting-Requests answered, by status
 - radiusd_store_errors_total{operation}                reserve_call / snapshot / accounting failures
 - radiusd_snapshot_reloads_total                       snapshots swapped in
+- radiusd_backpressure_total{queue,reason}             requests refused at once because the store is
+  behind: queue = accounting | reservation, reason = queue_full | store_stuck
+- radiusd_store_timeouts_total{operation}              store transactions past store_timeout (lock or
+  statement), operation = accounting | reserve_call
+- radiusd_store_conflicts_total{operation}             deadlocks / serialization failures retried
+- radiusd_cdr_anomalies_total{kind}                    CDRs written with a corrected anomaly, by kind
+  (radiusd.core.sanity: time_out_of_bounds, disconnect_before_connect, duration_capped, identifier_escaped)
 - radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
   CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
 Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
-over workers), radiusd_store_up (1 only if every worker reaches the store).
+over workers), radiusd_store_up (1 only if every worker reaches the store),
+radiusd_accounting_lag_seconds (age of the oldest accounting record not yet acknowledged, the
+worst worker), radiusd_accounting_queue_depth and radiusd_reservation_queue_depth (records /
+Access-Requests waiting for the store, sum over workers). A worker whose lag (or a stuck
+admission batch) passes `degraded_after` reports `/health` 503 with status "degraded".
 
 One endpoint per server, whatever the worker count:
 - one process (`--workers 1`): the process serves its own counters (`MetricsServer(metrics, ...)`);
@@ -57,12 +71,15 @@ CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "radiusd_packets_received_total": ("RADIUS datagrams received", ("port",)),
     "radiusd_packets_dropped_total": ("RADIUS datagrams dropped without an answer", ("port", "reason")),
+    "radiusd_nas_over_budget_total": ("Datagrams refused because their NAS sent more than its fair share",
+                                      ("port", "nas")),
     "radiusd_duplicates_total": ("Retransmissions seen by the RFC 5080 duplicate cache", ("port", "kind")),
     "radiusd_auth_decisions_total": ("Access-Request decisions", ("outcome", "reason")),
     "radiusd_status_server_total": ("Status-Server requests answered", ("port",)),
     "radiusd_accounting_total": ("Accounting-Requests recorded and answered", ("status",)),
     "radiusd_store_errors_total": ("Store operations that failed", ("operation",)),
     "radiusd_snapshot_reloads_total": ("Admin data snapshots loaded", ()),
+    "radiusd_cdr_anomalies_total": ("CDRs written with an anomaly corrected, by kind", ("kind",)),
     "radiusd_cdr_partitions_skipped_total": ("Months a sweep left without their CDR partition (CDRs of the "
                                              "month in cdrs_default, or the store busy)", ()),
 }
@@ -71,6 +88,11 @@ GAUGES: dict[str, tuple[str, str]] = {
     "radiusd_snapshot_version": ("Admin data snapshot version answered from (oldest over workers)", "livemin"),
     "radiusd_store_up": ("1 when every worker reaches the store, else 0", "livemin"),
     "radiusd_spool_depth": ("Accounting records waiting in the spools (all workers)", "livesum"),
+    "radiusd_accounting_lag_seconds": ("Age of the oldest accounting record not yet acknowledged (worst worker)",
+                                       "livemax"),
+    "radiusd_accounting_queue_depth": ("Accounting records waiting for the writer (all workers)", "livesum"),
+    "radiusd_reservation_queue_depth": ("Access-Requests waiting for the reservation batcher (all workers)",
+                                        "livesum"),
     "radiusd_nas_message_authenticator_required": (
         "NAS whose Access-Requests must carry Message-Authenticator now (policy yes, or auto learned)", "livemax"),
     "radiusd_nas_message_authenticator_learned": (
@@ -174,6 +196,8 @@ class ServerMetrics:
             if age > STALE_SECONDS:
                 problems.append(f"worker {index}: no report for {age:.0f} s")
                 details["status"] = "silent"
+            elif not report["ok"] and details.get("status") == "degraded":
+                problems.append(f"worker {index}: degraded ({details.get('reason', 'store behind')})")
             elif not report["ok"]:
                 problems.append(f"worker {index}: store {details.get('store', 'unavailable')}")
                 details["status"] = "unavailable"
@@ -191,6 +215,8 @@ class ServerMetrics:
         }
         if problems:
             summary["reason"] = "; ".join(problems)
+            if all(w.get("status") in ("ok", "degraded") for w in workers):
+                summary["status"] = "degraded"   # answering, but the store is behind
         return not problems and bool(workers), summary
 
     def close(self) -> None:

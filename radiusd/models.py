@@ -352,7 +352,11 @@ class ActiveCall(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    session_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Acct-Session-Time is a 32-bit unsigned counter: 2^32 - 1 must fit
+    session_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    setup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the switch's setup time
+    # anomalies corrected in its Start/Interims so far, carried to the CDR (radiusd.core.sanity kinds)
+    flags: Mapped[str] = mapped_column(String(128), server_default="")
 
 
 class Cdr(Base):
@@ -388,8 +392,8 @@ class Cdr(Base):
     setup_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     connect_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     disconnect_time: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    duration: Mapped[int] = mapped_column(Integer, server_default="0")
-    billed_seconds: Mapped[int] = mapped_column(Integer, server_default="0")
+    duration: Mapped[int] = mapped_column(BigInteger, server_default="0")   # as reported: 32-bit unsigned
+    billed_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
     disconnect_cause: Mapped[str] = mapped_column(String(32), server_default="")
     result: Mapped[str] = mapped_column(String(12))
     rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
@@ -397,6 +401,8 @@ class Cdr(Base):
     price_per_minute: Mapped[Decimal | None] = mapped_column(Money)
     cost: Mapped[Decimal] = mapped_column(Money, server_default="0")
     currency: Mapped[str] = mapped_column(String(3), server_default="USD")
+    # anomalies corrected on the way in, comma separated (radiusd.core.sanity kinds); "" = none
+    flags: Mapped[str] = mapped_column(String(128), server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
 
 

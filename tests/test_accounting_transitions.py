@@ -250,16 +250,24 @@ def scenarios(draw):
             reserved.append(call_id)
         start = T0 + draw(st.integers(0, 200)) * S
         length = draw(st.sampled_from([0, 5, 43, 61, 130]))
+        # connected at the Start (Cisco), Start on the answer (Kamailio), or Start at setup (Yate: ringing)
+        kind = draw(st.sampled_from(["connect", "answer", "setup"]))
         own = [packet("start", sid, start, nas, leg, call_id=call_id,
-                      connect_time=start if draw(st.booleans()) else None, **t)]
+                      connect_time=start if kind == "connect" else None,
+                      setup_time=start if kind == "setup" else None, **t)]
         for k in range(draw(st.integers(0, 2))):
             at = start + draw(st.integers(1, length + 10)) * S
             own.append(packet("interim", sid, at, nas, leg, call_id=call_id,
+                              connect_time=draw(st.sampled_from([None, start + S])) if kind == "setup" else None,
                               session_time=draw(st.sampled_from([None, int((at - start).total_seconds())])), **t))
         end = draw(st.sampled_from(["stop", "failed", None]))
         if end:
             own.append(packet(end, sid, start + length * S, nas, leg, call_id=call_id,
-                              session_time=draw(st.sampled_from([length, None])) if end == "stop" else 0,
+                              session_time=draw(st.sampled_from([length, None, 2**31, 2**32 - 1]))
+                              if end == "stop" else 0,
+                              # a switch's nonsense: a time from another era, a disconnect before the connect
+                              connect_time=draw(st.sampled_from([None, None, start + length * S + 50 * S,
+                                                                 T0.replace(year=1973), T0.replace(year=6026)])),
                               disconnect_cause=draw(st.sampled_from(["10", "11", None])), **t))
         packets += own
     events = draw(st.permutations(packets))
@@ -314,6 +322,7 @@ def _snapshot_of(rows, cdrs):
 def test_random_orders_and_retransmissions_keep_the_books_right(scenario):
     events, reserved, cuts = scenario
     rows, cdrs, effects = run(events, reserved, cuts)
+    granted = {e.row.leg_key for e in effects if e.action == "took_over"}
     keys = [c.leg_key for c in cdrs]
     assert len(keys) == len(set(keys)), "one CDR per leg"
     # every orig-leg cost of a known client is debited once; vendor and unknown legs move no balance
@@ -325,6 +334,16 @@ def test_random_orders_and_retransmissions_keep_the_books_right(scenario):
     assert not {r.leg_key for r in rows.values()} & set(keys)
     # closed without a Stop: only what was proven by the leg's own packets
     for cdr in cdrs:
+        if cdr.connect_time is None:     # never connected: costs nothing, no success
+            assert cdr.duration == 0 and cdr.cost == 0 and cdr.billed_seconds == 0 and cdr.result != "success"
+            continue
+        assert cdr.connect_time <= cdr.disconnect_time, "disconnect before connect"
+        # never billed past what was granted (the reservation's 300 s, else the server's 7,200 s) + slack
+        assert cdr.billed_seconds <= 7200 + 60 + 30 and cdr.cost <= D("12.10")
+        if cdr.leg_key in granted:
+            assert cdr.billed_seconds <= 300 + 60 + 30
+        for value in (cdr.setup_time, cdr.connect_time, cdr.disconnect_time):
+            assert value is None or dt.datetime(2000, 1, 1, tzinfo=UTC) <= value <= NOW + 86400 * S
         if cdr.disconnect_cause in (STALE, NAS_REBOOT):
             seen = [e for e in events if isinstance(e, AcctFacts) and e.leg_key == cdr.leg_key]
             proven = max([e.session_time or 0 for e in seen] +

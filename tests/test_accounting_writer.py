@@ -283,7 +283,9 @@ def test_a_deadlock_with_another_transaction_is_retried_not_spooled(pg_url, tmp_
     common = dict(call_id="dl", caller_address=CUSTOMER_IP, called_number="441612345678")
     with sessions() as s, s.begin():
         apply(s, acct(a, "start", "DL", event_time=T0, **common), snap, T0)
-    writer = AccountingWriter(sessions, lambda: snap, Settings(spool_path=str(tmp_path / "spool")), linger=0)
+    # (a store_timeout longer than this test needs to provoke the deadlock, however slow the machine)
+    writer = AccountingWriter(sessions, lambda: snap, Settings(spool_path=str(tmp_path / "spool"), store_timeout=30),
+                              linger=0)
     writer.start()
     other = engine.connect()
     tx = other.begin()

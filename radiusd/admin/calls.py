@@ -23,7 +23,7 @@ CDR_COLUMNS = ["id", "leg", "nas", "account", "client", "call_id", "caller", "ca
                "disconnect_time", "duration", "billed_seconds", "result", "disconnect_cause", "prefix",
                "price_per_minute", "cost", "currency"]
 CDR_DETAIL_COLUMNS = CDR_COLUMNS + ["leg_key", "acct_session_id", "tech_prefix", "remote_address", "setup_time",
-                                    "rate_table_id"]
+                                    "rate_table_id", "flags"]
 DEFAULT_CDR_LIMIT = 100
 
 

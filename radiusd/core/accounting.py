@@ -38,7 +38,15 @@ Legs and money:
 Closing without a Stop (Accounting-On/Off, stale, removed by hand): the time charged is what is
 proven — the longer of the last Interim's Acct-Session-Time and last-seen - start — never the
 time until we noticed (a NAS down for hours must not bill hours nobody talked). A call removed
-by hand is charged like a Stop now: now - start. Accounting-On/Off only ends calls started (and
+by hand is charged like a Stop now: now - start. The start is the connect time: a leg whose
+Start came at setup (a setup time, no connect time: Yate) has no start until an Interim reports
+its connect (h323-connect-time, or Acct-Session-Time counting from it); if none does, the leg
+never connected and its CDR costs nothing (no connection fee, result not `success`). The CDR
+keeps the setup time the Start or an Interim carried (the row's `setup_at`).
+
+Sanity (radiusd.core.sanity, `Limits`): every time is bounded before the event is decided, the
+billed duration never exceeds what the leg was granted plus a slack, disconnect never precedes
+connect; each such correction is a flag on the CDR. Accounting-On/Off only ends calls started (and
 drops reservations made) at or before its time, so replaying an old one from the spool never
 ends calls that began after the reboot.
 
@@ -66,6 +74,9 @@ from radiusd.core.facts import AcctFacts
 from radiusd.core.keys import KEY_SIZE, fit_key, reservation_key
 from radiusd.core.legs import charge_leg, leg_duration, strip_tech_prefix
 from radiusd.core.rating import find_rate
+from radiusd.core.sanity import (
+    DEFAULT_LIMITS, DISCONNECT_BEFORE_CONNECT, DURATION_CAPPED, Limits, add, bounded, merged,
+)
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot
 
 log = structlog.get_logger("radiusd.accounting")
@@ -136,6 +147,8 @@ class Leg:
     started_at: dt.datetime | None   # billable start
     last_seen_at: dt.datetime
     session_seconds: int
+    setup_at: dt.datetime | None = None   # the switch's setup time, for a CDR closed without a Stop
+    flags: str = ""                  # anomalies of its Start/Interims, carried to its CDR
     id: int | None = None            # None: not in the store yet (inserted by the plan)
 
 
@@ -165,6 +178,7 @@ class CdrRecord:
     price_per_minute: Decimal | None
     cost: Decimal
     currency: str
+    flags: str = ""                  # anomalies, comma separated (radiusd.core.sanity kinds)
 
     @property
     def debit(self) -> Decimal:
@@ -329,9 +343,25 @@ def _cdr(view: View, *, leg_key: str, call_id: str, acct_session_id: str | None,
          account_id: int | None, client_id: int | None, caller: str | None, called: str, tech_prefix: str,
          remote_address: str | None, setup_time: dt.datetime | None, connect_time: dt.datetime | None,
          disconnect_time: dt.datetime, duration: int, cause: str, result: str, rate_table_id: int | None,
-         chargeable: bool = True) -> CdrRecord:
-    """Rate a finished leg at its connect time and build its CDR."""
-    charge = charge_leg(view.rate_table(rate_table_id), called, connect_time or disconnect_time, duration,
+         chargeable: bool = True, granted: int | None = None, flags: tuple[str, ...] = (),
+         limits: Limits = DEFAULT_LIMITS) -> CdrRecord:
+    """Rate a finished leg at its connect time and build its CDR.
+
+    `duration` is what the switch reported (recorded as is); what is billed never exceeds what the
+    leg was `granted` at authorization plus the slack. A leg with no connect time never connected:
+    it costs nothing. Disconnect before connect is clamped.
+    """
+    if connect_time is not None and connect_time > disconnect_time:
+        connect_time, flags = disconnect_time, add(flags, DISCONNECT_BEFORE_CONNECT)
+    billable = duration
+    cap = limits.billable(granted)
+    if duration > cap:
+        billable, flags = cap, add(flags, DURATION_CAPPED)
+    if connect_time is None and duration <= 0:
+        chargeable = False
+        if result == "success":
+            result = "error"
+    charge = charge_leg(view.rate_table(rate_table_id), called, connect_time or disconnect_time, billable,
                         fallback_currency=view.currency(client_id), chargeable=chargeable)
     return CdrRecord(
         leg_key=leg_key, call_id=call_id, acct_session_id=acct_session_id, nas_id=nas_id, leg=leg,
@@ -342,24 +372,25 @@ def _cdr(view: View, *, leg_key: str, call_id: str, acct_session_id: str | None,
         rate_table_id=charge.rate_table.id if charge.rate_table else None,
         prefix=charge.rate.prefix if charge.rate else None,
         price_per_minute=charge.rate.price_per_minute if charge.rate else None,
-        cost=charge.cost, currency=charge.currency,
+        cost=charge.cost, currency=charge.currency, flags=",".join(flags),
     )
 
 
 # -- the transitions ---------------------------------------------------------------------------
 
 def transition(leg: Leg | None, closed: bool, event: AcctFacts | Close, now: dt.datetime,
-               view: View) -> Effects:
+               view: View, limits: Limits = DEFAULT_LIMITS) -> Effects:
     """Decide one event for one leg.
 
     `leg`: the leg's row (its open call, or for a packet of an orig leg without one, the
-    reservation of its call id); `closed`: its leg key has a CDR. Facts are `normalised`.
+    reservation of its call id); `closed`: its leg key has a CDR. Facts are `normalised` and
+    `bounded` (radiusd.core.sanity).
     """
     kind = event_of(event)
     before = state_of(leg, closed)
     if kind is Event.NAS_RESET and leg is not None:
         # a replayed old On/Off never ends what began after it
-        born = leg.created_at if leg.state == _R.value else leg.started_at
+        born = leg.created_at if leg.state == _R.value else leg.started_at or leg.setup_at or leg.created_at
         if born is not None and born > (event.at if isinstance(event, Close) else event.event_time or now):
             return Effects(kind, before, before, "ignored")
     try:
@@ -377,14 +408,20 @@ def transition(leg: Leg | None, closed: bool, event: AcctFacts | Close, now: dt.
             return Effects(kind, before, after, action, row=_refresh(leg, event, now))
         return _open(leg, event, kind, now, view, action)
     if kind in (Event.STOP, Event.FAILED):
-        return Effects(kind, before, after, action, removed=leg, cdr=_stop_cdr(leg, event, now, view))
-    return Effects(kind, before, after, action, removed=leg, cdr=_end_cdr(leg, event, now, view))
+        return Effects(kind, before, after, action, removed=leg, cdr=_stop_cdr(leg, event, now, view, limits))
+    return Effects(kind, before, after, action, removed=leg, cdr=_end_cdr(leg, event, now, view, limits))
 
 
 def _refresh(row: Leg, facts: AcctFacts, now: dt.datetime) -> Leg:
-    """An Interim-Update on an open leg: last seen and the running duration move forward only."""
+    """An Interim-Update on an open leg: last seen and the running duration move forward only; the
+    billable start becomes the connect time the Interim reports (radiusd.core.legs.connected_at)."""
+    started = legs.connected_at(facts, facts.event_time or now, row.started_at)
+    if started != row.started_at:  # the running duration counts from the new start
+        row = dataclasses.replace(row, started_at=started, session_seconds=0)
     seen, seconds = legs.interim_progress(facts, now, row.started_at, row.last_seen_at, row.session_seconds)
-    return dataclasses.replace(row, last_seen_at=seen, session_seconds=seconds)
+    return dataclasses.replace(row, last_seen_at=seen, session_seconds=seconds,
+                               setup_at=row.setup_at or facts.setup_time,
+                               flags=",".join(merged(row.flags, facts.flags)))
 
 
 def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.datetime, view: View,
@@ -400,20 +437,22 @@ def _open(reservation: Leg | None, facts: AcctFacts, kind: Event, now: dt.dateti
         row = dataclasses.replace(
             reservation, leg_key=facts.leg_key, state=_O.value, acct_session_id=facts.acct_session_id,
             expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds,
-            caller=_clip(facts.calling_number) if facts.calling_number else reservation.caller)
+            setup_at=facts.setup_time, flags=",".join(merged(reservation.flags, facts.flags)), caller=_clip(facts.calling_number) if facts.calling_number else reservation.caller)
         return Effects(kind, before, _O, action, row=row)
     party = view.identify(facts)
-    rate = find_rate(view.rate_table(party.rate_table_id), party.called, started)
+    rate = find_rate(view.rate_table(party.rate_table_id), party.called, started or seen)
     row = Leg(
         leg_key=facts.leg_key, call_id=call_id_of(facts), acct_session_id=facts.acct_session_id,
         nas_id=facts.nas_id, leg=facts.leg, state=_O.value, account_id=party.account.id if party.account else None,
         client_id=party.client_id, caller=_clip(facts.calling_number), called=_clip(party.called),
         rate_table_id=party.rate_table_id, prefix=rate.prefix if rate else None, max_cost=ZERO, max_duration=None,
-        created_at=now, expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds)
+        created_at=now, expires_at=None, started_at=started, last_seen_at=seen, session_seconds=seconds,
+        setup_at=facts.setup_time, flags=",".join(facts.flags))
     return Effects(kind, before, _O, action, row=row, unassigned=party.account is None)
 
 
-def _stop_cdr(row: Leg | None, facts: AcctFacts, now: dt.datetime, view: View) -> CdrRecord:
+def _stop_cdr(row: Leg | None, facts: AcctFacts, now: dt.datetime, view: View,
+              limits: Limits = DEFAULT_LIMITS) -> CdrRecord:
     """The CDR of a Stop or Failed: times from the packet, the party from the row if there is one."""
     if row is not None:
         party = _party_of_row(row, facts, view)
@@ -428,16 +467,21 @@ def _stop_cdr(row: Leg | None, facts: AcctFacts, now: dt.datetime, view: View) -
         facts.session_time, facts.connect_time, facts.disconnect_time, started_at, facts.event_time or disconnect)
     connect = facts.connect_time or started_at
     if connect is None and duration > 0:
-        connect = disconnect - dt.timedelta(seconds=duration)
+        # at most the billable cap back: a 2^32 s claim must not put the connect in 1890
+        connect = disconnect - dt.timedelta(seconds=min(duration, limits.billable(row.max_duration if row else None)))
     cause, result = describe(duration, facts.disconnect_cause, facts.terminate_cause)
     return _cdr(view, leg_key=facts.leg_key, call_id=call_id_of(facts), acct_session_id=facts.acct_session_id,
                 nas_id=facts.nas_id, leg=facts.leg, account_id=account_id, client_id=party.client_id, caller=caller,
                 called=party.called, tech_prefix=party.tech_prefix, remote_address=facts.remote_address,
-                setup_time=facts.setup_time, connect_time=connect, disconnect_time=disconnect, duration=duration,
-                cause=cause, result=result, rate_table_id=party.rate_table_id, chargeable=not failed)
+                setup_time=facts.setup_time or (row.setup_at if row is not None else None), connect_time=connect,
+                disconnect_time=disconnect, duration=duration, cause=cause, result=result,
+                rate_table_id=party.rate_table_id, chargeable=not failed,
+                granted=row.max_duration if row is not None else None,
+                flags=merged(facts.flags, row.flags if row is not None else ""), limits=limits)
 
 
-def _end_cdr(row: Leg, end: Close | AcctFacts, now: dt.datetime, view: View) -> CdrRecord:
+def _end_cdr(row: Leg, end: Close | AcctFacts, now: dt.datetime, view: View,
+             limits: Limits = DEFAULT_LIMITS) -> CdrRecord:
     """The CDR of an open leg that ended without a Stop: charged for what is proven (or, by hand, until now)."""
     kind = event_of(end)
     if kind is Event.NAS_RESET:
@@ -451,9 +495,11 @@ def _end_cdr(row: Leg, end: Close | AcctFacts, now: dt.datetime, view: View) -> 
         disconnect, duration, cause = at, seconds, MANUAL
     return _cdr(view, leg_key=row.leg_key, call_id=row.call_id, acct_session_id=row.acct_session_id,
                 nas_id=row.nas_id, leg=row.leg, account_id=row.account_id, client_id=row.client_id,
-                caller=row.caller, called=row.called, tech_prefix="", remote_address=None, setup_time=None,
+                caller=row.caller, called=row.called, tech_prefix="", remote_address=None, setup_time=row.setup_at,
                 connect_time=row.started_at, disconnect_time=disconnect, duration=duration, cause=cause,
-                result="success" if duration > 0 else "error", rate_table_id=row.rate_table_id)
+                result="success" if duration > 0 else "error", rate_table_id=row.rate_table_id,
+                granted=row.max_duration, flags=merged(row.flags, end.flags if isinstance(end, AcctFacts) else ()),
+                limits=limits)
 
 
 # -- a group of events over the loaded state ---------------------------------------------------
@@ -491,7 +537,7 @@ def row_for(facts: AcctFacts, rows: dict[str, Leg]) -> Leg | None:
 
 
 def fold(rows: Iterable[Leg], closed: Iterable[str], events: Iterable[AcctFacts | Close | tuple[str, Close]],
-         now: dt.datetime, view: View) -> Plan:
+         now: dt.datetime, view: View, limits: Limits = DEFAULT_LIMITS) -> Plan:
     """Decide `events` in order over the loaded rows and closed leg keys; the plan to write.
 
     An event is a packet's AcctFacts (normalised here), or (leg key, Close) for a row loaded by
@@ -508,7 +554,7 @@ def fold(rows: Iterable[Leg], closed: Iterable[str], events: Iterable[AcctFacts 
             key, event = event
             pairs = [(state.get(key), key in done)]
         elif isinstance(event, AcctFacts):
-            event = normalised(event)
+            event = bounded(normalised(event), now, limits)
             keys = targets(event, state)
             if keys == [None]:
                 pairs = [(row_for(event, state), event.leg_key in done)]
@@ -517,7 +563,7 @@ def fold(rows: Iterable[Leg], closed: Iterable[str], events: Iterable[AcctFacts 
         else:
             raise TypeError(f"not an accounting event: {event!r}")
         for leg, is_closed in pairs:
-            eff = transition(leg, is_closed, event, now, view)
+            eff = transition(leg, is_closed, event, now, view, limits)
             effects.append(eff)
             if eff.removed is not None:
                 state.pop(eff.removed.leg_key, None)

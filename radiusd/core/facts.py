@@ -77,3 +77,4 @@ class AcctFacts:
     session_time: int | None = None                # Acct-Session-Time
     disconnect_cause: str | None = None            # Q.850 cause, hex as Cisco sends it
     terminate_cause: int | None = None             # Acct-Terminate-Cause
+    flags: tuple[str, ...] = ()                    # anomalies found reading it (radiusd.core.sanity kinds)

@@ -88,10 +88,38 @@ def charge_leg(
 
 # --- how Start and Interim-Update move an open leg (shared by the per-record and the group path)
 
-def start_times(facts, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """(started_at, last_seen_at) of a leg opened by its Start."""
-    started = facts.connect_time or facts.event_time or now
-    return started, facts.event_time or started
+def start_times(facts, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime]:
+    """(started_at, last_seen_at) of a leg opened by its Start; started_at None: not connected yet.
+
+    A Start with h323-connect-time is connected then. One with a setup time and no connect time
+    was sent at call setup (Yate does): the leg is ringing, its billable start comes from a later
+    Interim (or the Stop). A Start with neither (Kamailio: sent on the 200 OK) is the connect.
+    """
+    seen = facts.event_time or now
+    if facts.connect_time is not None:
+        return facts.connect_time, seen
+    if facts.setup_time is not None and not facts.session_time:
+        return None, seen
+    return seen, seen
+
+
+def connected_at(facts, seen: dt.datetime, started_at: dt.datetime | None) -> dt.datetime | None:
+    """The billable start of an open leg after an Interim-Update.
+
+    An h323-connect-time in the Interim is the connect time. Else Acct-Session-Time counts the
+    seconds since the connect: it sets the start of a leg not connected yet, and moves a start
+    taken from a Start sent at setup forward (not for a few seconds of clock jitter).
+    """
+    if facts.connect_time is not None:
+        return facts.connect_time
+    if facts.session_time:
+        by_session = seen - dt.timedelta(seconds=facts.session_time)
+        if started_at is None or by_session > started_at + dt.timedelta(seconds=_JITTER):
+            return by_session
+    return started_at
+
+
+_JITTER = 2
 
 
 def interim_progress(facts, now: dt.datetime, started_at: dt.datetime | None,
@@ -107,8 +135,12 @@ def interim_progress(facts, now: dt.datetime, started_at: dt.datetime | None,
     return max(last_seen_at, seen), max(session_seconds or 0, seconds or 0)
 
 
-def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime, dt.datetime, int]:
+def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime, int]:
     """(started_at, last_seen_at, session_seconds) of a leg first seen by an Interim (its Start was lost)."""
     seen = facts.event_time or now
     seconds = max(0, facts.session_time or 0)
-    return facts.connect_time or (seen - dt.timedelta(seconds=seconds)), seen, seconds
+    if facts.connect_time is None and not seconds and facts.setup_time is not None:
+        return None, seen, 0   # still ringing
+    if facts.connect_time is not None:   # as a repeat of this Interim would count it (interim_progress)
+        return facts.connect_time, seen, seconds or max(0, int((seen - facts.connect_time).total_seconds()))
+    return seen - dt.timedelta(seconds=seconds), seen, seconds

@@ -25,6 +25,10 @@ is None: the call can then only match a login or ANI account. We deliberately do
 to the packet source, which is the switch itself and would bill every caller behind it to
 whichever account owns the switch's address.
 
+Identifiers (Acct-Session-Id, the call id) keep what the switch sent, except control characters
+and NUL, written as `\\xNN` (radiusd.core.sanity.escape_identifier) and flagged
+`identifier_escaped`: the same in the Access-Request and the accounting, and storable everywhere.
+
 Called number: Called-Station-Id without `sip:`/`sips:`/`tel:`, `@host` and `;params`, keeping
 digits, `#` and `*` (so `+44 20 7123` -> `44207123`). Calling number: the same.
 """
@@ -42,6 +46,7 @@ from pyrad.packet import Packet, PacketError
 from radiusd.core.facts import (
     AcctFacts, AuthFacts, ChapCredentials, Credentials, DigestCredentials, PapCredentials,
 )
+from radiusd.core.sanity import IDENTIFIER_ESCAPED, escape_identifier
 from radiusd.core.snapshot import NasInfo
 from radiusd.radius.codec import reveal_password
 from radiusd.radius.times import parse_epoch, parse_switch_time
@@ -235,6 +240,11 @@ def caller_address(pkt: Packet, nas: NasInfo, source_ip: str) -> str | None:
 
 
 def call_id(pkt: Packet, pairs: dict[str, str] | None = None) -> str | None:
+    """The call id, control characters escaped (the same for the Access-Request and accounting)."""
+    return escape_identifier(_call_id(pkt, pairs))[0]
+
+
+def _call_id(pkt: Packet, pairs: dict[str, str] | None = None) -> str | None:
     pairs = cisco_avpairs(pkt) if pairs is None else pairs
     conf = cisco_vsa(pkt, CONF_ID, "h323-conf-id")
     if conf:
@@ -374,7 +384,11 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
     session_id = first_text(pkt, ACCT_SESSION_ID)
     if session_id is None and status not in ("on", "off"):
         raise MalformedRequest("missing_session_id", f"{status} without Acct-Session-Id")
+    # control characters (NUL: PostgreSQL cannot store it) escaped as \xNN and flagged, never dropped
+    session_id, escaped = escape_identifier(session_id)
     pairs = cisco_avpairs(pkt)
+    raw_call_id = _call_id(pkt, pairs)
+    the_call_id, call_escaped = escape_identifier(raw_call_id)
     user_name = first_text(pkt, USER_NAME)
     cause = cisco_vsa(pkt, DISCONNECT_CAUSE, "h323-disconnect-cause")
     remote = normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address"))
@@ -385,7 +399,7 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         status=status,
         acct_session_id=session_id,
         leg_key=f"{nas.id}:{session_id or ''}",
-        call_id=call_id(pkt, pairs),
+        call_id=the_call_id,
         leg=_leg(cisco_vsa(pkt, CALL_ORIGIN, "h323-call-origin")),
         caller_address=caller,
         remote_address=remote,
@@ -401,4 +415,5 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         session_time=first_int(pkt, ACCT_SESSION_TIME),
         disconnect_cause=cause.upper() if cause else None,
         terminate_cause=first_int(pkt, ACCT_TERMINATE_CAUSE),
+        flags=(IDENTIFIER_ESCAPED,) if escaped or call_escaped else (),
     )

@@ -6,7 +6,8 @@ an accounting record durable) to the `Endpoint`, and carries out the actions it 
 here touches a socket, a clock, a thread or the store, so every rule of the edge can be tested
 with bytes in and actions out.
 
-    datagram -> NAS by source -> codec.decode -> authenticators (incl. BlastRADIUS rules)
+    datagram -> admit: NAS by source -> its fair share (radiusd.radius.fairness), else dropped
+             -> next_admitted (round robin over NAS) -> datagram: codec.decode -> authenticators (incl. BlastRADIUS rules)
              -> duplicate cache (RFC 5080) -> Status-Server | Access-Request | Accounting-Request
     Access-Request:     dialect -> facts -> plan_call -> Authorize ... authorized() -> Send
     Accounting-Request: dialect -> facts -> Record    ... recorded()   -> Send (once durable)
@@ -31,6 +32,7 @@ from radiusd.core.snapshot import NasInfo, Snapshot
 from radiusd.radius import codec, dialects, replies
 from radiusd.radius.codec import AccessRequest, AccountingRequest, StatusServer
 from radiusd.radius.dedup import IN_PROGRESS, REPLAY, DuplicateCache
+from radiusd.radius.fairness import FairnessLimits, FairQueue
 from radiusd.radius.ma_policy import LEARNED, MessageAuthenticatorMemory
 from radiusd.radius.nas_table import NasTable, canonical_source
 
@@ -103,6 +105,7 @@ class Drop:
     source: str
     nas: str | None
     fields: dict
+    amount: int = 1     # datagrams this drop stands for (drops counted in bulk: nas_over_budget)
 
 
 @dataclass(slots=True)
@@ -142,7 +145,7 @@ class Record:
 
 class Endpoint:
     def __init__(self, dictionary, duplicate_ttl: float, billing_model: str | None = None,
-                 max_in_flight: int = MAX_IN_FLIGHT):
+                 max_in_flight: int = MAX_IN_FLIGHT, fairness: FairnessLimits = FairnessLimits()):
         self.dictionary = dictionary
         self.billing_model = billing_model
         self.max_in_flight = max_in_flight
@@ -150,6 +153,44 @@ class Endpoint:
         self.in_flight = 0          # Access-Requests between Authorize and authorized()
         self.accepting = True       # False once the server is stopping: every packet is dropped
         self.ma = MessageAuthenticatorMemory()
+        self.fair = FairQueue(fairness)
+        self.nas_max_in_flight = fairness.in_flight
+        self.nas_in_flight: dict[int, int] = {}   # NAS id -> its Access-Requests in `in_flight`
+        self._over_budget: dict = {}   # (port, NAS id) -> [datagrams, NAS name, a source], since last taken
+
+    # --- admission: each NAS its share, before any decoding -------------------------------
+
+    def admit(self, port: str, data: bytes, addr: tuple, mono: float, state: EdgeState, via=None) -> bool:
+        """Queue a datagram for `datagram()` under its NAS, if within that NAS's share (one
+        lookup, no decoding: a flood must cost little to refuse). Refused ones are tallied for
+        `over_budget()`. Unknown sources share one queue (they are dropped when processed)."""
+        nas = state.nas_table.lookup(addr[0])
+        key = nas.id if nas is not None else None
+        if self.fair.offer(key, (port, data, addr, via), mono) is None:
+            return True
+        tally = self._over_budget.get((port, key))
+        if tally is None:
+            self._over_budget[(port, key)] = [1, nas.name if nas is not None else None, addr[0]]
+        else:
+            tally[0] += 1
+        return False
+
+    def next_admitted(self):
+        """The next admitted (port, data, addr, via) to decide, one NAS per turn; None if none."""
+        return self.fair.take()
+
+    def over_budget(self) -> list:
+        """Datagrams refused by `admit` since the last call, as one Drop and one Count per NAS."""
+        if not self._over_budget:
+            return []
+        actions: list = []
+        for (port, _), (count, name, source) in self._over_budget.items():
+            actions.append(Count("radiusd_packets_received_total", {"port": port}, count))
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": port, "nas": name or "unknown"}, count))
+            actions.append(Drop(port, "nas_over_budget", canonical_source(source), name,
+                                {"detail": "the NAS sends more than its share (settings [fairness])"}, count))
+        self._over_budget = {}
+        return actions
 
     # --- datagrams ------------------------------------------------------------------------
 
@@ -241,6 +282,14 @@ class Endpoint:
             # Past this the answers would come too late for the switch anyway; its
             # retransmission (or its next server) gets a chance once we have caught up.
             return self._refuse(actions, AUTH, key, pkt, "overloaded", source, nas, {})
+        nas_in_flight = self.nas_in_flight
+        if not self.in_flight and nas_in_flight:
+            nas_in_flight.clear()   # idle: whatever was counted is settled
+        if nas_in_flight.get(nas.id, 0) >= self.nas_max_in_flight:
+            # One NAS's share of the store's batches is used up: the others keep theirs.
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": AUTH, "nas": nas.name}))
+            return self._refuse(actions, AUTH, key, pkt, "nas_over_budget", source, nas,
+                                {"detail": "the NAS has its share of Access-Requests waiting for the store"})
         try:
             facts = dialects.auth_facts(pkt, nas, source)
         except dialects.MalformedRequest as exc:
@@ -254,15 +303,25 @@ class Endpoint:
         if isinstance(decision, CallPlan):
             request.plan = decision
             self.in_flight += 1
+            nas_in_flight[nas.id] = nas_in_flight.get(nas.id, 0) + 1
             return actions.append(Authorize(request))
         self._answer(actions, request, decision, now)
 
     def authorized(self, request: AuthRequest, decision: Accept | Reject, now: Now) -> list:
         """The reservation of an `Authorize` was decided (a store failure is a Reject)."""
-        self.in_flight -= 1
+        self.gave_up(request)
         actions: list = []
         self._answer(actions, request, decision, now)
         return actions
+
+    def gave_up(self, request: AuthRequest) -> None:
+        """An `Authorize` is settled without an answer from here (or before `authorized` answers)."""
+        self.in_flight -= 1
+        count = self.nas_in_flight.get(request.nas.id, 0)
+        if count > 1:
+            self.nas_in_flight[request.nas.id] = count - 1
+        else:
+            self.nas_in_flight.pop(request.nas.id, None)
 
     def _answer(self, actions: list, request: AuthRequest, decision: Accept | Reject, now: Now) -> None:
         pkt, nas, facts = request.packet, request.nas, request.facts

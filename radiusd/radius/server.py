@@ -1,5 +1,8 @@
 """The UDP server: asyncio listeners for auth and accounting around the sans-I/O endpoint.
 
+    socket readable -> drain it (READ_BATCH datagrams) -> Endpoint.admit: the NAS by source,
+                within its share (radiusd.radius.fairness) or dropped at once (nas_over_budget)
+    loop turn -> decide(): DECIDE_BATCH admitted datagrams, round robin over NAS, each:
     datagram -> clock read -> Endpoint.datagram (radiusd.radius.endpoint: NAS, decode, checks,
                 duplicate cache, dialect facts, plan_call) -> actions, carried out here:
       Send       sendto on the listener the request came in on
@@ -43,6 +46,7 @@ from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
     ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, LearnMessageAuthenticator, Log, Now, Record, Send,
 )
+from radiusd.radius.fairness import FairnessLimits
 from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
 from radiusd.store.accounting_writer import AccountingWriter
@@ -51,6 +55,10 @@ from radiusd.store.nas_learning import record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 UDP_RCVBUF = 4 * 1024 * 1024   # per listening socket (the kernel reports twice this: bookkeeping)
+READ_BATCH = 20000    # datagrams read per socket readiness at most: reading must outrun any
+                      # sender (a read or a refusal costs a few µs; a decision ~100 times more)
+READ_SIZE = 8192      # bytes per recvfrom: above RADIUS's 4,096, so an oversized packet is seen whole
+DECIDE_BATCH = 64     # admitted datagrams decided per loop turn, then the sockets are drained again
 UTC = dt.timezone.utc
 
 
@@ -148,12 +156,13 @@ class LogLimiter:
         self._clock = clock
         self._last: dict[tuple, list] = {}   # key -> [last logged at, suppressed since]
 
-    def allow(self, key: tuple) -> int | None:
-        """None: stay quiet; else log now, reporting how many lines were suppressed before."""
+    def allow(self, key: tuple, amount: int = 1) -> int | None:
+        """None: stay quiet; else log now, reporting how many datagrams went unlogged before
+        (`amount`: datagrams this line stands for, when drops are counted in bulk)."""
         now = self._clock()
         entry = self._last.get(key)
         if entry is not None and now - entry[0] < self.interval:
-            entry[1] += 1
+            entry[1] += amount
             return None
         if len(self._last) >= self.max_keys:
             self._last.clear()
@@ -162,24 +171,74 @@ class LogLimiter:
         return suppressed
 
 
-class _Listener(asyncio.DatagramProtocol):
-    def __init__(self, server: "RadiusServer", kind: str):
+class _Sender:
+    """What `Send` goes through: sendto on the listening socket (non-blocking; a UDP send that
+    would block is dropped and counted, as the kernel would drop it further on)."""
+
+    __slots__ = ("sock", "closing", "on_error")
+
+    def __init__(self, sock: socket.socket, on_error):
+        self.sock = sock
+        self.closing = False
+        self.on_error = on_error
+
+    def sendto(self, data: bytes, addr) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.on_error(exc)
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+class _Listener:
+    """One listening socket. The loop calls `readable` when datagrams wait: it drains the socket
+    (up to READ_BATCH datagrams) and hands each to the endpoint's admission, which refuses a
+    NAS's excess there and then; the admitted are decided later, round robin over NAS."""
+
+    def __init__(self, server: "RadiusServer", kind: str, sock: socket.socket):
         self.server = server
         self.kind = kind
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock = sock
+        self.transport = _Sender(sock, self.send_failed)
 
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def datagram_received(self, data: bytes, addr):
+    def readable(self) -> None:
+        server = self.server
+        admit, state, kind = server.endpoint.admit, server.state, self.kind
+        recvfrom = self.sock.recvfrom
+        mono = time.monotonic()   # once per drain: the buckets need no finer time
         try:
-            self.server.handle_datagram(self, data, addr)
+            for _ in range(READ_BATCH):
+                data, addr = recvfrom(READ_SIZE)
+                admit(kind, data, addr, mono, state, self)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:   # e.g. ICMP errors reported on the socket: never fatal
+            self.error_received(exc)
         except Exception:  # a bug must cost one packet, never the listener
-            self.server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="internal_error")
-            self.server.log.exception("packet.internal_error", port=self.kind, source=addr[0])
+            server.metrics.inc("radiusd_packets_dropped_total", port=kind, reason="internal_error")
+            server.log.exception("packet.internal_error", port=kind, stage="admit")
+        server.admitted()
 
     def error_received(self, exc):
         self.server.log.warning("socket.error", port=self.kind, error=str(exc))
+
+    def send_failed(self, exc: OSError) -> None:
+        server = self.server
+        server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="send_failed")
+        suppressed = server.drop_log_limiter.allow((self.kind, "send_failed", None))
+        if suppressed is not None:
+            server.log.warning("socket.send_failed", port=self.kind, error=str(exc), suppressed=suppressed or None)
+
+    def close(self) -> None:
+        if not self.transport.closing:
+            self.transport.closing = True
+            try:
+                self.server.loop.remove_reader(self.sock.fileno())
+            except (ValueError, RuntimeError):
+                pass
+            self.sock.close()
 
 
 class RadiusServer:
@@ -196,10 +255,14 @@ class RadiusServer:
             dictionary = load_dictionary(settings.dictionary_dir)
         except DictionaryError as exc:
             raise StartupError(str(exc)) from None
-        self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model)
+        self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model,
+                                 fairness=FairnessLimits(settings.fairness_rate, settings.fairness_burst,
+                                                         settings.fairness_queue_depth, settings.fairness_in_flight))
+        self._deciding = False   # a decide() turn is scheduled
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
+        self.store_log_limiter = LogLimiter(interval=10.0)   # store trouble: one short line per 10 s
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="store")  # snapshot, sweeper
         self.writer = None
         self.batcher: ReservationBatcher | None = None
@@ -234,14 +297,19 @@ class RadiusServer:
         self.store_up = True
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
+        self.writer.on_count = self._count_writer_event
         self.writer.start()
         for kind, address, sock in open_listeners(self.settings, self.reuse_port):
-            transport, protocol = await self.loop.create_datagram_endpoint(lambda k=kind: _Listener(self, k), sock=sock)
-            self.listeners.append(protocol)
+            listener = _Listener(self, kind, sock)
+            self.loop.add_reader(sock.fileno(), listener.readable)
+            self.listeners.append(listener)
             self.addresses.append((kind, address, sock.getsockname()[1]))
         self.metrics.gauge("radiusd_snapshot_version", lambda: self.state.snapshot.version)
         self.metrics.gauge("radiusd_store_up", lambda: 1 if self.store_up else 0)
         self.metrics.gauge("radiusd_spool_depth", self.spool_depth)
+        self.metrics.gauge("radiusd_accounting_lag_seconds", lambda: self.writer.lag())
+        self.metrics.gauge("radiusd_accounting_queue_depth", lambda: self.writer.queue_depth())
+        self.metrics.gauge("radiusd_reservation_queue_depth", lambda: self.batcher.queue_depth())
         self.metrics.gauge("radiusd_nas_message_authenticator_required",
                            lambda: self.endpoint.ma.required_count(self.state.snapshot))
         self.metrics.gauge("radiusd_nas_message_authenticator_learned",
@@ -273,7 +341,20 @@ class RadiusServer:
             # as a single-process server, so nothing is orphaned when the worker count changes),
             # worker i > 0 uses <spool>/worker-<i>.
             settings = replace(settings, spool_path=str(Path(settings.spool_path) / f"worker-{self.worker_index}"))
-        return AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
+        writer = AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
+        writer.on_anomaly = lambda kind: self.metrics.inc("radiusd_cdr_anomalies_total", kind=kind)
+        return writer
+
+    _WRITER_EVENTS = {"timeouts": ("radiusd_store_timeouts_total", {"operation": "accounting"}),
+                      "conflicts": ("radiusd_store_conflicts_total", {"operation": "accounting"}),
+                      "queue_full": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "queue_full"})}
+
+    def _count_writer_event(self, event: str, amount: int) -> None:
+        """From the writer thread (prometheus counters are thread-safe)."""
+        name, labels = self._WRITER_EVENTS[event]
+        self.metrics.inc(name, amount, **labels)
+        if event == "timeouts":
+            self._store_trouble("accounting", "store slower than store_timeout: spooling")
 
     def install_signal_handlers(self, sigint: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -313,8 +394,7 @@ class RadiusServer:
             await loop.run_in_executor(None, self.writer.stop)
             self._drain_acks()   # the writer has stopped: its last acknowledgements are all queued
         for listener in self.listeners:
-            if listener.transport is not None:
-                listener.transport.close()
+            listener.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -396,13 +476,38 @@ class RadiusServer:
             return -1
 
     def health(self) -> tuple[bool, dict]:
-        return self.store_up, {
+        """(ok, details). Not ok: the store is unreachable, or "degraded": the accounting writer
+        is behind (oldest unacknowledged record older than `degraded_after`, or its queue full)
+        or an admission batch has been stuck in the store that long."""
+        details = {
             "worker": self.worker_index,
             "snapshot_version": self.state.snapshot.version if self.state else None,
             "store": "up" if self.store_up else "unreachable",
             "spool_depth": self.spool_depth(),
             "nas": len(self.state.snapshot.nas) if self.state else 0,
         }
+        behind = []
+        writer, batcher, limit = self.writer, self.batcher, self.settings.degraded_after
+        if writer is not None:
+            lag, depth = writer.lag(), writer.queue_depth()
+            details.update(accounting_lag_seconds=round(lag, 3), accounting_queue=depth)
+            if lag > limit:
+                behind.append(f"accounting lag {lag:.1f} s")
+            if depth >= writer.queue_max:
+                behind.append("accounting queue full")
+            if not writer.store_ok:
+                behind.append("accounting spooled: the store is too slow or away")
+        if batcher is not None:
+            stall = batcher.stall()
+            details["reservation_queue"] = batcher.queue_depth()
+            if stall > limit:
+                behind.append(f"admission batch in the store for {stall:.1f} s")
+            elif batcher.stalled():
+                behind.append("admission store ran out of time")
+        if self.store_up and behind:
+            details.update(status="degraded", reason="; ".join(behind))
+            return False, details
+        return self.store_up, details
 
     # --- packets: the endpoint decides, this carries out ----------------------------------
 
@@ -412,6 +517,34 @@ class RadiusServer:
 
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
         self.execute(self.endpoint.datagram(listener.kind, data, addr, self.now(), self.state, listener))
+
+    def admitted(self) -> None:
+        """After a socket drain: count what admission refused, and make sure a decide() turn comes."""
+        refused = self.endpoint.over_budget()
+        if refused:
+            self.execute(refused)
+        if not self._deciding and len(self.endpoint.fair):
+            self._deciding = True
+            self.loop.call_soon(self.decide)
+
+    def decide(self) -> None:
+        """Decide up to DECIDE_BATCH admitted datagrams, one NAS per turn; the rest wait for the
+        next loop turn, after the sockets have been drained again."""
+        self._deciding = False
+        take = self.endpoint.next_admitted
+        for _ in range(DECIDE_BATCH):
+            item = take()
+            if item is None:
+                return
+            port, data, addr, via = item
+            try:
+                self.execute(self.endpoint.datagram(port, data, addr, self.now(), self.state, via))
+            except Exception:  # a bug must cost one packet, never the listener
+                self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="internal_error")
+                self.log.exception("packet.internal_error", port=port, source=addr[0])
+        if len(self.endpoint.fair):
+            self._deciding = True
+            self.loop.call_soon(self.decide)
 
     def execute(self, actions: list) -> None:
         execute = self._execute
@@ -424,9 +557,11 @@ class RadiusServer:
             transport.sendto(action.data, action.addr)
 
     def _drop(self, action: Drop) -> None:
-        self.metrics.inc("radiusd_packets_dropped_total", port=action.port, reason=action.reason)
-        suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source))
+        self.metrics.inc("radiusd_packets_dropped_total", action.amount, port=action.port, reason=action.reason)
+        suppressed = self.drop_log_limiter.allow((action.port, action.reason, action.source), action.amount)
         if suppressed is not None:
+            if action.amount > 1:
+                action.fields["datagrams"] = action.amount
             self.log.warning("packet.dropped", port=action.port, reason=action.reason, source=action.source,
                              nas=action.nas, suppressed=suppressed or None, **action.fields)
 
@@ -444,7 +579,29 @@ class RadiusServer:
             plan = request.plan
             reject = Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "no store")
             return self.execute(self.endpoint.authorized(request, reject, self.now()))
-        self.batcher.submit(request.plan, request.received.utc, request)
+        refused = self.batcher.submit(request.plan, request.received.utc, request)
+        if refused is not None:   # the store is behind: code 8 now rather than an answer too late
+            self.metrics.inc("radiusd_backpressure_total", queue="reservation", reason=refused)
+            self._store_trouble("reserve_call", refused)
+            plan = request.plan
+            reject = Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, refused)
+            self.execute(self.endpoint.authorized(request, reject, self.now()))
+
+    def _store_trouble(self, operation: str, error: str) -> None:
+        """One short log line per operation per 10 s (an outage must not log per request)."""
+        suppressed = self.store_log_limiter.allow((operation,))
+        if suppressed is not None:
+            self.log.error("store.unreachable", operation=operation, error=error[:120],
+                           suppressed=suppressed or None)
+
+    def _too_late(self, port: str, request, now: Now) -> bool:
+        """The switch stopped waiting for this answer (`answer_deadline`): drop it, counted, and
+        let its retransmission be decided afresh (a late answer would be taken for the next one)."""
+        if now.mono - request.received.mono <= self.settings.answer_deadline:
+            return False
+        self.endpoint.caches[port].forget(request.key, request.packet.authenticator)
+        self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="too_late")
+        return True
 
     def _deliver_reservations(self, pairs) -> None:
         """From the batcher thread: one hop into the event loop per batch, not per request."""
@@ -454,6 +611,9 @@ class RadiusServer:
         now = self.now()
         for request, result in pairs:
             try:
+                if self._too_late(AUTH, request, now):
+                    self.endpoint.gave_up(request)   # decided (a reservation expires by itself), not answered
+                    continue
                 if isinstance(result, BaseException):
                     result = self._store_failure(request, result)
                 self.execute(self.endpoint.authorized(request, result, now))
@@ -465,9 +625,14 @@ class RadiusServer:
         plan, nas = request.plan, request.nas
         self.metrics.inc("radiusd_store_errors_total", operation="reserve_call")
         if isinstance(exc, SQLAlchemyError):
-            self.log.error("store.unreachable", operation="reserve_call", nas=nas.name, error=exc.__class__.__name__)
+            code = getattr(getattr(exc, "orig", None), "pgcode", None)
+            if code in ("55P03", "57014"):
+                self.metrics.inc("radiusd_store_timeouts_total", operation="reserve_call")
+            first = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            self._store_trouble("reserve_call", f"{exc.__class__.__name__}: {first[0] if first else ''}")
             return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "store unreachable")
-        self.log.error("auth.internal_error", nas=nas.name, stage="reserve_call", exc_info=exc)
+        if self.store_log_limiter.allow(("internal_error",)) is not None:
+            self.log.error("auth.internal_error", nas=nas.name, stage="reserve_call", exc_info=exc)
         return Reject(RejectReason.SERVICE_UNAVAILABLE, plan.account.id, plan.client.id, "internal error")
 
     def _learn_message_authenticator(self, action: LearnMessageAuthenticator) -> None:
@@ -518,8 +683,12 @@ class RadiusServer:
             done.append(acks.popleft())
         if not done:
             return
+        now = self.now()
+        late = {id(request) for request, ok in done if ok and self._too_late(ACCT, request, now)}
+        if late:   # durable, but the switch gave up on this answer: its retransmission is idempotent
+            done = [(request, ok) for request, ok in done if id(request) not in late]
         try:
-            self.execute(self.endpoint.recorded(done, self.now()))
+            self.execute(self.endpoint.recorded(done, now))
         except Exception:
             self.log.exception("packet.internal_error", port=ACCT, source=done[0][0].source)
 

@@ -32,6 +32,7 @@ from radiusd.core.accounting import (
     Close, Effects, Event, Leg, LegState, Plan, SnapshotView, View, call_id_of, fold, normalised,
 )
 from radiusd.core.facts import AcctFacts
+from radiusd.core.sanity import DEFAULT_LIMITS, Limits
 from radiusd.core.keys import reservation_key
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot, build_rate_table
 from radiusd.core.snapshot import Rate as RateInfo
@@ -89,13 +90,18 @@ class StoreCatalog:
 
 # -- the events --------------------------------------------------------------------------------
 
-def apply(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.datetime) -> Outcome:
+def apply(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.datetime,
+          limits: Limits = DEFAULT_LIMITS, on_anomaly=None) -> Outcome:
     """Apply one accounting event in the caller's transaction. Idempotent per leg key."""
-    return apply_group(session, [facts], snapshot, now)[0]
+    return apply_group(session, [facts], snapshot, now, limits, on_anomaly)[0]
 
 
-def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, now: dt.datetime) -> list[Outcome]:
-    """Apply records in order in the caller's transaction (no savepoints: any error fails the group)."""
+def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, now: dt.datetime,
+                limits: Limits = DEFAULT_LIMITS, on_anomaly=None) -> list[Outcome]:
+    """Apply records in order in the caller's transaction (no savepoints: any error fails the group).
+
+    `limits`: the sanity bounds (radiusd.core.sanity); `on_anomaly(kind)` is called once per
+    anomaly of each CDR written (the server counts them)."""
     view = SnapshotView(snapshot)
     outcomes: list[Outcome] = []
     segment: list[AcctFacts] = []
@@ -105,28 +111,31 @@ def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, 
                 segment.append(facts)
                 continue
             if segment:
-                outcomes += _packets(io, segment, now, view)
+                outcomes += _packets(io, segment, now, view, limits, on_anomaly)
                 segment = []
-            outcomes.append(_nas_reset(io, facts, now, view))
+            outcomes.append(_nas_reset(io, facts, now, view, limits, on_anomaly))
         if segment:
-            outcomes += _packets(io, segment, now, view)
+            outcomes += _packets(io, segment, now, view, limits, on_anomaly)
     return outcomes
 
 
-def _packets(io, records: list[AcctFacts], now: dt.datetime, view: View) -> list[Outcome]:
+def _packets(io, records: list[AcctFacts], now: dt.datetime, view: View, limits: Limits = DEFAULT_LIMITS,
+             on_anomaly=None) -> list[Outcome]:
     records = [normalised(facts) for facts in records]
     legs = list(dict.fromkeys(facts.leg_key for facts in records))
     keys = legs + list(dict.fromkeys(reservation_key(facts.nas_id, call_id_of(facts))
                                      for facts in records if facts.leg == "orig"))
     rows, closed = io.load_group(keys, legs)
-    plan, claimed = _write(io, fold(rows, closed, records, now, view))
+    plan, claimed = _write(io, fold(rows, closed, records, now, view, limits), on_anomaly)
     return [_outcome(effects, claimed) for effects in plan.effects]
 
 
-def _nas_reset(io, facts: AcctFacts, now: dt.datetime, view: View) -> Outcome:
+def _nas_reset(io, facts: AcctFacts, now: dt.datetime, view: View, limits: Limits = DEFAULT_LIMITS,
+               on_anomaly=None) -> Outcome:
     """Accounting-On/Off: every call the NAS had open ended at its time; its reservations are void."""
     rows = io.rows("nas", nas_id=facts.nas_id)
-    plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), [facts], now, view))
+    plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), [facts], now, view, limits),
+                           on_anomaly)
     written = [cdr for cdr in plan.cdrs if cdr.leg_key in claimed]
     dropped = sum(1 for e in plan.effects if e.action == "released")
     log.info("nas_reset", nas_id=facts.nas_id, closed=len(written), reservations_dropped=dropped)
@@ -134,7 +143,8 @@ def _nas_reset(io, facts: AcctFacts, now: dt.datetime, view: View) -> Outcome:
                    detail=f"{dropped} reservations dropped")
 
 
-def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datetime) -> tuple[int, int]:
+def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datetime,
+                limits: Limits = DEFAULT_LIMITS) -> tuple[int, int]:
     """Close up to `limit` calls not seen since `cutoff` (rows another sweeper holds are skipped).
 
     Returns (rows looked at, CDRs written)."""
@@ -142,7 +152,7 @@ def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datet
         rows = io.rows("stale", cutoff=cutoff, limit=limit)
         events = [(row.leg_key, Close(Event.EXPIRE, now)) for row in rows]
         plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), events, now,
-                                        StoreCatalog(session)))
+                                        StoreCatalog(session), limits))
     return len(rows), len(claimed)
 
 
@@ -170,7 +180,7 @@ def remove_call(session: Session, row_id: int, now: dt.datetime) -> tuple[Leg, d
                  "cost": cdr.cost if cdr is not None and cdr.leg_key in claimed else None}
 
 
-def _write(io, plan: Plan) -> tuple[Plan, set[str]]:
+def _write(io, plan: Plan, on_anomaly=None) -> tuple[Plan, set[str]]:
     claimed = io.write(plan)
     for effects in plan.effects:
         if effects.unassigned:
@@ -179,6 +189,12 @@ def _write(io, plan: Plan) -> tuple[Plan, set[str]]:
     for cdr in plan.cdrs:
         if cdr.unrated and cdr.leg_key in claimed:
             log.warning("cdr_unrated", leg_key=cdr.leg_key, account_id=cdr.account_id, called=cdr.called)
+        if cdr.flags and cdr.leg_key in claimed:
+            log.warning("cdr_anomaly", leg_key=cdr.leg_key, nas_id=cdr.nas_id, flags=cdr.flags,
+                        duration=cdr.duration, billed_seconds=cdr.billed_seconds)
+            if on_anomaly is not None:
+                for kind in cdr.flags.split(","):
+                    on_anomaly(kind)
     return plan, claimed
 
 

@@ -23,6 +23,18 @@ One writer thread owns every accounting write of the process:
 - **Store unreachable** (connection refused/lost, database locked): the group goes to the spool
   journal (append + fsync) and is then acknowledged. From then on new records are appended to the
   spool too — behind the ones waiting, so order is kept — until the replay has emptied it.
+- **A slow store is an unavailable store**: on PostgreSQL the writer's connection runs with
+  `lock_timeout` and `statement_timeout` = `store_timeout` (set once per connection, no cost per
+  group). A group stuck behind a lock held by someone else, or a stalled server, fails within that
+  time (SQLSTATE 55P03 / 57014) and is spooled at once — no reconnect-and-wait-again; the replay
+  then probes the store with a short lock wait so that arrivals are not held up behind it.
+  On SQLite the lock wait is PRAGMA busy_timeout = `store_timeout` ("database is locked": spooled).
+- **Deadlocks** (40P01) and serialization failures (40001) are retried up to `_CONFLICT_RETRIES`
+  times after a random pause, counted in `counters["conflicts"]`; they never mark the store away.
+- **Bounded queue**: at most `settings.accounting_queue` records wait for the writer; past that
+  `submit` refuses at once (`on_done(False)`, no answer: the switch retransmits) and counts
+  `counters["queue_full"]`. `lag()` is the age of the oldest record not yet acknowledged: the
+  server's /health turns 503 "degraded" when it exceeds `degraded_after`.
 - **Replay**: every `retry_interval` seconds while the spool is not empty the thread renames the
   journal to a work file and applies it in order, in groups; between groups it keeps spooling and
   acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
@@ -36,6 +48,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import random
 import threading
 import time
 from pathlib import Path
@@ -48,6 +61,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiusd.config import Settings
 from radiusd.core.facts import AcctFacts
 from radiusd.core.snapshot import Snapshot
+from radiusd.store import sql
 from radiusd.store.accounting import apply, apply_group
 from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
 
@@ -61,12 +75,24 @@ class StoreUnavailable(Exception):
     """The store could not take the group: spool it."""
 
 
-_CONFLICT_RETRIES = 3
+_CONFLICT_RETRIES = 6
+_CONFLICT_PAUSE = 0.02      # seconds; the n-th retry waits a random 0..n times this
+_PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was found stuck
+
+
+def _pgcode(exc: BaseException | None) -> str | None:
+    return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
 def _is_conflict(exc: BaseException | None) -> bool:
     """PostgreSQL chose this transaction as a deadlock victim (40P01) or serialization failure (40001)."""
-    return getattr(getattr(exc, "orig", None), "pgcode", None) in ("40P01", "40001")
+    return _pgcode(exc) in ("40P01", "40001")
+
+
+def is_timeout(exc: BaseException | None) -> bool:
+    """The store was too slow: a lock wait past lock_timeout (55P03) or a statement past
+    statement_timeout (57014). The connection itself is fine."""
+    return _pgcode(exc) in ("55P03", "57014")
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -90,8 +116,13 @@ class AccountingWriter:
         with sessions() as probe:  # (no connection is made: only the bind is read)
             engine = probe.get_bind()
         self._engine = engine if engine.dialect.name == "postgresql" else None
+        sql.limit_sqlite_waits(engine, settings.store_timeout)   # SQLite: "database is locked" after it
         self._connection = None
         self.settings = settings
+        self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)
+        self.on_anomaly: Callable[[str], None] | None = None   # the server counts CDR anomalies
+        self.timeout_ms = max(1, int(settings.store_timeout * 1000))
+        self.queue_max = settings.accounting_queue
         self.batch_max = batch_max
         self.linger = linger
         self.retry_interval = retry_interval
@@ -102,7 +133,9 @@ class AccountingWriter:
         self.spool: Spool | None = None
         # submit() runs on the event loop: a deque append, and a wake-up only when the writer is
         # idle (a queue.Queue would wake the writer thread for every record it is lingering for)
+        # items: (facts, on_done, time.monotonic() at submit)
         self._queue: collections.deque = collections.deque()
+        self._working_since: float | None = None   # submit time of the oldest record being written
         self._wake = threading.Event()
         self._idle = False
         self._thread: threading.Thread | None = None
@@ -111,8 +144,11 @@ class AccountingWriter:
         self._offsets: dict[str, int] = {}  # spool dir -> bytes of its work file already committed
         self._next_orphan_scan = 0.0
         self.store_ok = True
+        self._store_stuck = False   # the last failure was a timeout: replay probes with a short lock wait
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
-                         "groups": 0, "group_retries": 0, "conflicts": 0}
+                         "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0}
+        # on_count(event, amount) for "timeouts", "conflicts", "queue_full" (metrics); any thread
+        self.on_count: Callable[[str, int], None] | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -140,10 +176,15 @@ class AccountingWriter:
         if self._stopping or self._thread is None:
             _call(on_done, False)
             return
+        if len(self._queue) >= self.queue_max:
+            # bounded: the switch retransmits, by then the writer may have caught up
+            self._count("queue_full")
+            _call(on_done, False)
+            return
         if facts.event_time is None:
             # a replay hours later must still know when the switch told us
             facts = dataclasses.replace(facts, event_time=dt.datetime.now(dt.timezone.utc))
-        self._queue.append((facts, on_done))
+        self._queue.append((facts, on_done, time.monotonic()))
         if self._idle:
             self._wake.set()
 
@@ -153,6 +194,26 @@ class AccountingWriter:
 
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    def lag(self, now: float | None = None) -> float:
+        """Seconds the oldest record not yet acknowledged has waited (0 when none waits)."""
+        now = time.monotonic() if now is None else now
+        oldest = self._working_since
+        try:
+            head = self._queue[0]
+        except IndexError:
+            head = None
+        if head is not None and head is not _STOP and (oldest is None or head[2] < oldest):
+            oldest = head[2]
+        return 0.0 if oldest is None else max(0.0, now - oldest)
+
+    def _count(self, event: str) -> None:
+        self.counters[event] += 1
+        if self.on_count is not None:
+            try:
+                self.on_count(event, 1)
+            except Exception as exc:   # metrics must never cost a record
+                log.debug("accounting_count_failed", error=repr(exc))
 
     # -- the thread ----------------------------------------------------------------------------
 
@@ -172,12 +233,16 @@ class AccountingWriter:
         """One round: take a group, commit or spool it, replay if due. True when stopping."""
         pending = self.spool is not None and self.spool.has_pending()
         wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
-        batch, stop = self._take(wait)
+        batch, stop = self._take(wait, self.batch_max * 10 if pending else self.batch_max)
         if batch:
-            if pending:
-                self._spool(batch)
-            else:
-                self._commit_or_spool(batch)
+            self._working_since = batch[0][2]
+            try:
+                if pending:
+                    self._spool(batch)
+                else:
+                    self._commit_or_spool(batch)
+            finally:
+                self._working_since = None
         if stop:
             return True
         if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
@@ -186,8 +251,8 @@ class AccountingWriter:
             self._adopt_orphans()
         return False
 
-    def _take(self, wait: float) -> tuple[list, bool]:
-        """Up to batch_max queued records, waiting up to `wait` for the first.
+    def _take(self, wait: float, most: int) -> tuple[list, bool]:
+        """Up to `most` queued records, waiting up to `wait` for the first.
 
         Records that queued up while the last group was being written go at once; when the
         writer was idle it waits `linger` after the first so that a burst shares one commit.
@@ -199,7 +264,7 @@ class AccountingWriter:
             if self.linger > 0:
                 time.sleep(self.linger)
         batch = []
-        while queued and len(batch) < self.batch_max:
+        while queued and len(batch) < most:
             item = queued.popleft()
             if item is _STOP:
                 return batch + self._drain(), True
@@ -229,8 +294,8 @@ class AccountingWriter:
 
     # -- store ---------------------------------------------------------------------------------
 
-    def _apply_in_one_transaction(self, records: list[AcctFacts], savepoints: bool = True
-                                  ) -> list[tuple[AcctFacts, str]]:
+    def _apply_in_one_transaction(self, records: list[AcctFacts], savepoints: bool = True,
+                                  probe: bool = False) -> list[tuple[AcctFacts, str]]:
         """Apply records in one transaction; returns those refused for data reasons.
 
         Without savepoints (the fast path, `apply_group`) any error fails the whole group; with
@@ -244,13 +309,16 @@ class AccountingWriter:
         now = dt.datetime.now(dt.timezone.utc)
         try:
             with self._session() as session, session.begin():
+                if probe and self._engine is not None:
+                    session.connection().exec_driver_sql(
+                        sql.statement("postgresql", "timeouts", "local_lock"), {"ms": _PROBE_LOCK_MS})
                 if not savepoints:
-                    apply_group(session, records, snapshot, now)
+                    apply_group(session, records, snapshot, now, self.limits, self.on_anomaly)
                     return refused
                 for facts in records:
                     try:
                         with session.begin_nested():
-                            apply(session, facts, snapshot, now)
+                            apply(session, facts, snapshot, now, self.limits, self.on_anomaly)
                     except Exception as exc:
                         if is_unavailable(exc):
                             raise
@@ -268,25 +336,42 @@ class AccountingWriter:
         if kept is None or kept.closed or kept.invalidated or kept.in_transaction():
             # (a transaction left open by a failure we did not see end: start clean)
             self._drop_connection()
-            self._connection = self._engine.connect()
+            connection = self._engine.connect()
+            try:
+                # its timeouts are set once here instead of once per group; the connection is
+                # never given back to the pool (invalidated when dropped), so they never leak
+                connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "session"),
+                                           {"ms": self.timeout_ms})
+                connection.commit()
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
         return Session(bind=self._connection, expire_on_commit=False)
 
     def _drop_connection(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
+                connection.invalidate()   # closes it: its session timeouts must not reach the pool
                 connection.close()
             except Exception as exc:  # already broken: nothing to give back
                 log.debug("accounting_connection_close_failed", error=repr(exc))
 
-    def _store(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
+    def _store(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]]:
         """Commit records: the group in one go; if that fails, again with a savepoint per record;
         if that fails at commit, one by one. Raises StoreUnavailable."""
         reconnected = False
         for attempt in range(1, _CONFLICT_RETRIES + 1):
             try:
-                return self._apply_in_one_transaction(records, savepoints=False)
+                return self._apply_in_one_transaction(records, savepoints=False, probe=probe)
             except StoreUnavailable as exc:
+                if is_timeout(exc.__cause__):
+                    # a lock held by someone else or a stalled server: waiting again would only
+                    # hold up every record behind this group; spool, and probe later
+                    self._count("timeouts")
+                    self._store_stuck = True
+                    raise
                 if self._connection is not None and not reconnected and not _is_conflict(exc.__cause__):
                     # our kept connection broke (store restarted, idle timeout): the store is only
                     # away if a new connection (pinged at checkout) fails too
@@ -296,8 +381,9 @@ class AccountingWriter:
                 # a deadlock / serialization failure with another writer is no outage: try again
                 if not (_is_conflict(exc.__cause__) and attempt < _CONFLICT_RETRIES):
                     raise
-                self.counters["conflicts"] += 1
+                self._count("conflicts")
                 log.info("accounting_group_conflict_retry", attempt=attempt, error=str(exc)[:200])
+                time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))   # let the other one finish
             except Exception as exc:  # a record the fast path can't take: find it with savepoints
                 log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
                 self.counters["group_retries"] += 1
@@ -319,17 +405,19 @@ class AccountingWriter:
             return refused
 
     def _commit_or_spool(self, batch: list) -> None:
-        records = [facts for facts, _ in batch]
+        records = [item[0] for item in batch]
         try:
             refused = self._store(records)
         except StoreUnavailable as exc:
             if self.store_ok:
-                log.error("store_unavailable_spooling", error=str(exc)[:300])
+                log.error("store_unavailable_spooling", error=str(exc).splitlines()[0][:200] if str(exc) else "",
+                          slow=is_timeout(exc.__cause__))
             self.store_ok = False
             self._next_replay = time.monotonic() + self.retry_interval
             self._spool(batch, try_store=False)
             return
         self.store_ok = True
+        self._store_stuck = False
         self.counters["groups"] += 1
         self._answer(batch, refused)
 
@@ -338,7 +426,7 @@ class AccountingWriter:
         bad = {id(facts) for facts, _ in refused}
         kept = self._dead_letter(refused)
         self.counters["committed"] += len(batch) - len(bad)
-        for facts, on_done in batch:
+        for facts, on_done, _ in batch:
             _call(on_done, kept if id(facts) in bad else True)
 
     def _dead_letter(self, refused: list[tuple[AcctFacts, str]]) -> bool:
@@ -379,14 +467,14 @@ class AccountingWriter:
         ok = False
         if self.spool is not None or self._open_spool():
             try:
-                self.spool.append([facts for facts, _ in batch])
+                self.spool.append([item[0] for item in batch])
                 ok = True
             except OSError as exc:
                 log.error("spool_write_failed", error=repr(exc), records=len(batch))
         if not ok and try_store:
             # the spool is full or gone but the store may be back: better out of order than unanswered
             try:
-                refused = self._store([facts for facts, _ in batch])
+                refused = self._store([item[0] for item in batch])
             except StoreUnavailable:
                 refused = None
             if refused is not None:
@@ -396,7 +484,7 @@ class AccountingWriter:
             self.counters["spooled"] += len(batch)
         else:
             self.counters["refused"] += len(batch)
-        for _, on_done in batch:
+        for _, on_done, _ in batch:
             _call(on_done, ok)
 
     def _replay(self) -> None:
@@ -465,7 +553,7 @@ class AccountingWriter:
 
     def _replay_group(self, spool: Spool, group: list[AcctFacts], end: int) -> bool:
         try:
-            refused = self._store(group)
+            refused = self._store(group, probe=self._store_stuck)
         except StoreUnavailable:
             self.store_ok = False
             self._next_replay = time.monotonic() + self.retry_interval
@@ -474,6 +562,7 @@ class AccountingWriter:
             self._next_replay = time.monotonic() + self.retry_interval
             return False
         self.store_ok = True
+        self._store_stuck = False
         self._offsets[str(spool.path)] = end
         spool.replayed(len(group))
         self.counters["replayed"] += len(group) - len(refused)
@@ -484,10 +573,14 @@ class AccountingWriter:
         # keep acknowledging what arrived meanwhile; behind our own spool if it has records waiting
         arrived = self._drain_nowait()
         if arrived:
-            if self.spool is not None and self.spool.has_pending():
-                self._spool(arrived)
-            else:
-                self._commit_or_spool(arrived)
+            self._working_since = arrived[0][2]
+            try:
+                if self.spool is not None and self.spool.has_pending():
+                    self._spool(arrived)
+                else:
+                    self._commit_or_spool(arrived)
+            finally:
+                self._working_since = None
         return True
 
     def _drain_nowait(self) -> list:

@@ -38,6 +38,16 @@ feeds queued Access-Requests to `reserve_batch`.
 - SQLite: radiusd.db begins every transaction with BEGIN IMMEDIATE, which serialises writers on
   the whole database: no row locks to take.
 
+Time limits and back-pressure: the batcher's PostgreSQL connection runs with `lock_timeout` and
+`statement_timeout` = `store_timeout` (set once per connection, reset before it goes back to the
+pool), so a client row locked by someone else or a stalled server fails the batch within that
+time (SQLSTATE 55P03 / 57014) instead of holding every Access-Request behind it; the one-client-
+per-transaction fallback stops at the first such timeout. `ReservationBatcher.submit` refuses at
+once (the edge answers code 8) when `reservation_queue` requests already wait, while a batch
+has been in the store longer than `degraded_after`, or for `degraded_after` seconds after a batch
+ran out of time (the store is stuck: new requests would only queue behind it; the first request
+after that window probes the store again).
+
 Store errors (PostgreSQL down ...) propagate to the caller (`reserve_call` raises; the batcher
 hands the exception to each waiting request): the edge answers Reject 8 (service unavailable).
 """
@@ -46,6 +56,7 @@ from __future__ import annotations
 import datetime as dt
 import queue
 import threading
+import time
 import uuid
 from decimal import Decimal
 from typing import Callable, Sequence
@@ -64,6 +75,7 @@ from radiusd.store import sql
 LOCK_WAIT_MS = 100          # longest wait for a client lock inside a multi-client batch
 MAX_BATCH = 64              # Access-Requests decided in one transaction
 _RETRY_ONE_BY_ONE = {"55P03", "40P01", "40001"}   # lock_not_available, deadlock, serialization
+_TOO_SLOW = {"55P03", "57014"}   # a lock wait or statement past store_timeout
 
 
 def _request(plan: CallPlan, now: dt.datetime) -> Request:
@@ -128,9 +140,11 @@ class _PgStore:
 
     dialect = "postgresql"
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, timeout_ms: int | None = None):
         self.engine = engine
         self.st = sql.statements("postgresql", "admission")
+        self.timeouts = sql.statements("postgresql", "timeouts")
+        self.timeout_ms = timeout_ms
         self._fairy = None   # pooled connection, kept between batches
 
     def _cursor(self):
@@ -138,6 +152,9 @@ class _PgStore:
             fairy = sql.raw_connection(self.engine)
             try:
                 fairy.driver_connection.autocommit = True
+                if self.timeout_ms:   # once per connection: no cost per batch
+                    with fairy.driver_connection.cursor() as cur:
+                        cur.execute(self.timeouts["session"], {"ms": self.timeout_ms})
             except Exception:
                 fairy.invalidate()
                 raise
@@ -254,6 +271,9 @@ class _PgStore:
         fairy, self._fairy = self._fairy, None
         if fairy is not None:
             try:
+                if self.timeout_ms:
+                    with fairy.driver_connection.cursor() as cur:
+                        cur.execute(self.timeouts["reset"])
                 fairy.driver_connection.autocommit = False
                 fairy.close()   # back to the pool, as it came
             except Exception:
@@ -305,18 +325,24 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     for index, item in enumerate(items):
         by_client.setdefault(item.plan.client.id, []).append(index)
     results: list[Decision | BaseException | None] = [None] * len(items)
+    stuck: BaseException | None = None
     for client_id in sorted(by_client):
         indexes = by_client[client_id]
-        try:
-            decided = _run(store, [items[i] for i in indexes], settings, lock_wait=False)
-        except Exception as exc:
-            decided = [exc] * len(indexes)
+        if stuck is not None:   # the store is too slow: don't wait store_timeout once per client
+            decided = [stuck] * len(indexes)
+        else:
+            try:
+                decided = _run(store, [items[i] for i in indexes], settings, lock_wait=False)
+            except Exception as exc:
+                decided = [exc] * len(indexes)
+                if _pgcode(exc) in _TOO_SLOW:
+                    stuck = exc
         for i, result in zip(indexes, decided):
             results[i] = result
     return results  # type: ignore[return-value]
 
 
-def _store_for(bind):
+def _store_for(bind, timeout_ms: int | None = None):
     """The batch store for a sessionmaker or an engine, by dialect."""
     if isinstance(bind, sessionmaker):
         with bind() as session:   # its engine, through the public API (no connection is taken)
@@ -324,8 +350,10 @@ def _store_for(bind):
     if not isinstance(bind, Engine):
         raise ValueError("reserve_batch needs a sessionmaker bound to an engine, or an engine")
     if bind.dialect.name == "postgresql":
-        return _PgStore(bind)
+        return _PgStore(bind, timeout_ms)
     if bind.dialect.name == "sqlite":
+        if timeout_ms:
+            sql.limit_sqlite_waits(bind, timeout_ms / 1000)
         return _SqliteStore(bind)
     raise RuntimeError(f"unsupported store dialect {bind.dialect.name}")
 
@@ -388,15 +416,44 @@ class ReservationBatcher:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._store = None
+        self.queue_max = settings.reservation_queue
+        self.stall_after = settings.degraded_after
+        # waiting = submitted - taken; each counter has one writer thread (submitter / batcher)
+        self._submitted = 0
+        self._taken = 0
+        self._busy_since: float | None = None      # monotonic start of the batch in the store
+        self._slow_until = 0.0                     # monotonic: refuse at once until then
         self.batches = 0
         self.decided = 0
+        self.refused = {"queue_full": 0, "store_stuck": 0}
 
     def start(self) -> "ReservationBatcher":
         self._thread.start()
         return self
 
-    def submit(self, plan: CallPlan, now: dt.datetime, token) -> None:
+    def submit(self, plan: CallPlan, now: dt.datetime, token) -> str | None:
+        """Queue one request; returns None, or why it was refused at once ('queue_full',
+        'store_stuck': the caller answers service unavailable, nothing was queued)."""
+        if self._submitted - self._taken >= self.queue_max:
+            self.refused["queue_full"] += 1
+            return "queue_full"
+        if self.stalled():
+            self.refused["store_stuck"] += 1
+            return "store_stuck"
+        self._submitted += 1
         self._queue.put((plan, now, token))
+        return None
+
+    def queue_depth(self) -> int:
+        return self._submitted - self._taken
+
+    def stall(self, now: float | None = None) -> float:
+        """Seconds the batch now in the store has been there (0 when idle)."""
+        since = self._busy_since
+        return 0.0 if since is None else max(0.0, (time.monotonic() if now is None else now) - since)
+
+    def stalled(self) -> bool:
+        return self.stall() > self.stall_after or time.monotonic() < self._slow_until
 
     def stop(self, timeout: float = 10.0) -> None:
         """Decide what is queued, then end the thread."""
@@ -421,7 +478,14 @@ class ReservationBatcher:
                     stopping = True
                     break
                 batch.append(entry)
-            results = self._decide([(plan, now) for plan, now, _ in batch])
+            self._taken += len(batch)
+            self._busy_since = time.monotonic()
+            try:
+                results = self._decide([(plan, now) for plan, now, _ in batch])
+            finally:
+                self._busy_since = None
+            if any(isinstance(r, BaseException) and _pgcode(r) in _TOO_SLOW for r in results):
+                self._slow_until = time.monotonic() + self.stall_after
             self.batches += 1
             self.decided += len(batch)
             try:
@@ -436,7 +500,7 @@ class ReservationBatcher:
         no ping per batch; a dead connection is replaced inside reserve_batch."""
         try:
             if self._store is None:
-                self._store = _store_for(self.sessions)
+                self._store = _store_for(self.sessions, int(self.settings.store_timeout * 1000))
             return reserve_batch(self.sessions, requests, self.settings, store=self._store)
         except Exception as exc:  # a bug must cost this batch, never the thread
             return [exc] * len(requests)

@@ -63,6 +63,9 @@ def facts_from_dict(data: dict) -> AcctFacts:
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = dt.datetime.fromisoformat(values[name])
+    for name, value in values.items():
+        if isinstance(value, list):   # JSON has no tuples: the facts' sequences are tuples
+            values[name] = tuple(value)
     return AcctFacts(**values)
 
 
@@ -77,6 +80,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, fsync'ing the parent of every directory created: the journal and dead-letter
+    files inside hold acknowledged records, so their directory entries must survive a crash too."""
+    if path.is_dir():
+        return
+    _make_dirs(path.parent)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -138,7 +154,7 @@ class Spool:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        _make_dirs(self.path)
         self.journal = self.path / JOURNAL
         self.work = self.path / WORK
         self.dead = self.path / DEAD_LETTER

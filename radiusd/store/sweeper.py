@@ -11,7 +11,10 @@
   and counted, never moved here).
 
 The server runs `sweep` every few seconds; running it in several processes at once is safe (each
-call is closed once: its leg key is claimed once in cdr_legs and rows are locked).
+call is closed once: its leg key is claimed once in cdr_legs and rows are locked). Its
+transactions lock in the store's one order (radiusd.store.sql) and, on PostgreSQL, run under
+`lock_timeout`/`statement_timeout` = `store_timeout` (SET LOCAL, once per transaction): a sweep
+never holds a lock queue behind a stuck store; what it could not do is done by the next sweep.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import structlog
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
+from radiusd.store import sql
 from radiusd.store.accounting import close_stale, expire_reservations
 from radiusd.store.partitions import ensure_cdr_partitions
 
@@ -40,13 +44,23 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
     except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
         log.warning("cdr_partitions_failed", error=repr(exc)[:300])
     with sessions() as session, session.begin():
+        _bounded(session, settings)
         expired = expire_reservations(session, now)
     cutoff = now - dt.timedelta(seconds=settings.stale_call_after)
     closed = 0
     while True:
         with sessions() as session, session.begin():
-            looked_at, written = close_stale(session, cutoff, BATCH, now)
+            _bounded(session, settings)
+            looked_at, written = close_stale(session, cutoff, BATCH, now, settings.accounting_limits)
         closed += written
         if looked_at < BATCH:
             break
     return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped}
+
+
+def _bounded(session: Session, settings: Settings) -> None:
+    """This transaction's lock waits and statements end after `store_timeout` (PostgreSQL)."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
+                             {"ms": max(1, int(settings.store_timeout * 1000))})

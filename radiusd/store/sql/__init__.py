@@ -42,6 +42,7 @@ API
                                    for a SQLAlchemy `Connection` (e.g. `session.connection()`): its
                                    pool connection (`conn.connection`, has `.info`) and the driver's
                                    connection (`conn.connection.driver_connection`).
+`limit_sqlite_waits(engine, s)`    SQLite: PRAGMA busy_timeout on every checkout (store_timeout)
 `sql_type(column, dialect)`        a column's SQL type without length (an explicit cast to
                                    VARCHAR(n) silently truncates on PostgreSQL; too long must fail).
 
@@ -55,16 +56,36 @@ Example (PostgreSQL hot path)::
     cur.execute(upsert.execute, upsert.params(ttl, keys, ...))
 
 No module outside this package contains SQL text (tests/test_layers.py greps for it).
+
+Lock order and time limits
+--------------------------
+Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
+order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
+statement that locks several rows says `ORDER BY id`). Admission locks only clients (id order);
+the sweeper and the accounting writer lock open calls in id order. Where a path must touch a
+client after its calls (an accounting group debits the clients of the calls it closed), a
+deadlock with another path is possible: PostgreSQL then aborts one transaction (SQLSTATE 40P01,
+or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
+a random pause (radiusd.store.accounting_writer); it is counted
+(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions also
+runs under `lock_timeout`/`statement_timeout` = `store_timeout` (statements in `timeouts`): a
+lock held longer by someone else (an admin UPDATE, a LOCK TABLE) or a stalled server fails the
+transaction within that time (SQLSTATE 55P03 / 57014), and the caller spools (accounting) or
+answers code 8 (admission) instead of queueing behind it. `store_timeout` stays above PostgreSQL's
+`deadlock_timeout` (1 s by default): a deadlock must be found (and retried) before the lock wait
+runs out, or it would be taken for a stuck store.
 """
 from __future__ import annotations
 
 import importlib
 import re
+import weakref
 from typing import Any, Iterable, Mapping, Sequence
 
 DIALECTS = ("postgresql", "sqlite")
 _PREPARED_KEY = "radiusd_prepared"   # pool connection .info key: set of areas prepared there
 _cache: dict[tuple[str, str], Mapping[str, Any]] = {}
+_sqlite_limited: "weakref.WeakSet" = weakref.WeakSet()   # engines with limit_sqlite_waits applied
 
 
 class Prepared:
@@ -199,6 +220,21 @@ def pool_connection(conn):
 def driver_connection(conn):
     """The driver's own connection under a SQLAlchemy Connection (psycopg2 / sqlite3)."""
     return conn.connection.driver_connection
+
+
+def limit_sqlite_waits(engine, seconds: float) -> None:
+    """SQLite: every connection checked out of `engine` waits at most `seconds` for the database
+    lock (PRAGMA busy_timeout; one local call per checkout). Idempotent; no-op on other dialects."""
+    if engine.dialect.name != "sqlite" or engine in _sqlite_limited:
+        return
+    from sqlalchemy import event
+
+    busy = statement("sqlite", "timeouts", "busy").format(ms=max(1, int(seconds * 1000)))
+    _sqlite_limited.add(engine)
+
+    @event.listens_for(engine, "checkout")
+    def _busy_timeout(dbapi_connection, _record, _proxy):
+        dbapi_connection.execute(busy)
 
 
 def sql_type(column, dialect) -> str:

@@ -16,7 +16,7 @@ CALL_FIELDS = tuple(c.name for c in CALLS.c)                       # a loaded ro
 CDR_FIELDS = tuple(c.name for c in CDRS.c if c.name not in ("id", "created_at"))
 # what a Start/Interim changes in a loaded row (a reservation taken over, a call refreshed)
 UPDATED = ("leg_key", "state", "acct_session_id", "caller", "expires_at", "started_at", "last_seen_at",
-           "session_seconds")
+           "session_seconds", "setup_at", "flags")
 INSERTED = tuple(n for n in CALL_FIELDS if n != "id")
 
 
