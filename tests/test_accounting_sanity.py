@@ -166,6 +166,9 @@ def test_a_start_without_setup_time_is_the_connect():   # Kamailio: Start on the
 def test_control_characters_are_escaped_the_same_way_everywhere():
     assert escape_identifier("ab\x00c\x1f\x7f") == ("ab\\x00c\\x1f\\x7f", True)
     assert escape_identifier("plain-id@host") == ("plain-id@host", False)
+    # C1 controls (U+0080..U+009F) too: the chaos suite's fuzz found them in session ids
+    assert escape_identifier("id\x85\x9b") == ("id\\x85\\x9b", True)
+    assert escape_identifier("Zürich-é") == ("Zürich-é", False)
 
 
 def test_nul_in_acct_session_id_is_escaped_and_flagged():

@@ -80,7 +80,7 @@ def merged(*parts: str | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(kinds))
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls (Unicode category Cc)
 
 
 def escape_identifier(text: str | None) -> tuple[str | None, bool]:
