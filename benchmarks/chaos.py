@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.procs import children, rss  # noqa: E402
 from radiusd.bench.engine import BenchOptions, run_bench  # noqa: E402
 from radiusd.bench.population import DEMO_IP, DEMO_LOGIN  # noqa: E402
 from radiusd.bench.wire import PacketFactory  # noqa: E402
@@ -141,45 +142,12 @@ def free_port(kind=socket.SOCK_DGRAM) -> int:
 
 def rss_mb(pid: int) -> float:
     """RSS (MB) of a process and its children (the supervisor and its workers), from /proc."""
-    def one(p):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return 0.0
-
-    total = one(pid)
-    for child in children(pid):
-        total += one(child)
-    return round(total, 1)
+    return round(sum(rss(p) or 0.0 for p in [pid, *children(pid)]), 1)
 
 
 def rss_each(pid: int) -> dict[int, float]:
     """RSS (MB) per process: the supervisor, then its workers (for the JSON record)."""
-    out = {}
-    for p in [pid, *children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    out[p] = round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            pass
-    return out
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(d.name))
-    return sorted(found)
+    return {p: mb for p in [pid, *children(pid)] if (mb := rss(p)) is not None}
 
 
 class Server:

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import freeradius as fr  # noqa: E402
 from benchmarks.population import load_population  # noqa: E402
+from benchmarks.procs import children, rss  # noqa: E402
 from radiusd.bench.engine import BenchOptions, run_bench  # noqa: E402
 from radiusd.bench.population import load_users, write_users  # noqa: E402
 
@@ -142,24 +143,7 @@ def udp_rcvbuf_errors() -> int:
 
 def rss_tree(pid: int) -> dict:
     """RSS (MB) of a process and its children, from /proc."""
-    def rss(p):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            return None
-
-    children = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(d.name))
-    return {"main_mb": rss(pid), "workers_mb": [rss(c) for c in sorted(children)]}
+    return {"main_mb": rss(pid), "workers_mb": [rss(c) for c in children(pid)]}
 
 
 def machine() -> dict:
