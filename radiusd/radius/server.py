@@ -641,8 +641,11 @@ class RadiusServer:
 
         def done(future) -> None:  # in the store thread
             error = future.exception()
-            self.loop.call_soon_threadsafe(
-                lambda: self.execute(self.endpoint.message_authenticator_recorded(nas, error)))
+            try:
+                self.loop.call_soon_threadsafe(
+                    lambda: self.execute(self.endpoint.message_authenticator_recorded(nas, error)))
+            except RuntimeError:  # the loop is closed: the server stopped meanwhile
+                pass
 
         try:
             self.pool.submit(record_message_authenticator_seen, self.sessions, nas.id,
