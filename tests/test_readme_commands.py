@@ -260,3 +260,23 @@ def test_demo_says_how_other_commands_reach_its_store(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_first_command_makes_a_venv_that_runs_radiusd(tmp_path):
+    """README command 1 as written: a virtual environment, radiusd installed into it, its `radiusd`
+    script. The venv sees this Python's packages (so the dependencies need no download) and gets
+    radiusd itself; the venv's `radiusd` must run."""
+    [line] = [line for lang, _, lines in code_blocks(README) if lang == "sh" for line in lines
+              if line.startswith("python3 -m venv")]
+    assert line == "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/radiusd demo"
+    venv = tmp_path / "venv"
+    # without a pip of its own: this Python's pip installs into it (the build backend comes from PyPI)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True,
+                   timeout=120)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
+                          "--disable-pip-version-check", "-e", str(ROOT)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    demo_help = subprocess.run([str(venv / "bin" / "radiusd"), "demo", "--help"], capture_output=True, text=True,
+                               timeout=60, cwd=tmp_path)
+    assert demo_help.returncode == 0 and "demo" in demo_help.stdout, demo_help.stderr
