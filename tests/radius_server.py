@@ -125,15 +125,20 @@ class ServerProcess:
             return err.code, json.loads(err.read())
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._pump.join(5)
-        return self.proc.returncode
+        return stop_process(self.proc, self._pump, signal.SIGTERM, timeout)
+
+
+def stop_process(proc: subprocess.Popen, pump: threading.Thread, sig: int, timeout: float) -> int:
+    """Ask a server to stop with `sig`, kill it after `timeout`, collect its output; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    pump.join(5)
+    return proc.returncode
 
 
 def exchange(data: bytes, port: int, host: str = "127.0.0.1", source: str | None = None,

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from radius_server import free_port
+from radius_server import free_port, stop_process
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
@@ -69,15 +69,7 @@ class WebProcess:
         return any(text in line for line in list(self.lines))
 
     def stop(self, timeout: float = 20) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._pump.join(5)
-        return self.proc.returncode
+        return stop_process(self.proc, self._pump, signal.SIGINT, timeout)
 
 
 def wait_for(condition, timeout: float = 15.0, interval: float = 0.1, what: str = "condition"):

@@ -6,7 +6,7 @@ import sys
 
 from sqlalchemy.exc import DBAPIError
 
-from radiusd.cli_output import UserError, common_options, first_line
+from radiusd.cli_output import UserError, common_options, first_line, safe_url
 from radiusd.config import load_settings
 from radiusd.web import users_cli
 
@@ -48,8 +48,8 @@ def cmd_web(args) -> int:
         app = create_app(settings)
     except DBAPIError as exc:
         raise UserError(f"database_url: cannot open the store: {first_line(exc)} "
-                        f"({_safe(settings.database_url)})") from None
-    print(f"radiusd web admin on {web_url(settings)} (store {_safe(settings.database_url)}); Ctrl-C stops it.",
+                        f"({safe_url(settings.database_url)})") from None
+    print(f"radiusd web admin on {web_url(settings)} (store {safe_url(settings.database_url)}); Ctrl-C stops it.",
           flush=True)
     try:
         uvicorn.run(app, host=settings.web_bind, port=settings.web_port, log_level="warning",
@@ -78,9 +78,3 @@ def _probe(host: str, port: int) -> None:
             sock.bind(address)
         except OSError as exc:
             raise UserError(f"web {host}:{port}: {exc.strerror}") from None
-
-
-def _safe(url: str) -> str:
-    from radiusd.cli_output import safe_url
-
-    return safe_url(url)

@@ -10,9 +10,7 @@ import getpass
 import sys
 
 from radiusd.admin import users
-from radiusd.cli_output import (
-    UserError, actor_from_args, common_options, emit, first_line, open_store_from_args, safe_url,
-)
+from radiusd.cli_output import UserError, actor_from_args, common_options, emit, store_from_args
 
 CONTEXT = "cli"
 USER_COLUMNS = ["id", "name", "role", "active", "created_at", "updated_at"]
@@ -59,18 +57,8 @@ def add_arguments(subparsers) -> None:
 
 
 def _in_transaction(args, work):
-    from sqlalchemy.exc import IntegrityError, OperationalError
-
-    settings, engine, sessions = open_store_from_args(args)
-    try:
-        with sessions.begin() as session:
-            return work(session)
-    except IntegrityError as exc:
-        raise UserError(f"store: change refused: {first_line(exc)}") from None
-    except OperationalError as exc:
-        raise UserError(f"store: {first_line(exc)} ({safe_url(settings.database_url)})") from None
-    finally:
-        engine.dispose()
+    with store_from_args(args) as (_settings, _engine, sessions), sessions.begin() as session:
+        return work(session)
 
 
 def read_password(stdin=None) -> str:
