@@ -247,8 +247,13 @@ def test_lists_say_when_limit_cut_them_and_call_id_first_word(cli, store_url):
         for n in range(5):
             s.add(Cdr(leg_key=f"k{n}", call_id=conf if n < 2 else f"sip-{n}@host", leg="orig" if n else "term",
                       account_id=1, client_id=1, disconnect_time=NOW + dt.timedelta(minutes=n), result="success",
-                      cost=Decimal("0.5"), price_per_minute=Decimal("0.01")))
+                      cost=Decimal("0.5"), price_per_minute=Decimal("0.01"), flags="duration_capped" if n == 4 else ""))
     engine.dispose()
+    flagged = cli.json("cdr", "list", "--flagged", "yes")["rows"]
+    assert [(r["leg_key"], r["flags"]) for r in flagged] == [("k4", "duration_capped")]
+    assert cli.json("cdr", "list", "--flagged", "no")["total"] == 4
+    code, out, err = cli("cdr", "list", "--flagged", "perhaps")
+    assert code == 2 and "flagged: expected yes or no (perhaps)" in err
     code, out, err = cli("cdr", "list", "--limit", "3")
     assert code == 0 and len(out.strip().splitlines()) == 4  # header + 3
     assert err.strip() == "showing 3 of 5; use --limit 5 to see them all"

@@ -225,6 +225,8 @@ def test_cdr_list_filters_as_the_cli(api):
     assert cdrs(call_id="call-0")["total"] == 2
     assert cdrs(since=(T0 + 1800 * S).isoformat())["total"] == 1
     assert cdrs(until="2026-11-25T20:00:01Z")["total"] == 1  # until is exclusive
+    assert cdrs(flagged="no")["total"] == 3 and cdrs(flagged="yes")["total"] == 0
+    assert everything["items"][0]["flags"] == ""
     page = cdrs(limit=1, offset=1)
     assert page["total"] == 3 and page["limit"] == 1 and [c["call_id"] for c in page["items"]] == ["call-0"]
     for params, field in (({"since": "yesterday"}, "since"), ({"limit": "0"}, "limit"), ({"nas": "gw-z"}, "nas"),

@@ -341,3 +341,26 @@ def test_web_command_refuses_a_busy_port_and_an_unreachable_store(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert down.returncode == 2 and "database_url: cannot open the store" in down.stderr
     assert "secret" not in down.stderr and "Traceback" not in down.stderr
+
+
+def test_cdrs_flagged_by_the_sanity_checks_are_shown_and_filtered(web, sessions):
+    app, ids = web
+    admin = Browser(app, "alice")
+    now = dt.datetime.now(dt.timezone.utc)
+    snap = snapshot_of(sessions)
+    # a Stop with no Start claiming ~31 years: stored as sent, billed at most the maximum, flagged
+    feed(sessions, snap, acct(ids["gw-a"], "stop", "C9", call_id="call-huge", caller_address=CUSTOMER_IP,
+                              called_number="441612345678", event_time=now - 60 * S, session_time=1_000_000_000),
+         now - 60 * S)
+    feed(sessions, snap, acct(ids["gw-a"], "stop", "C8", call_id="call-fine", caller_address=CUSTOMER_IP,
+                              called_number="441612345678", event_time=now - 30 * S, session_time=20), now - 30 * S)
+    everything = admin.get("/cdrs").text
+    huge, fine = '<td class="num">1000000000</td>', '<td class="num">20</td>'   # the durations
+    assert huge in everything and fine in everything and "<th>Flags</th>" in everything
+    assert "duration_capped" in everything and "1–2 of 2" in everything
+    flagged = admin.get("/cdrs", params={"flagged": "yes"}).text
+    assert huge in flagged and fine not in flagged and "1–1 of 1" in flagged
+    clean = admin.get("/cdrs", params={"flagged": "no"}).text
+    assert fine in clean and huge not in clean and "duration_capped" not in clean
+    bad = admin.get("/cdrs", params={"flagged": "maybe"}).text
+    assert "flagged: expected yes or no (maybe)" in bad

@@ -21,9 +21,9 @@ CALL_COLUMNS = ["id", "state", "leg", "nas", "account", "client", "call_id", "ca
                 "last_seen_at", "session_seconds", "expires_at", "max_duration"]
 CDR_COLUMNS = ["id", "leg", "nas", "account", "client", "call_id", "caller", "called", "connect_time",
                "disconnect_time", "duration", "billed_seconds", "result", "disconnect_cause", "prefix",
-               "price_per_minute", "cost", "currency"]
+               "price_per_minute", "cost", "currency", "flags"]
 CDR_DETAIL_COLUMNS = CDR_COLUMNS + ["leg_key", "acct_session_id", "tech_prefix", "remote_address", "setup_time",
-                                    "rate_table_id", "flags"]
+                                    "rate_table_id"]
 DEFAULT_CDR_LIMIT = 100
 
 
@@ -99,11 +99,13 @@ def call_page(session: Session, *, account=None, client=None, nas=None, offset=0
 
 
 def cdr_page(session: Session, *, account=None, client=None, nas=None, call_id=None, since=None, until=None,
-             offset=0, limit=DEFAULT_CDR_LIMIT, detail: bool = False, with_total: bool = True) -> dict:
+             flagged=None, offset=0, limit=DEFAULT_CDR_LIMIT, detail: bool = False, with_total: bool = True) -> dict:
     """CDRs newest first (by disconnect time): {"total", "offset", "limit", "rows"}.
 
     `since` is inclusive, `until` exclusive (ISO-8601; UTC when no offset is given); `call_id`
-    gives all legs of one call; `detail` adds the leg key, session id and other technical columns.
+    gives all legs of one call; `flagged` yes/no keeps only the CDRs the accounting sanity
+    checks flagged (or only the clean ones): what a switch reported that was not billed as sent;
+    `detail` adds the leg key, session id and other technical columns.
     """
     offset, limit = _page(offset, limit, default_limit=DEFAULT_CDR_LIMIT)
     since = F.timestamp("since", since, nullable=True)
@@ -115,6 +117,8 @@ def cdr_page(session: Session, *, account=None, client=None, nas=None, call_id=N
         stmt = stmt.where(Cdr.disconnect_time >= since)
     if until is not None:
         stmt = stmt.where(Cdr.disconnect_time < until)
+    if flagged not in (None, ""):
+        stmt = stmt.where(Cdr.flags != "" if F.boolean("flagged", flagged) else Cdr.flags == "")
     total = _count(session, stmt) if with_total else None
     stmt = stmt.order_by(Cdr.disconnect_time.desc(), Cdr.id.desc()).offset(offset).limit(limit)
     columns = CDR_DETAIL_COLUMNS if detail else CDR_COLUMNS

@@ -32,6 +32,8 @@ def register(subparsers) -> None:
                           "the first word of an h323-conf-id is enough (3D3C5E4A)")
     cdr_list.add_argument("--since", help="disconnect time from (ISO-8601; UTC if no offset)")
     cdr_list.add_argument("--until", help="disconnect time before (ISO-8601; UTC if no offset)")
+    cdr_list.add_argument("--flagged", metavar="yes|no", help="only CDRs the accounting sanity checks flagged "
+                          "(times or durations not billed as the switch sent them), or only clean ones")
     cdr_list.add_argument("--limit", default="100", help="at most this many rows, the newest (default 100)")
     cdr_list.set_defaults(func=cdr_list_command)
 
@@ -58,7 +60,8 @@ def calls_remove(args) -> int:
 def cdr_list_command(args) -> int:
     with store_from_args(args) as (_settings, _engine, sessions), sessions() as session:
         page = calls.cdr_page(session, account=args.account, client=args.client, nas=args.nas,
-                              call_id=args.call_id, since=args.since, until=args.until, limit=args.limit,
+                              call_id=args.call_id, since=args.since, until=args.until, flagged=args.flagged,
+                              limit=args.limit,
                               detail=_json(args))
     emit_page(page["rows"], page["total"], _json(args), CDR_DETAIL_COLUMNS if _json(args) else CDR_COLUMNS)
     return 0

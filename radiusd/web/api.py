@@ -488,7 +488,7 @@ async def add_routing_rule(request: Request, ref: str):
 # ---------------------------------------------------------------- calls and CDRs
 
 CALL_FILTERS = ("account", "client", "nas")
-CDR_FILTERS = ("account", "client", "nas", "call_id", "since", "until")
+CDR_FILTERS = ("account", "client", "nas", "call_id", "since", "until", "flagged")
 
 
 def _call_list(request: Request, session) -> dict:

@@ -438,7 +438,7 @@ def call_end(request: Request, call_id: int):
 
 # ---------------------------------------------------------------- CDRs
 
-CDR_FILTERS = ("account", "client", "nas", "call_id", "since", "until")
+CDR_FILTERS = ("account", "client", "nas", "call_id", "since", "until", "flagged")
 
 
 def _cdr_filters(request: Request) -> dict:
