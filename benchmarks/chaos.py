@@ -578,6 +578,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
     each0 = rss_each(srv.proc.pid)
     t0 = time.monotonic()
     sent = send_errors = 0
+    samples: list[dict] = []      # RSS per process over the run: growth that levels off is bounded
     deadline = t0 + args.fuzz_seconds
     for i in range(args.fuzz):
         accounting, data = fuzzer.next()
@@ -592,7 +593,10 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
         if i & 1023 == 0:
             drain(socks)
             if i and i % (100 * 1024) == 0:
-                say(f"fuzz: {i:,} sent, server {'alive' if srv.alive() else 'DEAD'}, RSS {srv.rss()} MB")
+                each = rss_each(srv.proc.pid)
+                samples.append({"packets": i, "seconds": round(time.monotonic() - t0, 1), "rss_mb": each})
+                say(f"fuzz: {i:,} sent, server {'alive' if srv.alive() else 'DEAD'}, RSS {srv.rss()} MB "
+                    f"({' + '.join(f'{mb:.0f}' for mb in each.values())})")
             if time.monotonic() > deadline:
                 say(f"fuzz: stopped at the time bound ({args.fuzz_seconds:.0f} s) after {i:,} packets")
                 break
@@ -615,6 +619,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
             "packets_per_s": round(sent / elapsed) if elapsed else None, "server_alive": alive,
             "rss_before_mb": rss0, "rss_after_mb": rss1, "rss_growth_mb": round(rss1 - rss0, 1),
             "rss_per_process_before_mb": each0, "rss_per_process_after_mb": rss_each(srv.proc.pid),
+            "rss_samples": samples,
             "answer_after_s": None if answer is None else round(answer, 3),
             "answering_again_after_s": None if recovered is None else round(recovered, 2),
             "malformed_dropped": srv.metric("radiusd_packets_dropped_total"), **bounds}
@@ -976,6 +981,8 @@ def main(argv=None) -> int:
            "params": {k: v for k, v in vars(args).items() if k != "pg_admin_url"}, "scenarios": {}}
     work = Path(tempfile.mkdtemp(prefix="radiusd-chaos-"))
     say(f"work directory {work}")
+    # the seed seals NAS secrets and passwords with this key; the server (cwd = work) reads it back
+    os.environ.setdefault("RADIUSD_KEY_FILE", str(work / "radiusd.key"))
     store = Store(admin, f"radiusd_chaos_{os.getpid()}")
     res["database"] = store.name
     srv = Server(store.url, work, args.workers, args.max_call_duration)
