@@ -156,3 +156,44 @@ def test_stop_decides_every_queued_request_of_every_nas(sessions, store):
     stopper.join(WAIT)
     assert not stopper.is_alive()
     assert sorted(held.results) == sorted(["first", *tokens])
+
+
+# --- the accounting writer's queue ------------------------------------------------------------
+
+def test_one_nas_cannot_fill_the_accounting_queue_for_the_others(sessions, store, tmp_path):
+    from radiusd.store.accounting_writer import AccountingWriter
+    from test_accounting_writer import Acks, stop_record
+
+    ids, snap = store
+    writer = AccountingWriter(sessions, lambda: snap, Settings(spool_path=str(tmp_path / "spool"), accounting_queue=12),
+                              linger=0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(ok: bool) -> None:   # the writer thread answers the first record, then waits here
+        holding.set()
+        assert release.wait(WAIT)
+
+    acks = Acks()
+    writer.start()
+    try:
+        writer.submit(stop_record(ids["gw-a"], 0), hold)
+        assert holding.wait(WAIT)
+
+        def submit(nas: str, n: int) -> bool | None:
+            record = stop_record(ids[nas], n)
+            writer.submit(record, acks.callback(record.leg_key))
+            return acks.results.get(record.leg_key)   # False at once when refused, else None for now
+
+        # 12 may wait; once half full, one NAS may hold 12 // (n + 1) with n NAS waiting
+        assert [submit("gw-a", n) for n in range(1, 21)] == [None] * 6 + [False] * 14
+        assert [submit("gw-b", n) for n in range(21, 27)] == [None] * 4 + [False] * 2
+        assert [submit("kam", n) for n in range(27, 31)] == [None, None, False, False]
+        assert writer.queue_depth() == 12
+        assert (writer.counters["nas_share"], writer.counters["queue_full"]) == (16, 2)
+        release.set()
+        acks.wait(30)
+    finally:
+        release.set()
+        writer.stop()
+    stored = sorted(key for key, ok in acks.results.items() if ok)
+    assert len(stored) == 12 and writer.counters["committed"] == 13

@@ -14,6 +14,13 @@ from __future__ import annotations
 from collections import deque
 
 
+def fair_share(capacity: int, nas_waiting: int) -> int:
+    """How much of a shared queue of `capacity` one NAS may hold while `nas_waiting` NAS
+    (itself included) have something in it: capacity / (n + 1). A NAS alone may fill half, so a
+    newcomer always finds room; the refused excess is that NAS's, answered or counted by the caller."""
+    return max(1, capacity // (nas_waiting + 1))
+
+
 class RoundRobin:
     """FIFO queues per key (a NAS), taken from one item per key per turn."""
 

@@ -396,7 +396,7 @@ Deliver = Callable[[list[tuple[object, object]]], None]
 _STOP = object()
 
 
-from radiusd.core.round_robin import RoundRobin  # noqa: E402 (kept with the batcher it serves)
+from radiusd.core.round_robin import RoundRobin, fair_share  # noqa: E402 (kept with the batcher it serves)
 
 
 class ReservationBatcher:
@@ -467,7 +467,7 @@ class ReservationBatcher:
 
     def nas_share(self, nas_waiting: int) -> int:
         """Requests one NAS may have waiting while `nas_waiting` NAS (itself included) have some."""
-        return max(1, self.queue_max // (nas_waiting + 1))
+        return fair_share(self.queue_max, nas_waiting)
 
     def queue_depth(self) -> int:
         return len(self._waiting)
