@@ -6,16 +6,25 @@ source address, before any decoding); the event loop then `take`s them for proce
 
 - a token bucket per NAS (`rate` datagrams/s, `burst` at once; rate 0 = no bucket) caps what a
   NAS may spend of the server at all, however idle the others are;
-- a bounded queue per NAS (`depth`), served round robin one datagram per NAS per turn (deficit
-  round robin with a quantum of one packet: every request costs about the same), so a NAS
-  with one request waiting is served within one turn, whatever another NAS has queued.
+- a bounded queue per NAS (`depth`), served round robin one datagram per NAS per turn
+  (radiusd.core.round_robin), so a NAS with one request waiting is served within one turn,
+  whatever another NAS has queued.
 
 Past the loop, a NAS may have at most `in_flight` Access-Requests waiting for the store (the
-endpoint counts them), so the store's shared batches are not filled by one NAS either.
+endpoint counts them), and the store's admission queue and the accounting writer's queue give each
+NAS its share too (radiusd.store.capacity.ReservationBatcher: per-NAS queues, batches formed round
+robin; both: `fair_share` of the queue per NAS).
 
-A datagram refused by any of these is dropped at once (counted per NAS by the caller): that is cheap,
-so the socket keeps draining and the kernel never has to drop on our behalf — the kernel's drops
-would hit every NAS alike.
+The queues decide in which order work is done; only the bucket decides how much of a worker one
+NAS may use. A NAS that always has a backlog keeps the worker saturated, and a saturated worker
+slows every step for every NAS (the admission thread waits for the interpreter lock behind the
+busy loop, results wait for the loop's next turn): keeping others' answers fast during a flood
+needs a `rate` below what a worker decides. The bucket is also the cap for a switch allowed so
+many requests per second.
+
+A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
+caller): that is cheap, so the socket keeps draining and the kernel never has to drop on our
+behalf — the kernel's drops would hit every NAS alike.
 """
 from __future__ import annotations
 
