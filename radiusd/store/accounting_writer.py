@@ -35,8 +35,9 @@ One writer thread owns every accounting write of the process:
   `submit` refuses at once (`on_done(False)`, no answer: the switch retransmits) and counts
   `counters["queue_full"]`. Once the queue is half full, a NAS already holding its share
   (`accounting_queue / (n + 1)`, n = NAS with records waiting) is refused the same way and counted
-  `counters["nas_share"]`: one switch's flood cannot fill the queue for the others. `lag()` is the age of the oldest record not yet acknowledged: the
-  server's /health turns 503 "degraded" when it exceeds `degraded_after`.
+  `counters["nas_share"]`: one switch's flood cannot fill the queue for the others. `lag()` is
+  the age of the oldest record not yet acknowledged: the server's /health turns 503 "degraded"
+  when it exceeds `degraded_after`.
 - **Replay**: every `retry_interval` seconds while the spool is not empty the thread renames the
   journal to a work file and applies it in order, in groups; between groups it keeps spooling and
   acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
@@ -185,7 +186,7 @@ class AccountingWriter:
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
                          "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0,
                          "nas_share": 0}
-        # on_count(event, amount) for "timeouts", "conflicts", "queue_full" (metrics); any thread
+        # on_count(event, amount) for "timeouts", "conflicts", "queue_full", "nas_share" (metrics); any thread
         self.on_count: Callable[[str, int], None] | None = None
 
     # -- public --------------------------------------------------------------------------------
