@@ -153,13 +153,19 @@ def rss_each(pid: int) -> dict[int, float]:
 class Server:
     """`python3 -m radiusd serve` on 127.0.0.1, fixed ports and spool across restarts."""
 
-    def __init__(self, url: str, workdir: Path, workers: int, max_call_duration: int):
+    def __init__(self, url: str, workdir: Path, workers: int, max_call_duration: int, settings: list[str] = ()):
         self.url, self.workdir, self.workers = url, workdir, workers
         self.auth_port, self.acct_port = free_port(), free_port()
         self.metrics_port = free_port(socket.SOCK_STREAM)
         self.config = workdir / "radiusd.toml"
-        self.config.write_text(f'[spool]\npath = "{workdir / "spool"}"\n[log]\nlevel = "warning"\n'
-                               f'[limits]\nmax_call_duration = {max_call_duration}\n')
+        sections = {"spool": [f'path = "{workdir / "spool"}"'], "log": ['level = "warning"'],
+                    "limits": [f"max_call_duration = {max_call_duration}"]}
+        for item in settings:   # --set section.key=value: a TOML line in that section
+            name, value = item.split("=", 1)
+            section, key = name.strip().split(".", 1)
+            sections.setdefault(section, []).append(f"{key} = {value.strip()}")
+        self.config.write_text("".join(f"[{section}]\n" + "".join(line + "\n" for line in lines)
+                                       for section, lines in sections.items()))
         self.proc = None
         self.log = None
         self.starts = 0
@@ -578,6 +584,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
     each0 = rss_each(srv.proc.pid)
     t0 = time.monotonic()
     sent = send_errors = 0
+    samples: list[dict] = []      # RSS per process over the run: growth that levels off is bounded
     deadline = t0 + args.fuzz_seconds
     for i in range(args.fuzz):
         accounting, data = fuzzer.next()
@@ -591,8 +598,16 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
             send_errors += 1
         if i & 1023 == 0:
             drain(socks)
+            if i and i % (25 * 1024) == 0:
+                # what memory follows: the bounded queues' high-water marks, or the packet count
+                samples.append({"packets": i, "seconds": round(time.monotonic() - t0, 1),
+                                "rss_mb": rss_each(srv.proc.pid),
+                                "accounting_queue": srv.metric("radiusd_accounting_queue_depth"),
+                                "reservation_queue": srv.metric("radiusd_reservation_queue_depth")})
             if i and i % (100 * 1024) == 0:
-                say(f"fuzz: {i:,} sent, server {'alive' if srv.alive() else 'DEAD'}, RSS {srv.rss()} MB")
+                each = rss_each(srv.proc.pid)
+                say(f"fuzz: {i:,} sent, server {'alive' if srv.alive() else 'DEAD'}, RSS {srv.rss()} MB "
+                    f"({' + '.join(f'{mb:.0f}' for mb in each.values())})")
             if time.monotonic() > deadline:
                 say(f"fuzz: stopped at the time bound ({args.fuzz_seconds:.0f} s) after {i:,} packets")
                 break
@@ -615,6 +630,7 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
             "packets_per_s": round(sent / elapsed) if elapsed else None, "server_alive": alive,
             "rss_before_mb": rss0, "rss_after_mb": rss1, "rss_growth_mb": round(rss1 - rss0, 1),
             "rss_per_process_before_mb": each0, "rss_per_process_after_mb": rss_each(srv.proc.pid),
+            "rss_samples": samples,
             "answer_after_s": None if answer is None else round(answer, 3),
             "answering_again_after_s": None if recovered is None else round(recovered, 2),
             "malformed_dropped": srv.metric("radiusd_packets_dropped_total"), **bounds}
@@ -949,6 +965,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pg-admin-url", default=None,
                     help="PostgreSQL role allowed to create databases (default $BENCH_PG_URL or $RADIUSD_TEST_PG_URL)")
     ap.add_argument("--results", default=str(HERE / "results"), help="directory for chaos-<timestamp>.json")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a server setting for the run, TOML value (e.g. backpressure.accounting_queue=4000); repeatable")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (server logs) and the database")
     args = ap.parse_args(argv)
     q = args.quick
@@ -976,9 +994,14 @@ def main(argv=None) -> int:
            "params": {k: v for k, v in vars(args).items() if k != "pg_admin_url"}, "scenarios": {}}
     work = Path(tempfile.mkdtemp(prefix="radiusd-chaos-"))
     say(f"work directory {work}")
+    # the seed seals NAS secrets and passwords with this key; the server (cwd = work) reads it back
+    os.environ.setdefault("RADIUSD_KEY_FILE", str(work / "radiusd.key"))
     store = Store(admin, f"radiusd_chaos_{os.getpid()}")
     res["database"] = store.name
-    srv = Server(store.url, work, args.workers, args.max_call_duration)
+    for item in args.set:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            ap.error(f"--set {item}: expected SECTION.KEY=VALUE, e.g. fairness.rate=1000")
+    srv = Server(store.url, work, args.workers, args.max_call_duration, args.set)
     runners = {"fuzz": scenario_fuzz, "flood": scenario_flood, "stall": scenario_stall,
                "outage": scenario_outage, "kill": scenario_kill}
     try:

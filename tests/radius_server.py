@@ -48,7 +48,7 @@ def seeded_store(url: str) -> None:
 
 class ServerProcess:
     def __init__(self, url: str, tmp: Path, workers: int = 1, extra_args=(), name="srv", poll: float = 0.2,
-                 ports: tuple[int, int] | None = None, metrics_port: int | None = None):
+                 ports: tuple[int, int] | None = None, metrics_port: int | None = None, toml: str = ""):
         self.url = url
         self.auth_port, self.acct_port, self.metrics_port = free_port(3)
         if ports:
@@ -59,7 +59,7 @@ class ServerProcess:
         config = tmp / f"{name}.toml"
         config.write_text(
             f"[server]\nsnapshot_poll_seconds = {poll}\n"
-            f"[spool]\npath = \"{tmp / (name + '-spool')}\"\n"
+            f"[spool]\npath = \"{tmp / (name + '-spool')}\"\n" + toml   # toml: more sections
         )
         env = dict(os.environ, DATABASE_URL=url, RADIUSD_CONFIG=str(config))
         self.args = [sys.executable, "-m", "radiusd", "serve", "--bind", "127.0.0.1", "--bind", "::1",

@@ -6,21 +6,31 @@ source address, before any decoding); the event loop then `take`s them for proce
 
 - a token bucket per NAS (`rate` datagrams/s, `burst` at once; rate 0 = no bucket) caps what a
   NAS may spend of the server at all, however idle the others are;
-- a bounded queue per NAS (`depth`), served round robin one datagram per NAS per turn (deficit
-  round robin with a quantum of one packet: every request costs about the same), so a NAS
-  with one request waiting is served within one turn, whatever another NAS has queued.
+- a bounded queue per NAS (`depth`), served round robin one datagram per NAS per turn
+  (radiusd.core.round_robin), so a NAS with one request waiting is served within one turn,
+  whatever another NAS has queued.
 
 Past the loop, a NAS may have at most `in_flight` Access-Requests waiting for the store (the
-endpoint counts them), so the store's shared batches are not filled by one NAS either.
+endpoint counts them), and the store's admission queue and the accounting writer's queue give each
+NAS its share too (radiusd.store.capacity.ReservationBatcher: per-NAS queues, batches formed round
+robin; both: `fair_share` of the queue per NAS).
 
-A datagram refused by any of these is dropped at once (counted per NAS by the caller): that is cheap,
-so the socket keeps draining and the kernel never has to drop on our behalf — the kernel's drops
-would hit every NAS alike.
+The queues decide in which order work is done; only the bucket decides how much of a worker one
+NAS may use. A NAS that always has a backlog keeps the worker saturated, and a saturated worker
+slows every step for every NAS (the admission thread waits for the interpreter lock behind the
+busy loop, results wait for the loop's next turn): keeping others' answers fast during a flood
+needs a `rate` below what a worker decides. The bucket is also the cap for a switch allowed so
+many requests per second.
+
+A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
+caller): that is cheap, so the socket keeps draining and the kernel never has to drop on our
+behalf — the kernel's drops would hit every NAS alike.
 """
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
+
+from radiusd.core.round_robin import RoundRobin
 
 OVER_RATE = "over_rate"      # the NAS's token bucket is empty
 QUEUE_FULL = "queue_full"    # the NAS already has `depth` datagrams waiting
@@ -36,12 +46,13 @@ class FairnessLimits:
 
 
 class FairQueue:
-    """Per-key (NAS) token buckets and queues, served round robin.
+    """Per-key (NAS) token buckets in front of per-key queues served round robin
+    (radiusd.core.round_robin, the same serving rule as the store's admission queue).
 
     Keys are whatever identifies a NAS to the caller (its id; one shared key for unknown
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
-    __slots__ = ("rate", "burst", "depth", "_buckets", "_queues", "_turns", "_length")
+    __slots__ = ("rate", "burst", "depth", "_buckets", "_queues")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -50,12 +61,10 @@ class FairQueue:
         self.burst = float(limits.burst or limits.rate)
         self.depth = int(limits.depth)
         self._buckets: dict = {}    # key -> [tokens, refilled at]
-        self._queues: dict = {}     # key -> deque of items; only keys with something waiting
-        self._turns: deque = deque()   # keys with something waiting, in serving order
-        self._length = 0
+        self._queues = RoundRobin()
 
     def __len__(self) -> int:
-        return self._length
+        return len(self._queues)
 
     def offer(self, key, item, now: float) -> str | None:
         """Queue `item` under `key`; None if queued, else why it was refused (OVER_RATE, QUEUE_FULL)."""
@@ -69,33 +78,16 @@ class FairQueue:
                 bucket[1] = now
             if bucket[0] < 1.0:
                 return OVER_RATE
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = deque()
-            self._turns.append(key)
-        elif len(queue) >= self.depth:
+        if self._queues.waiting(key) >= self.depth:
             return QUEUE_FULL
         if self.rate:
             bucket[0] -= 1.0
-        queue.append(item)
-        self._length += 1
+        self._queues.put(key, item)
         return None
 
     def take(self):
         """The next item to process (one per key per turn), or None when nothing waits."""
-        turns = self._turns
-        if not turns:
-            return None
-        key = turns.popleft()
-        queue = self._queues[key]
-        item = queue.popleft()
-        if queue:
-            turns.append(key)
-        else:
-            del self._queues[key]
-        self._length -= 1
-        return item
+        return self._queues.take()
 
     def waiting(self, key) -> int:
-        queue = self._queues.get(key)
-        return len(queue) if queue else 0
+        return self._queues.waiting(key)

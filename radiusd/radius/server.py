@@ -347,7 +347,8 @@ class RadiusServer:
 
     _WRITER_EVENTS = {"timeouts": ("radiusd_store_timeouts_total", {"operation": "accounting"}),
                       "conflicts": ("radiusd_store_conflicts_total", {"operation": "accounting"}),
-                      "queue_full": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "queue_full"})}
+                      "queue_full": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "queue_full"}),
+                      "nas_share": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "nas_share"})}
 
     def _count_writer_event(self, event: str, amount: int) -> None:
         """From the writer thread (prometheus counters are thread-safe)."""

@@ -33,8 +33,11 @@ One writer thread owns every accounting write of the process:
   times after a random pause, counted in `counters["conflicts"]`; they never mark the store away.
 - **Bounded queue**: at most `settings.accounting_queue` records wait for the writer; past that
   `submit` refuses at once (`on_done(False)`, no answer: the switch retransmits) and counts
-  `counters["queue_full"]`. `lag()` is the age of the oldest record not yet acknowledged: the
-  server's /health turns 503 "degraded" when it exceeds `degraded_after`.
+  `counters["queue_full"]`. Once the queue is half full, a NAS already holding its share
+  (`accounting_queue / (n + 1)`, n = NAS with records waiting) is refused the same way and counted
+  `counters["nas_share"]`: one switch's flood cannot fill the queue for the others. `lag()` is
+  the age of the oldest record not yet acknowledged: the server's /health turns 503 "degraded"
+  when it exceeds `degraded_after`.
 - **Replay**: every `retry_interval` seconds while the spool is not empty the thread renames the
   journal to a work file and applies it in order, in groups; between groups it keeps spooling and
   acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
@@ -60,6 +63,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
 from radiusd.core.facts import AcctFacts
+from radiusd.core.round_robin import fair_share
 from radiusd.core.snapshot import Snapshot
 from radiusd.store import sql
 from radiusd.store.accounting import apply, apply_group
@@ -69,6 +73,40 @@ log = structlog.get_logger("radiusd.accounting_writer")
 
 OnDone = Callable[[bool], None]
 _STOP = object()
+
+
+class _QueueByNas(collections.deque):
+    """The writer's queue, knowing how many records of each NAS wait in it (the NAS's share,
+    radiusd.core.round_robin.fair_share). Records are appended by the event loop and taken by the
+    writer thread; each side writes only its own tally, so no lock is needed."""
+
+    def __init__(self):
+        super().__init__()
+        self.added: collections.Counter = collections.Counter()     # NAS id -> appended (submit's thread)
+        self.removed: collections.Counter = collections.Counter()   # NAS id -> taken (writer thread)
+
+    def append(self, item) -> None:
+        if item is not _STOP:
+            self.added[item[0].nas_id] += 1
+        super().append(item)
+
+    def appendleft(self, item) -> None:
+        if item is not _STOP:
+            self.removed[item[0].nas_id] -= 1
+        super().appendleft(item)
+
+    def popleft(self):
+        item = super().popleft()
+        if item is not _STOP:
+            self.removed[item[0].nas_id] += 1
+        return item
+
+    def waiting(self, nas_id: int) -> int:
+        return self.added[nas_id] - self.removed[nas_id]
+
+    def nas_waiting(self) -> int:
+        removed = self.removed
+        return sum(1 for nas_id, added in list(self.added.items()) if added > removed[nas_id])
 
 
 class StoreUnavailable(Exception):
@@ -134,7 +172,7 @@ class AccountingWriter:
         # submit() runs on the event loop: a deque append, and a wake-up only when the writer is
         # idle (a queue.Queue would wake the writer thread for every record it is lingering for)
         # items: (facts, on_done, time.monotonic() at submit)
-        self._queue: collections.deque = collections.deque()
+        self._queue: _QueueByNas = _QueueByNas()
         self._working_since: float | None = None   # submit time of the oldest record being written
         self._wake = threading.Event()
         self._idle = False
@@ -146,8 +184,9 @@ class AccountingWriter:
         self.store_ok = True
         self._store_stuck = False   # the last failure was a timeout: replay probes with a short lock wait
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
-                         "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0}
-        # on_count(event, amount) for "timeouts", "conflicts", "queue_full" (metrics); any thread
+                         "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0,
+                         "nas_share": 0}
+        # on_count(event, amount) for "timeouts", "conflicts", "queue_full", "nas_share" (metrics); any thread
         self.on_count: Callable[[str, int], None] | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -181,12 +220,22 @@ class AccountingWriter:
             self._count("queue_full")
             _call(on_done, False)
             return
+        if len(self._queue) >= self.queue_max // 2 and self._over_share(facts.nas_id):
+            # one NAS may not fill the queue for the others (checked once it is half full)
+            self._count("nas_share")
+            _call(on_done, False)
+            return
         if facts.event_time is None:
             # a replay hours later must still know when the switch told us
             facts = dataclasses.replace(facts, event_time=dt.datetime.now(dt.timezone.utc))
         self._queue.append((facts, on_done, time.monotonic()))
         if self._idle:
             self._wake.set()
+
+    def _over_share(self, nas_id: int) -> bool:
+        queued = self._queue
+        mine = queued.waiting(nas_id)
+        return mine >= fair_share(self.queue_max, queued.nas_waiting() + (0 if mine > 0 else 1))
 
     def spool_depth(self) -> int:
         """Records in the spool waiting for the store."""

@@ -396,12 +396,24 @@ Deliver = Callable[[list[tuple[object, object]]], None]
 _STOP = object()
 
 
+from radiusd.core.round_robin import RoundRobin, fair_share  # noqa: E402 (kept with the batcher it serves)
+
+
 class ReservationBatcher:
-    """A thread that takes every Access-Request waiting (up to `max_batch`) and decides them in
+    """A thread that takes the Access-Requests waiting (up to `max_batch`) and decides them in
     one `reserve_batch` call: while one batch is in the store the next one gathers, so the
     number of transactions adapts to the load (one per request when idle).
 
-    `submit(plan, now, token)` may be called from any thread; results go out through
+    Fair between NAS: requests wait in one queue per NAS (`plan.nas_id`) and a batch is formed
+    round robin across them (radiusd.core.round_robin), so a request of a quiet NAS goes into
+    the next batch whatever a flooding NAS has queued: it waits for at most the batch in the
+    store, then its own. Bounds, each refused at once (the edge answers code 8 and counts the
+    reason): `reservation_queue` requests in all ('queue_full'); one NAS at most
+    reservation_queue // (n + 1) of them, n = NAS with requests waiting, itself included
+    ('nas_share': a NAS alone may fill half, so a newcomer always finds room); and nothing while
+    the store is stuck ('store_stuck').
+
+    `submit(plan, now, token)` is called from one thread (the event loop); results go out through
     `deliver([(token, result), ...])` once per batch, from the batcher thread (default: call each
     token, a callable, with its result there). The RADIUS edge passes a `deliver` that hops to
     its event loop once per batch rather than once per request.
@@ -413,19 +425,19 @@ class ReservationBatcher:
         self.settings = settings
         self.max_batch = max(1, max_batch)
         self._deliver = deliver or _deliver_here
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting = RoundRobin()               # nas_id -> (plan, now, token), under _ready's lock
+        self._ready = threading.Condition(threading.Lock())
+        self._idle = False                         # the thread waits on _ready: wake it
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._store = None
         self.queue_max = settings.reservation_queue
         self.stall_after = settings.degraded_after
-        # waiting = submitted - taken; each counter has one writer thread (submitter / batcher)
-        self._submitted = 0
-        self._taken = 0
         self._busy_since: float | None = None      # monotonic start of the batch in the store
         self._slow_until = 0.0                     # monotonic: refuse at once until then
         self.batches = 0
         self.decided = 0
-        self.refused = {"queue_full": 0, "store_stuck": 0}
+        self.refused = {"queue_full": 0, "store_stuck": 0, "nas_share": 0}
 
     def start(self) -> "ReservationBatcher":
         self._thread.start()
@@ -433,19 +445,37 @@ class ReservationBatcher:
 
     def submit(self, plan: CallPlan, now: dt.datetime, token) -> str | None:
         """Queue one request; returns None, or why it was refused at once ('queue_full',
-        'store_stuck': the caller answers service unavailable, nothing was queued)."""
-        if self._submitted - self._taken >= self.queue_max:
+        'store_stuck', 'nas_share': the caller answers service unavailable, nothing was queued)."""
+        waiting = self._waiting
+        if len(waiting) >= self.queue_max:
             self.refused["queue_full"] += 1
             return "queue_full"
         if self.stalled():
             self.refused["store_stuck"] += 1
             return "store_stuck"
-        self._submitted += 1
-        self._queue.put((plan, now, token))
+        nas = plan.nas_id
+        with self._ready:
+            mine = waiting.waiting(nas)
+            if mine >= self.nas_share(waiting.keys() + (0 if mine else 1)):
+                self.refused["nas_share"] += 1
+                return "nas_share"
+            waiting.put(nas, (plan, now, token))
+            if self._idle:
+                self._idle = False
+                self._ready.notify()
         return None
 
+    def nas_share(self, nas_waiting: int) -> int:
+        """Requests one NAS may have waiting while `nas_waiting` NAS (itself included) have some."""
+        return fair_share(self.queue_max, nas_waiting)
+
     def queue_depth(self) -> int:
-        return self._submitted - self._taken
+        return len(self._waiting)
+
+    def waiting(self, nas_id: int) -> int:
+        """Requests of one NAS waiting for a batch."""
+        with self._ready:
+            return self._waiting.waiting(nas_id)
 
     def stall(self, now: float | None = None) -> float:
         """Seconds the batch now in the store has been there (0 when idle)."""
@@ -458,28 +488,25 @@ class ReservationBatcher:
     def stop(self, timeout: float = 10.0) -> None:
         """Decide what is queued, then end the thread."""
         if self._thread.is_alive():
-            self._queue.put(_STOP)
+            with self._ready:
+                self._stopping = True
+                self._ready.notify()
             self._thread.join(timeout)
 
+    def _next_batch(self) -> list:
+        """The next batch, round robin across NAS; [] once stopping with nothing left."""
+        with self._ready:
+            while not self._waiting and not self._stopping:
+                self._idle = True
+                self._ready.wait()
+            self._idle = False
+            batch = self._waiting.take_many(self.max_batch)
+            if batch:
+                self._busy_since = time.monotonic()
+            return batch
+
     def _run(self) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
-        stopping = False
-        while not stopping:
-            first = get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    entry = get_nowait()
-                except queue.Empty:
-                    break
-                if entry is _STOP:
-                    stopping = True
-                    break
-                batch.append(entry)
-            self._taken += len(batch)
-            self._busy_since = time.monotonic()
+        while batch := self._next_batch():
             try:
                 results = self._decide([(plan, now) for plan, now, _ in batch])
             finally:
