@@ -15,7 +15,8 @@
 
 The admin data snapshot is reloaded in the background when the store version counter moves
 (poll every `snapshot_poll_seconds`), on SIGHUP, and swapped in atomically together with the NAS
-lookup table.
+lookup table. A worker of `--workers N` gets its snapshot from the supervisor, which also reloads
+it (radiusd.radius.supervisor): such a worker only checks the version (the store_up state).
 """
 from __future__ import annotations
 
