@@ -126,7 +126,7 @@ def one_size(n: int, args, admin: str, work: Path) -> dict:
     try:
         t0 = time.perf_counter()
         pop = load_population(url, accounts=n, rates=n, rate_tables=args.rate_tables,
-                              clients=max(1, n // 1000), limits=True)
+                              clients=args.clients, limits=True)
         out["population_s"] = round(time.perf_counter() - t0, 1)
         say(f"{n:,} accounts, {pop.rates:,} rates in {out['population_s']} s")
         sample = random.Random(n).sample(pop.users, min(SAMPLE_USERS, len(pop.users)))
@@ -185,6 +185,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,100000,1000000", help="account counts (rates: as many)")
     ap.add_argument("--rate-tables", type=int, default=5)
+    ap.add_argument("--clients", type=int, default=100,
+                    help="clients at every size (their row locks are taken per call: the same number at every "
+                         "size, so that only the account count changes)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=float, default=300.0, help="Access-Requests per second of the latency run")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of the latency run")

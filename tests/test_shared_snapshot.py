@@ -2,6 +2,7 @@
 and an admin change reaches every worker by replacing them, one at a time, without losing requests."""
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -88,6 +89,26 @@ def test_workers_answer_from_the_supervisors_snapshot_and_a_change_replaces_them
             reply = decide(srv.auth_port, acme(n), "s3cret-pass", source="127.0.0.4")
             assert reply is not None and reply.code in (AccessAccept, AccessReject), "\n".join(srv.lines[-40:])
         assert not srv.events("supervisor.worker_died")
+        assert srv.counter("radiusd_snapshot_reloads_total") == 2   # one per worker, as when each reloaded
+    finally:
+        engine.dispose()
+        assert srv.stop() == 0
+
+
+def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    seeded_store(url)
+    srv = ServerProcess(url, tmp_path, workers=2, poll=3600).wait_ready(workers=2)
+    engine, sessions = open_store(url)
+    try:
+        with sessions.begin() as session:
+            create_nas(session, actor="test", name="new-switch", address="127.0.0.5", secret="testing123")
+        assert decide(srv.auth_port, acme(1), "s3cret-pass", source="127.0.0.5", timeout=0.5) is None
+        srv.proc.send_signal(signal.SIGHUP)
+        assert _until(lambda: len(srv.events("supervisor.worker_replaced")) >= 2, 30), "\n".join(srv.lines[-30:])
+        for n in range(2, 14):   # fresh source ports: both workers know the NAS now
+            reply = decide(srv.auth_port, acme(n), "s3cret-pass", source="127.0.0.5")
+            assert reply is not None and reply.code in (AccessAccept, AccessReject), n
     finally:
         engine.dispose()
         assert srv.stop() == 0

@@ -245,12 +245,13 @@ class _Listener:
 class RadiusServer:
     def __init__(self, settings: Settings, sessions, metrics: Metrics | None = None,
                  worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
-                 snapshot: Snapshot | None = None):
+                 snapshot: Snapshot | None = None, reloaded: bool = False):
         self.settings = settings
         # A snapshot the supervisor loaded before it forked us (its pages shared by all workers):
         # the supervisor reloads and replaces the workers, so this server checks the store, never loads.
         self.preloaded = snapshot
         self.supervisor_loads = snapshot is not None
+        self.reloaded = reloaded   # started on a snapshot the supervisor reloaded: counts as this worker's reload
         self.sessions = sessions
         self.metrics = metrics or Metrics()
         self.worker_index = worker_index
@@ -301,6 +302,8 @@ class RadiusServer:
             raise StartupError(f"cannot load admin data from the store: {exc.__class__.__name__}: {exc}") from None
         self.preloaded = None
         self._swap(snapshot)
+        if self.reloaded:
+            self.metrics.inc("radiusd_snapshot_reloads_total")
         self.store_up = True
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
@@ -722,10 +725,10 @@ def open_server_store(settings: Settings):
 
 
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool,
-               snapshot: Snapshot | None = None) -> int:
+               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
     _, sessions = open_server_store(settings)
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
-                          run_sweeper=run_sweeper, snapshot=snapshot)
+                          run_sweeper=run_sweeper, snapshot=snapshot, reloaded=reloaded)
     try:
         await server.start()
     except StartupError:
@@ -737,17 +740,19 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
 
 
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
-               snapshot: Snapshot | None = None) -> int:
+               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
     """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot))
+    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded))
 
 
-def worker_main(settings: Settings, worker_index: int, snapshot: Snapshot | None = None) -> None:
+def worker_main(settings: Settings, worker_index: int, snapshot: Snapshot | None = None,
+                reloaded: bool = False) -> None:
     """Entry point of a worker process started by the supervisor."""
     configure(settings.log_level, worker=worker_index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it
     try:
-        code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0), snapshot=snapshot)
+        code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0),
+                          snapshot=snapshot, reloaded=reloaded)
     except StartupError as exc:
         get_logger().error("server.startup_failed", worker=worker_index, error=str(exc))
         code = 2

@@ -71,7 +71,7 @@ class SnapshotSource:
         self.engine.dispose()
 
 
-def _worker(settings: Settings, index: int, snapshot: Snapshot, metrics_endpoint) -> None:
+def _worker(settings: Settings, index: int, snapshot: Snapshot, reloaded: bool, metrics_endpoint) -> None:
     """First code of a forked worker: undo what it inherited from the supervisor, then serve."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)   # the supervisor's handlers are not ours
     signal.signal(signal.SIGHUP, signal.SIG_IGN)    # reloads are the supervisor's; ours come with the server
@@ -82,7 +82,7 @@ def _worker(settings: Settings, index: int, snapshot: Snapshot, metrics_endpoint
     import prometheus_client.values
 
     prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
-    worker_main(settings, index, snapshot)
+    worker_main(settings, index, snapshot, reloaded)
 
 
 def run_supervisor(settings: Settings, workers: int) -> int:
@@ -120,9 +120,14 @@ def run_supervisor(settings: Settings, workers: int) -> int:
     procs: dict = {}
     endpoint = None
 
+    versions: dict[int, int] = {}   # worker -> the snapshot version it was started on
+
     def start(index: int):
         source.before_fork()
-        proc = ctx.Process(target=_worker, args=(settings, index, snapshot, endpoint),
+        # the successor of a worker on an older snapshot counts the reload (radiusd_snapshot_reloads_total)
+        reloaded = versions.get(index, snapshot.version) != snapshot.version
+        versions[index] = snapshot.version
+        proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint),
                            name=f"radiusd-worker-{index}")
         proc.start()
         return proc
