@@ -44,7 +44,7 @@ from benchmarks.run import (  # noqa: E402
 )
 from radiusd.bench.population import load_users, write_users  # noqa: E402
 
-SAMPLE_USERS = 20_000     # accounts the fixed-rate run cycles through, drawn from the whole population
+SAMPLE_USERS = 20_000     # accounts the fixed-rate run cycles through, drawn from the whole population (--sample)
 ROLL_SECONDS = 180        # a reload that has not replaced every worker by then is reported as such
 
 
@@ -129,7 +129,7 @@ def one_size(n: int, args, admin: str, work: Path) -> dict:
                               clients=args.clients, limits=True)
         out["population_s"] = round(time.perf_counter() - t0, 1)
         say(f"{n:,} accounts, {pop.rates:,} rates in {out['population_s']} s")
-        sample = random.Random(n).sample(pop.users, min(SAMPLE_USERS, len(pop.users)))
+        sample = random.Random(n).sample(pop.users, min(args.sample, len(pop.users)))
         del pop
         path = work / f"users-{n}.csv"
         write_users(str(path), sample)
@@ -191,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rate", type=float, default=300.0, help="Access-Requests per second of the latency run")
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of the latency run")
+    ap.add_argument("--sample", type=int, default=SAMPLE_USERS,
+                    help="accounts the run goes through (how much of the snapshot the workers touch)")
     ap.add_argument("--pg-admin-url", default=None, help="PostgreSQL URL of a role that may create databases")
     ap.add_argument("--keep", action="store_true", help="keep the databases")
     args = ap.parse_args(argv)
