@@ -11,6 +11,11 @@ accounts load in seconds on PostgreSQL and the same code fills a small SQLite st
 
 IP accounts come in groups of four sharing one address or /30, told apart by tech prefixes
 9001..9004; login accounts are `bench-login-NNNNNN` with password `pw-NNNNNN`.
+
+From the shell (`--million`: the scale population, 1,000,000 accounts and 1,000,000 rates in
+about 2 minutes on PostgreSQL; `benchmarks/scale.py` builds it for its 1M row):
+
+    python3 -m benchmarks.population postgresql://radiusd:radiusd@127.0.0.1/radiusd_scale --million
 """
 from __future__ import annotations
 
@@ -170,3 +175,35 @@ def load_population(database_url: str, *, accounts: int = 100_000, rates: int = 
     finally:
         if own_engine:
             engine.dispose()
+
+
+MILLION = 1_000_000
+
+
+def main(argv=None) -> int:
+    import argparse
+    import time
+
+    ap = argparse.ArgumentParser(description="Add the benchmark population to a radiusd store.")
+    ap.add_argument("database_url")
+    ap.add_argument("--accounts", type=int, default=100_000)
+    ap.add_argument("--rates", type=int, default=50_000)
+    ap.add_argument("--rate-tables", type=int, default=5)
+    ap.add_argument("--million", action="store_true", help="1,000,000 accounts and 1,000,000 rates")
+    ap.add_argument("--no-limits", action="store_true", help="unlimited credit, no capacity")
+    args = ap.parse_args(argv)
+    accounts, rates = (MILLION, MILLION) if args.million else (args.accounts, args.rates)
+    started = time.perf_counter()
+    try:
+        pop = load_population(args.database_url, accounts=accounts, rates=rates, rate_tables=args.rate_tables,
+                              clients=max(1, accounts // 1000), limits=not args.no_limits)
+    except ValueError as exc:
+        ap.error(str(exc))
+    print(f"{pop.accounts:,} accounts ({pop.ip_accounts:,} by IP, {pop.login_accounts:,} by login), "
+          f"{pop.rates:,} rates in {pop.rate_tables} tables, {pop.clients:,} clients: "
+          f"{time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -27,3 +27,38 @@ def rss(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def memory(pid: int) -> dict | None:
+    """RSS, PSS, shared and private memory of one process in MB, from /proc/PID/smaps_rollup.
+
+    RSS counts every page the process maps, also those it shares with others (a snapshot
+    inherited from the supervisor counts fully in every worker); PSS divides each shared page
+    among the processes sharing it, so the PSS of a server's processes add up to the memory the
+    server really uses. None when the process is gone.
+    """
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kb = {}
+    for line in text.splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[-1] == "kB":
+            kb[name] = int(parts[0])
+    mb = lambda *names: round(sum(kb.get(n, 0) for n in names) / 1024, 1)  # noqa: E731
+    return {"rss_mb": mb("Rss"), "pss_mb": mb("Pss"), "shared_mb": mb("Shared_Clean", "Shared_Dirty"),
+            "private_mb": mb("Private_Clean", "Private_Dirty")}
+
+
+def server_memory(pid: int) -> dict:
+    """A server's memory: the main process (the supervisor with --workers N), each worker, and
+    the totals; `pss_total_mb` (supervisor and workers, shared pages counted once) is the figure
+    to read "all workers together" against, `rss_total_mb` counts shared pages once per process."""
+    main = memory(pid)
+    workers = [m for m in (memory(c) for c in children(pid)) if m is not None]
+    every = ([main] if main else []) + workers
+    return {"main": main, "workers": workers,
+            "pss_total_mb": round(sum(m["pss_mb"] for m in every), 1),
+            "rss_total_mb": round(sum(m["rss_mb"] for m in every), 1)}

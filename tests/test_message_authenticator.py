@@ -142,10 +142,11 @@ def test_auto_learns_once_shares_it_between_workers_and_keeps_it_across_restarts
                        if e["reason"] == "proxy_state_without_message_authenticator"], "the drop is logged")
         assert _gauge(server, learned_gauge) == 0 and not server.events("snapshot.loaded")
 
-        # the NAS sends one: the learned state is stored, and every worker reloads and requires it
+        # the NAS sends one: the learned state is stored, the supervisor reloads and replaces every
+        # worker by one on the new snapshot (radiusd.radius.supervisor), which requires it
         assert _answered(server, 3, ma_attr=True)
-        _wait(lambda: {e.get("worker") for e in server.events("snapshot.loaded")} == {0, 1},
-              "both workers load the learned state")
+        _wait(lambda: {e.get("worker") for e in server.events("supervisor.worker_replaced")} == {0, 1},
+              "both workers run on the learned state", timeout=30)
         # workers report their gauges to the one /metrics endpoint about once a second
         _wait(lambda: _gauge(server, learned_gauge) == 1, "the learned gauge reaches /metrics")
         for n in range(4, 10):   # fresh source ports: the kernel spreads them over both workers

@@ -1,8 +1,11 @@
 """The read-only, in-memory picture of admin data that identification and rating read.
 
 Built from the store by `radiusd.store.snapshot_loader`, swapped atomically by the server when
-the store version moves, never mutated in place. Plain frozen dataclasses: the core's tests build
-snapshots by hand with `build_snapshot(...)`.
+the store version moves, never mutated in place. Plain dataclasses with slots: the core's tests
+build snapshots by hand with `build_snapshot(...)`. The two there are millions of (AccountInfo,
+Rate) are not `frozen`: a frozen dataclass sets each field through object.__setattr__, which made
+building them 8x slower (2.2 µs per account instead of 0.27, 2 s of a 1,000,000-account load);
+they are hashable like the frozen ones and no code assigns to them.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class ClientInfo:
     max_call_duration: int | None = None         # seconds; None = no limit at this level
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)   # not frozen: see the module docstring
 class AccountInfo:
     id: int
     client_id: int
@@ -67,7 +70,7 @@ class AccountInfo:
     term_port: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)   # not frozen: see the module docstring
 class Rate:
     rate_table_id: int
     prefix: str
@@ -125,7 +128,9 @@ def build_rate_table(id: int, name: str, currency: str, rates: list[Rate] | tupl
     by_prefix: dict[str, list[Rate]] = {}
     for rate in rates:
         by_prefix.setdefault(rate.prefix, []).append(rate)
-    frozen = {p: tuple(sorted(rs, key=lambda r: r.effective_from, reverse=True)) for p, rs in by_prefix.items()}
+    newest_first = lambda r: r.effective_from  # noqa: E731
+    frozen = {p: (rs[0],) if len(rs) == 1 else tuple(sorted(rs, key=newest_first, reverse=True))
+              for p, rs in by_prefix.items()}
     return RateTableInfo(id, name, currency, frozen, max((len(p) for p in frozen), default=0))
 
 

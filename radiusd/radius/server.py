@@ -15,7 +15,8 @@
 
 The admin data snapshot is reloaded in the background when the store version counter moves
 (poll every `snapshot_poll_seconds`), on SIGHUP, and swapped in atomically together with the NAS
-lookup table.
+lookup table. A worker of `--workers N` gets its snapshot from the supervisor, which also reloads
+it (radiusd.radius.supervisor): such a worker only checks the version (the store_up state).
 """
 from __future__ import annotations
 
@@ -243,8 +244,14 @@ class _Listener:
 
 class RadiusServer:
     def __init__(self, settings: Settings, sessions, metrics: Metrics | None = None,
-                 worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True):
+                 worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
+                 snapshot: Snapshot | None = None, reloaded: bool = False):
         self.settings = settings
+        # A snapshot the supervisor loaded before it forked us (its pages shared by all workers):
+        # the supervisor reloads and replaces the workers, so this server checks the store, never loads.
+        self.preloaded = snapshot
+        self.supervisor_loads = snapshot is not None
+        self.reloaded = reloaded   # started on a snapshot the supervisor reloaded: counts as this worker's reload
         self.sessions = sessions
         self.metrics = metrics or Metrics()
         self.worker_index = worker_index
@@ -290,10 +297,13 @@ class RadiusServer:
             probe_ports(self.settings)   # a busy port fails fast, before the spool is opened
 
         try:
-            snapshot = await self.loop.run_in_executor(self.pool, load_snapshot_from, self.sessions)
+            snapshot = self.preloaded or await self.loop.run_in_executor(self.pool, load_snapshot_from, self.sessions)
         except Exception as exc:
             raise StartupError(f"cannot load admin data from the store: {exc.__class__.__name__}: {exc}") from None
+        self.preloaded = None
         self._swap(snapshot)
+        if self.reloaded:
+            self.metrics.inc("radiusd_snapshot_reloads_total")
         self.store_up = True
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
@@ -420,9 +430,9 @@ class RadiusServer:
         gc.freeze()
 
     def _load_if_changed(self, known_version: int, force: bool) -> Snapshot | None:
-        if not force:
-            with self.sessions() as session:
-                if current_store_version(session) == known_version:
+        if not force or self.supervisor_loads:
+            with self.sessions() as session:   # also the store_up check of a supervised worker
+                if current_store_version(session) == known_version or self.supervisor_loads:
                     return None
         return load_snapshot_from(self.sessions)
 
@@ -699,20 +709,27 @@ class RadiusServer:
 
 # --- running --------------------------------------------------------------------------------
 
-async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool) -> int:
+def open_server_store(settings: Settings):
+    """(engine, sessionmaker) of the configured store, sealed secrets openable; StartupError if not."""
     from radiusd.errors import UserError
     from radiusd.store.sealing import attach_key_file
 
     try:
         # `db init` (or the demo) makes a store; a server pointed at a wrong URL must not make an empty one
-        _, sessions = open_store(settings.database_url, create=False)
+        engine, sessions = open_store(settings.database_url, create=False)
         attach_key_file(sessions, settings.secrets_key_file, settings.database_url)
     except UserError as exc:  # no radiusd store at this URL, or not a sqlite/postgresql URL
         raise StartupError(str(exc)) from None
     except Exception as exc:  # missing driver, server down
         raise StartupError(f"cannot open the store {safe_url(settings.database_url)}: {exc.__class__.__name__}: {exc}") from None
+    return engine, sessions
+
+
+async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool,
+               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
+    _, sessions = open_server_store(settings)
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
-                          run_sweeper=run_sweeper)
+                          run_sweeper=run_sweeper, snapshot=snapshot, reloaded=reloaded)
     try:
         await server.start()
     except StartupError:
@@ -723,17 +740,20 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
     return 0
 
 
-def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True) -> int:
+def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
+               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
     """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
-    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper))
+    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded))
 
 
-def worker_main(settings: Settings, worker_index: int) -> None:
+def worker_main(settings: Settings, worker_index: int, snapshot: Snapshot | None = None,
+                reloaded: bool = False) -> None:
     """Entry point of a worker process started by the supervisor."""
     configure(settings.log_level, worker=worker_index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it
     try:
-        code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0))
+        code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0),
+                          snapshot=snapshot, reloaded=reloaded)
     except StartupError as exc:
         get_logger().error("server.startup_failed", worker=worker_index, error=str(exc))
         code = 2

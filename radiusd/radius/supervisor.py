@@ -1,4 +1,4 @@
-"""`--workers N`: one supervisor process, N worker processes sharing the ports.
+"""`--workers N`: one supervisor process, N worker processes sharing the ports and one snapshot.
 
 The supervisor probe-binds every listener port WITHOUT SO_REUSEPORT (a busy port -> clear
 error, exit 2), releases them, and starts N workers that each bind the same ports with
@@ -8,26 +8,81 @@ RFC 5080 duplicate cache stays correct without sharing state. (The hash changes 
 of sockets changes, i.e. while a worker restarts: a retransmission in that moment may be
 decided twice, which the store's capacity reservation, keyed by call id, tolerates.)
 
-Workers are independent servers: own snapshot, own thread pool, own accounting spool
-(worker 0: the configured spool path, worker i: `<spool>/worker-<i>`). One `/metrics` and
-`/health` endpoint on metrics_port, served here for all workers (radiusd.metrics: the workers'
-counters meet in a private directory of this supervisor, removed at exit). Worker 0 also runs
-the store sweeper. SIGTERM/SIGINT to the supervisor stops every worker (each flushes its accounting
-writer) and exits 0; SIGHUP is passed on (snapshot reload). A worker that dies is restarted.
+One snapshot for all workers: the supervisor loads the admin data snapshot, freezes it out of
+the garbage collector (`gc.freeze()`: a collection would write to every object's header and so
+copy every page) and forks the workers, which answer from the pages they share with it instead
+of each loading a copy (1,000,000 accounts: one snapshot's memory, not N). Only what a worker
+touches (the reference counts of the records it reads) becomes its own copy.
+
+Reload: the supervisor reads the store version every `snapshot_poll_seconds` (and at once on
+SIGHUP); when it moved it loads the new snapshot (in a thread: the supervisor keeps watching its
+workers meanwhile), then replaces the workers one at a time: stop worker i (it flushes its
+accounting writer, like any stop), fork its successor from the new snapshot, wait until that one
+reports ready, go on with i + 1. The other workers answer meanwhile; datagrams that reach the
+stopping worker's socket go unanswered and the NAS's retransmission reaches a running one. Memory
+holds two snapshots only while a roll lasts (the old one is freed when its last worker exits).
+Workers check the store version too (for /health's store state) but never load.
+
+Workers are independent servers otherwise: own thread pool, own accounting spool (worker 0: the
+configured spool path, worker i: `<spool>/worker-<i>`). One `/metrics` and `/health` endpoint on
+metrics_port, served here for all workers (radiusd.metrics: the workers' counters meet in a
+private directory of this supervisor, removed at exit). Worker 0 also runs the store sweeper.
+SIGTERM/SIGINT to the supervisor stops every worker (each flushes its accounting writer) and
+exits 0. A worker that dies is restarted from the current snapshot.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import gc
 import multiprocessing
+import os
 import signal
 import time
 from multiprocessing.connection import wait
 
 from radiusd.config import Settings
+from radiusd.core.snapshot import Snapshot
+from radiusd.db import current_store_version
 from radiusd.logging_setup import get_logger
 from radiusd.metrics import MetricsServer, ServerMetrics
-from radiusd.radius.server import StartupError, probe_ports, worker_main
+from radiusd.radius.server import StartupError, open_server_store, probe_ports, worker_main
+from radiusd.store.snapshot_loader import load_snapshot_from
 
 STARTUP_FAILED = 2
+STOP_SECONDS = 40          # a stopping worker flushes its accounting writer; past this it is killed
+READY_SECONDS = 60         # a replacement worker that has not reported by then: the roll goes on
+
+
+class SnapshotSource:
+    """The supervisor's own store connection: the version check and the snapshot load."""
+
+    def __init__(self, settings: Settings):
+        self.engine, self.sessions = open_server_store(settings)
+
+    def load_if_changed(self, known_version: int | None, force: bool) -> Snapshot | None:
+        if not force and known_version is not None:
+            with self.sessions() as session:
+                if current_store_version(session) == known_version:
+                    return None
+        return load_snapshot_from(self.sessions)
+
+    def before_fork(self) -> None:
+        # no pooled connection may be inherited: a child closing its copy would end ours
+        self.engine.dispose()
+
+
+def _worker(settings: Settings, index: int, snapshot: Snapshot, reloaded: bool, metrics_endpoint) -> None:
+    """First code of a forked worker: undo what it inherited from the supervisor, then serve."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # the supervisor's handlers are not ours
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)    # reloads are the supervisor's; ours come with the server
+    if metrics_endpoint is not None:
+        metrics_endpoint.httpd.socket.close()       # the supervisor's listening socket, not ours
+    # prometheus_client chose its value class at import, before the supervisor exported the
+    # multiprocess directory: workers keep their counters in that directory's files
+    import prometheus_client.values
+
+    prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
+    worker_main(settings, index, snapshot, reloaded)
 
 
 def run_supervisor(settings: Settings, workers: int) -> int:
@@ -35,53 +90,125 @@ def run_supervisor(settings: Settings, workers: int) -> int:
     if 0 in (settings.auth_port, settings.acct_port):
         raise StartupError("port 0 (any free port) needs --workers 1: workers must share fixed ports")
     probe_ports(settings)
-    ctx = multiprocessing.get_context("spawn")
+    source = SnapshotSource(settings)
+    started = time.monotonic()
+    try:
+        snapshot = source.load_if_changed(None, True)
+    except Exception as exc:
+        source.engine.dispose()
+        raise StartupError(f"cannot load admin data from the store: {exc.__class__.__name__}: {exc}") from None
+    gc.freeze()   # before the first fork: no collection in any process walks (and copies) the snapshot
+    log.info("supervisor.snapshot_loaded", version=snapshot.version, accounts=len(snapshot.accounts),
+             seconds=round(time.monotonic() - started, 2))
+    ctx = multiprocessing.get_context("fork")
+    loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
     stopping = False
-    received_hup = False
+    reload_forced = False
 
     def on_stop(_signum, _frame):
         nonlocal stopping
         stopping = True
 
     def on_hup(_signum, _frame):
-        nonlocal received_hup
-        received_hup = True
+        nonlocal reload_forced
+        reload_forced = True
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_hup)
 
+    procs: dict = {}
+    endpoint = None
+
+    versions: dict[int, int] = {}   # worker -> the snapshot version it was started on
+
     def start(index: int):
-        proc = ctx.Process(target=worker_main, args=(settings, index), name=f"radiusd-worker-{index}")
+        source.before_fork()
+        # the successor of a worker on an older snapshot counts the reload (radiusd_snapshot_reloads_total)
+        reloaded = versions.get(index, snapshot.version) != snapshot.version
+        versions[index] = snapshot.version
+        proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint),
+                           name=f"radiusd-worker-{index}")
         proc.start()
         return proc
 
-    procs: dict = {}
     metrics = ServerMetrics.open(lambda: {i: (p.pid if p.is_alive() else None) for i, p in list(procs.items())})
     try:
         endpoint = (MetricsServer(metrics, metrics.health, settings.metrics_bind, settings.metrics_port).start()
                     if settings.metrics_port else None)
     except OSError as exc:
         metrics.close()
+        source.engine.dispose()
         raise StartupError(f"metrics port {settings.metrics_port} on {settings.metrics_bind}: {exc.strerror}") from None
+    loading: concurrent.futures.Future | None = None
+    next_check = time.monotonic() + settings.snapshot_poll_seconds
+    store_up = True
+    rolling: list[int] = []            # workers still to be replaced by ones on the new snapshot
+    retiring: tuple[int, float] | None = None   # (worker, kill deadline): told to stop for the roll
+    awaiting: tuple[int, int, float] | None = None   # (worker, pid, deadline): successor not ready yet
+    exit_code = 0
     try:
         procs.update({index: start(index) for index in range(workers)})
         started_at = {index: time.monotonic() for index in procs}
         log.info("supervisor.started", workers=workers, pids=[p.pid for p in procs.values()],
                  metrics_port=settings.metrics_port or None, metrics_dir=metrics.directory)
-        exit_code = 0
         while not stopping:
-            if received_hup:
-                received_hup = False
-                for proc in procs.values():
-                    if proc.is_alive():
-                        _signal(proc, signal.SIGHUP)
-            wait([p.sentinel for p in procs.values()], timeout=0.5)
+            now = time.monotonic()
+            # --- reload: check the version, load in the thread, then roll the workers over
+            if loading is None and not rolling and retiring is None and awaiting is None and (
+                    reload_forced or now >= next_check):
+                if reload_forced:
+                    log.info("snapshot.reload_requested", reason="SIGHUP")
+                loading = loader.submit(source.load_if_changed, snapshot.version, reload_forced)
+                reload_forced = False
+                next_check = now + settings.snapshot_poll_seconds
+            if loading is not None and loading.done():
+                try:
+                    loaded = loading.result()
+                except Exception as exc:
+                    if store_up:
+                        log.error("store.unreachable", operation="snapshot", error=exc.__class__.__name__)
+                    store_up = False
+                else:
+                    if not store_up:
+                        log.info("store.reachable")
+                    store_up = True
+                    if loaded is not None:
+                        log.info("snapshot.loaded", version=loaded.version, previous=snapshot.version,
+                                 nas=len(loaded.nas), accounts=len(loaded.accounts))
+                        snapshot = loaded   # the old one lives on in the old workers until they exit
+                        gc.freeze()
+                        rolling = sorted(procs)
+                loading = loaded = None
+            if rolling and retiring is None and awaiting is None:
+                index = rolling.pop(0)
+                _signal(procs[index], signal.SIGTERM)
+                retiring = (index, now + STOP_SECONDS)
+            if retiring is not None and procs[retiring[0]].is_alive() and now > retiring[1]:
+                log.error("supervisor.worker_kill", pid=procs[retiring[0]].pid)
+                procs[retiring[0]].kill()
+            if awaiting is not None:
+                index, pid, deadline = awaiting
+                if _reported(metrics, index, pid) or not procs[index].is_alive() or now > deadline:
+                    awaiting = None
+            wait([p.sentinel for p in procs.values() if p.is_alive()],
+                 timeout=0.2 if (loading or rolling or retiring or awaiting) else 0.5)
+            # --- workers that exited: replaced (a roll) or restarted (a death)
             for index, proc in list(procs.items()):
                 if proc.is_alive() or stopping:
                     continue
+                if loading is not None and not loading.done():
+                    continue   # no fork while the loader thread holds a store connection
                 metrics.worker_exited(proc.pid)
                 code = proc.exitcode
+                if retiring is not None and retiring[0] == index:
+                    retiring = None
+                    procs[index] = start(index)
+                    started_at[index] = time.monotonic()
+                    awaiting = (index, procs[index].pid, time.monotonic() + READY_SECONDS)
+                    log.info("supervisor.worker_replaced", worker=index, old_pid=proc.pid,
+                             pid=procs[index].pid, snapshot_version=snapshot.version)
+                    continue
                 if code == STARTUP_FAILED:
                     log.error("supervisor.worker_failed_to_start", worker=index)
                     stopping, exit_code = True, STARTUP_FAILED
@@ -94,7 +221,7 @@ def run_supervisor(settings: Settings, workers: int) -> int:
         for proc in procs.values():
             if proc.is_alive():
                 _signal(proc, signal.SIGTERM)
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + STOP_SECONDS
         for proc in procs.values():
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():
@@ -102,6 +229,8 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                 proc.kill()
                 proc.join(5)
     finally:
+        loader.shutdown(wait=True, cancel_futures=True)
+        source.engine.dispose()
         if endpoint is not None:
             endpoint.stop()
         metrics.close()
@@ -109,9 +238,14 @@ def run_supervisor(settings: Settings, workers: int) -> int:
     return exit_code
 
 
-def _signal(proc, signum) -> None:
-    import os
+def _reported(metrics: ServerMetrics, index: int, pid: int) -> bool:
+    """Worker `index` (process `pid`) has started serving: it wrote its first health report."""
+    _, summary = metrics.health()
+    return any(w["worker"] == index and w["pid"] == pid and w.get("status") != "starting"
+               for w in summary["workers"])
 
+
+def _signal(proc, signum) -> None:
     try:
         os.kill(proc.pid, signum)
     except ProcessLookupError:

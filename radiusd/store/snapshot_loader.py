@@ -1,7 +1,11 @@
 """Reading the admin data into a `radiusd.core.snapshot.Snapshot`.
 
-One plain Core SELECT per table (no ORM objects, no lazy loads): 100,000 accounts and 50,000
-rates load in a few seconds. The store version is read first, in the same transaction: if an
+One plain Core SELECT per table (no ORM objects, no lazy loads): 1,000,000 accounts and
+1,000,000 rates load in seconds. What makes that size fit: the collector is off while the records
+are built (they hold no cycles: a collection would walk millions of young objects again and
+again), and values that repeat are one shared object (`_Shared`: a few hundred prices and one
+effective date among a million rates, tech prefixes, tags, client ids), which also means the
+column types' conversions (money, aware UTC times) run once per distinct stored value. The store version is read first, in the same transaction: if an
 admin change lands while we read, the version we report is older than what we loaded, so the
 server's next version check simply loads again (never the other way round). On PostgreSQL
 `load_snapshot_from` reads in one REPEATABLE READ transaction, so all tables come from one
@@ -10,7 +14,12 @@ consistent moment. Account passwords and NAS secrets are sealed in the store and
 """
 from __future__ import annotations
 
-from sqlalchemy import select
+import gc
+from contextlib import contextmanager
+from sys import intern
+
+from sqlalchemy import select, type_coerce
+from sqlalchemy.types import NullType
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.core.snapshot import (
@@ -37,6 +46,67 @@ from radiusd.models import (
 )
 from radiusd.models import Rate as RateRow
 from radiusd.store.sealing import Opener
+
+
+_MISSING = object()
+
+
+class _Shared:
+    """One object per distinct value of a column, converted by the column's own type once.
+
+    `column` given: the rows carry the column's raw driver value (select `raw(column)`) and the
+    first sight of each distinct value runs the type's result processing (Money: SQLite micro-units
+    or PostgreSQL numeric -> Decimal; UTCDateTime: aware UTC). Without: plain values (strings,
+    ids) are only deduplicated.
+    """
+
+    def __init__(self, session: Session | None = None, column=None, types: dict | None = None):
+        self.known: dict = {}
+        self.process = None
+        if column is not None:   # types: the driver's type code of each selected column (`_typed`)
+            dialect = session.get_bind().dialect
+            self.process = column.type.dialect_impl(dialect).result_processor(dialect, types[column.name])
+
+    def __call__(self, raw):
+        value = self.known.get(raw, _MISSING)
+        if value is _MISSING:
+            value = self.known[raw] = raw if self.process is None or raw is None else self.process(raw)
+        return value
+
+
+def raw(column):
+    """Select `column` as the driver returns it (no per-row type processing): see `_Shared`."""
+    return type_coerce(column, NullType()).label(column.name)
+
+
+@contextmanager
+def _collector_paused():
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+STREAM_ROWS = 20_000
+
+
+def _streamed(session: Session, statement):
+    """(rows, the driver's type code of each column by name): the big tables (accounts, their
+    networks, rates) come STREAM_ROWS at a time (a server-side cursor on PostgreSQL), so the
+    driver's rows never all sit in memory beside the records made from them: the heap the workers
+    share stays the records' size."""
+    result = session.execute(statement.execution_options(yield_per=STREAM_ROWS))
+    types = {entry[0]: entry[1] for entry in result.cursor.description}
+    return result, types
+
+
+def _each(result):
+    """The rows of a streamed result, a batch at a time (not through fetchone per row)."""
+    for batch in result.partitions():
+        yield from batch
 
 
 def _all(session: Session, statement) -> list:
@@ -85,10 +155,10 @@ def _clients(session: Session) -> list[ClientInfo]:
 def _accounts(session: Session) -> list[AccountInfo]:
     n = AccountNetwork.__table__
     networks: dict[int, list[str]] = {}
-    for account_id, cidr in _all(session,
+    for account_id, cidr in _each(_streamed(session,
         select(n.c.account_id, n.c.cidr).order_by(n.c.account_id, n.c.position, n.c.id)
-    ):
-        networks.setdefault(account_id, []).append(cidr)
+    )[0]):
+        networks.setdefault(account_id, []).append(intern(cidr))   # accounts sharing an address share it
 
     g = account_gateways
     gateways: dict[int, set[int]] = {}
@@ -96,7 +166,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
         gateways.setdefault(account_id, set()).add(nas_id)
 
     t = Account.__table__
-    rows = _all(session, select(
+    rows, _ = _streamed(session, select(
         t.c.id, t.c.client_id, t.c.name, t.c.ident_by, t.c.tech_prefix, t.c.password, t.c.ani, t.c.active,
         t.c.max_call_duration, t.c.orig_enabled, t.c.orig_rate_table_id, t.c.orig_routing_plan_id, t.c.orig_tag, t.c.orig_capacity,
         t.c.term_enabled, t.c.term_rate_table_id, t.c.term_tag, t.c.term_capacity, t.c.term_protocol,
@@ -107,21 +177,24 @@ def _accounts(session: Session) -> list[AccountInfo]:
     no_networks: tuple[str, ...] = ()
     accounts = []
     append = accounts.append
+    clients = _Shared()
+    client_of = clients.known.get
     # Positional arguments in AccountInfo's field order: this loop runs once per account.
     for (id_, client_id, name, ident_by, tech_prefix, password, ani, active, max_call_duration, orig_enabled,
          orig_rate_table_id,
          orig_routing_plan_id, orig_tag, orig_capacity, term_enabled, term_rate_table_id, term_tag,
-         term_capacity, term_protocol, term_proxy, term_port) in rows:
+         term_capacity, term_protocol, term_proxy, term_port) in _each(rows):
         nets = networks.get(id_)
         gws = gateways.get(id_)
         append(AccountInfo(
-            id_, client_id, name, ident_by,
+            id_, client_of(client_id) or clients(client_id), name, intern(ident_by),
             tuple(nets) if nets else no_networks,
-            tech_prefix or "", open_password(name, password) if password else password, ani,
+            intern(tech_prefix) if tech_prefix else "", open_password(name, password) if password else password, ani,
             frozenset(gws) if gws else empty_gateways,
-            bool(active), max_call_duration, bool(orig_enabled), orig_rate_table_id, orig_routing_plan_id, orig_tag or "",
-            orig_capacity, bool(term_enabled), term_rate_table_id, term_tag or "", term_capacity,
-            term_protocol, term_proxy, term_port,
+            bool(active), max_call_duration, bool(orig_enabled), orig_rate_table_id,
+            orig_routing_plan_id, intern(orig_tag) if orig_tag else "", orig_capacity, bool(term_enabled),
+            term_rate_table_id, intern(term_tag) if term_tag else "", term_capacity,
+            intern(term_protocol) if term_protocol else term_protocol, term_proxy, term_port,
         ))
     return accounts
 
@@ -129,17 +202,34 @@ def _accounts(session: Session) -> list[AccountInfo]:
 def _rate_tables(session: Session):
     r = RateRow.__table__
     rates: dict[int, list[Rate]] = {}
+    rows, types = _streamed(session, select(
+        r.c.rate_table_id, r.c.prefix, raw(r.c.price_per_minute), raw(r.c.connection_fee), r.c.minimum_seconds,
+        r.c.interval_seconds, r.c.grace_seconds, raw(r.c.effective_from), raw(r.c.effective_until),
+        r.c.description,
+    ))
+    price_of, fee_of = _Shared(session, r.c.price_per_minute, types), _Shared(session, r.c.connection_fee, types)
+    from_of, until_of = _Shared(session, r.c.effective_from, types), _Shared(session, r.c.effective_until, types)
+    known_price, known_fee, known_from = price_of.known.get, fee_of.known.get, from_of.known.get
     for (table_id, prefix, price, fee, minimum, interval, grace, effective_from, effective_until,
-         description) in _all(session, select(
-            r.c.rate_table_id, r.c.prefix, r.c.price_per_minute, r.c.connection_fee, r.c.minimum_seconds,
-            r.c.interval_seconds, r.c.grace_seconds, r.c.effective_from, r.c.effective_until, r.c.description,
-         )):
+         description) in _each(rows):
         table_rates = rates.get(table_id)
         if table_rates is None:
             table_rates = rates[table_id] = []
-        # positional, in Rate's field order
-        table_rates.append(Rate(table_id, prefix or "", price, fee, minimum, interval, grace, effective_from,
-                                effective_until, description or ""))
+        # the dictionary lookups inline (a million rows), the conversion on a first sight only
+        price_value = known_price(price, _MISSING)
+        if price_value is _MISSING:
+            price_value = price_of(price)
+        fee_value = known_fee(fee, _MISSING)
+        if fee_value is _MISSING:
+            fee_value = fee_of(fee)
+        from_value = known_from(effective_from, _MISSING)
+        if from_value is _MISSING:
+            from_value = from_of(effective_from)
+        # positional, in Rate's field order; prefixes repeat across tables, descriptions within them
+        table_rates.append(Rate(
+            table_id, intern(prefix) if prefix else "", price_value, fee_value, minimum, interval, grace,
+            from_value, until_of(effective_until) if effective_until is not None else None,
+            intern(description) if description else ""))
     t = RateTable.__table__
     return [
         build_rate_table(row.id, row.name, row.currency or "USD", rates.get(row.id, ()))
@@ -179,7 +269,7 @@ def load_snapshot(session: Session) -> Snapshot:
 
 def load_snapshot_from(sessions: sessionmaker[Session]) -> Snapshot:
     """Open a read transaction, load the snapshot, end the transaction without writing."""
-    with sessions() as session:
+    with sessions() as session, _collector_paused():
         if session.get_bind().dialect.name == "postgresql":
             session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         try:
