@@ -40,7 +40,7 @@ from radiusd.core.decision import Reject
 from radiusd.core.reasons import RejectReason
 from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version, open_store, safe_url
-from radiusd.logging_setup import configure, get_logger
+from radiusd.logging_setup import configure, get_logger, log_line
 from radiusd.metrics import Metrics, MetricsServer, WorkerReport, supervised
 from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
@@ -569,7 +569,7 @@ class RadiusServer:
         self.metrics.inc(action.metric, action.amount, **action.labels)
 
     def _log(self, action: Log) -> None:
-        getattr(self.log, action.level)(action.event, **action.fields)
+        log_line(action.level, action.event, action.fields)   # the per-request line: no structlog chain
 
     # --- authorization ------------------------------------------------------------------
 
