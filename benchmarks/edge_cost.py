@@ -10,6 +10,7 @@ duplicate cache, dialect facts, plan_call, reply encoding, actions, metrics and 
     python3 benchmarks/edge_cost.py --requests 600   # with valgrind: deterministic instructions
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python3 benchmarks/edge_cost.py --requests 100
     (instructions per request = difference of a 600- and a 100-request run / (5 rounds × 500 × 2))
+    python3 benchmarks/edge_cost.py --stages         # µs per stage of the same requests, one at a time
 """
 from __future__ import annotations
 
@@ -88,10 +89,56 @@ def make_server() -> RadiusServer:
     return server
 
 
+def stages(server: RadiusServer, auth: bytes, start: bytes, repeat: int = 20000) -> list[tuple[str, float]]:
+    """µs per call of each stage the edge runs for one request, each timed alone on the same
+    packet (medians of 5 runs): where the per-request total of main() goes."""
+    from radiusd.core.authorize import plan_call
+    from radiusd.logging_setup import log_line
+    from radiusd.radius import codec, dialects, replies
+    snapshot, dictionary = server.state.snapshot, server.endpoint.dictionary
+    nas = server.state.nas_table.lookup("127.0.0.1")
+    pkt = codec.decode(auth, dictionary, nas.secret, accounting=False)
+    acct_pkt = codec.decode(start, dictionary, nas.secret, accounting=True)
+    facts = dialects.auth_facts(pkt, nas, "127.0.0.1")
+    now = server.now()
+    plan = plan_call(facts, snapshot, now.utc)
+    accept = Accept(plan=plan, max_duration=3600, max_cost=Decimal(1), available=None)
+    fields = {"outcome": "accept", "nas": "gw", "source": "127.0.0.1", "account": "alice", "client": "acme",
+              "h323_return_code": 0, "called": "4921234567", "calling": None, "call_id": "1 2 3 4",
+              "max_duration": 3600, "rate_prefix": "49", "latency_ms": 0.52}
+    inc = server.metrics.inc
+    cases = [
+        ("decode (framing checks, attributes)", lambda: codec.decode(auth, dictionary, nas.secret, accounting=False)),
+        ("Message-Authenticator check", lambda: server.endpoint.ma.check(pkt, nas)),
+        ("Access-Request -> AuthFacts (PAP reveal)", lambda: dialects.auth_facts(pkt, nas, "127.0.0.1")),
+        ("plan_call (identify, rate, limits)", lambda: plan_call(facts, snapshot, now.utc)),
+        ("Access-Accept encode + authenticators", lambda: replies.accept_reply(pkt, accept, nas)),
+        ("per-request log line", lambda: log_line("info", "auth.decision", dict(fields))),
+        ("one counter increment", lambda: inc("radiusd_packets_received_total", port="auth")),
+        ("clock read (utc + monotonic)", server.now),
+        ("accounting decode", lambda: codec.decode(start, dictionary, nas.secret, accounting=True)),
+        ("Accounting-Request -> AcctFacts", lambda: dialects.acct_facts(acct_pkt, nas, "127.0.0.1", now.utc, [])),
+        ("Accounting-Response encode", lambda: replies.accounting_reply(acct_pkt)),
+    ]
+    found = []
+    for name, call in cases:
+        runs = []
+        for _ in range(5):
+            started = time.process_time()
+            for _ in range(repeat):
+                call()
+            runs.append((time.process_time() - started) / repeat * 1e6)
+        found.append((name, statistics.median(runs)))
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="Access-Requests (and as many Starts) per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--stages", action="store_true", help="µs per stage instead of per request")
+    parser.add_argument("--kind", choices=("both", "auth", "acct"), default="both",
+                        help="only Access-Requests or only Starts (under callgrind: instructions of one kind)")
     args = parser.parse_args()
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(2)
@@ -102,6 +149,12 @@ def main() -> None:
     starts = [acct_request([("Acct-Status-Type", "Start"), ("Acct-Session-Id", f"s{i}"), ("h323-conf-id", "h323-conf-id=1 2 3 4"),
                             ("h323-setup-time", "h323-setup-time=10:00:00.000 UTC Mon Jan 5 2026")], id=i)[0]
               for i in range(256)]
+    if args.stages:
+        found = stages(server, auths[0], starts[0])
+        os.dup2(saved, 2)
+        for name, us in found:
+            print(f"{name:42s} {us:6.1f} µs")
+        return
     auth_port, acct_port = _Listener("auth"), _Listener("acct")
     source_port = iter(range(1024, 1 << 30))   # a new (port, id) per request: no retransmissions
 
@@ -124,13 +177,14 @@ def main() -> None:
         server.loop.run()
         return (time.process_time() - started) / args.requests * 1e6
 
-    auth = [auth_round() for _ in range(args.rounds)]
-    acct = [acct_round() for _ in range(args.rounds)]
+    auth = [auth_round() for _ in range(args.rounds)] if args.kind != "acct" else [0.0]
+    acct = [acct_round() for _ in range(args.rounds)] if args.kind != "auth" else [0.0]
     os.dup2(saved, 2)
     expected = args.rounds * args.requests
     accepted = server.metrics.get("radiusd_auth_decisions_total", outcome="accept", reason="none")
     recorded = server.metrics.get("radiusd_accounting_total", status="start")
-    if (accepted, recorded) != (expected, expected):   # else the figures would measure drops
+    if (accepted, recorded) != (expected if args.kind != "acct" else 0, expected if args.kind != "auth" else 0):
+        # else the figures would measure drops
         sys.exit(f"edge_cost: {accepted} accepts and {recorded} records, expected {expected} each")
     print(f"Access-Request: {statistics.median(auth):.1f} µs CPU (rounds {', '.join(f'{x:.1f}' for x in auth)})")
     print(f"Accounting Start: {statistics.median(acct):.1f} µs CPU (rounds {', '.join(f'{x:.1f}' for x in acct)})")

@@ -105,3 +105,33 @@ def test_two_workers_under_load_write_only_whole_json_lines(tmp_path):
             per_worker[record.get("worker")] = per_worker.get(record.get("worker"), 0) + 1
     assert sum(per_worker.values()) >= 300, per_worker     # the load was logged...
     assert per_worker.get(0) and per_worker.get(1), per_worker   # ...by both workers at once
+
+
+def test_the_per_request_line_is_the_same_json_as_any_other_line_and_obeys_the_level():
+    import io
+    from decimal import Decimal
+
+    from radiusd.logging_setup import log_line
+
+    try:
+        stream = io.StringIO()
+        configure("info", stream=stream, worker=2)
+        fields = {"outcome": "accept", "nas": "gw", "max_cost": Decimal("1.50"), "calling": None}
+        get_logger().info("auth.decision", **fields)
+        log_line("info", "auth.decision", dict(fields))
+        log_line("debug", "auth.decision", dict(fields))   # below the configured level: not written
+        structlog_line, fast_line = [json.loads(line) for line in stream.getvalue().splitlines()]
+        assert list(fast_line) == list(structlog_line)   # same keys in the same order
+        assert {k: v for k, v in fast_line.items() if k != "timestamp"} == \
+            {k: v for k, v in structlog_line.items() if k != "timestamp"}
+        assert fast_line["max_cost"] == "1.50" and fast_line["worker"] == 2 and fast_line["level"] == "info"
+        assert fast_line["timestamp"].endswith("Z") and fast_line["timestamp"][:2] == "20"
+
+        stream = io.StringIO()
+        configure("warning", stream=stream)
+        log_line("info", "accounting.recorded", {"status": "start"})
+        log_line("warning", "accounting.attribute", {"detail": "unreadable Event-Timestamp"})
+        (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+        assert (line["event"], line["level"]) == ("accounting.attribute", "warning")
+    finally:
+        configure("info")   # this process's lines go to stderr again

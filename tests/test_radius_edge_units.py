@@ -154,3 +154,15 @@ def test_dictionary_defines_what_the_edge_needs():
 def test_unknown_attributes_are_kept_by_number():
     _, pkt = auth_request([("User-Name", "x")], raw={200: [b"vendorless"], 101: [b"\x00\x00\x00\x01"]})
     assert pkt[200] == [b"vendorless"] and pkt[101] == [b"\x00\x00\x00\x01"]
+
+
+def test_hmac_md5_is_rfc_2104_for_every_secret_length():
+    import hashlib
+    import hmac
+
+    from radiusd.radius.codec import hmac_md5
+
+    for secret in (b"", b"s", SECRET, b"k" * 64, b"long" * 17, bytearray(b"testing123")):
+        for data in (b"", b"\x01" * 20, bytes(range(256)) * 3):
+            assert hmac_md5(secret, data) == hmac.new(bytes(secret), data, hashlib.md5).digest()
+    assert hmac_md5(SECRET, b"x") != hmac_md5(b"other", b"x")   # states are per secret

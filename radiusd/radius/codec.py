@@ -226,6 +226,30 @@ _new = OrderedDict.__new__
 
 # --- authenticators -------------------------------------------------------------------------
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_HMAC_KEYS: dict[bytes, tuple] = {}   # secret -> (inner, outer) MD5 states after its padded key block
+
+
+def hmac_md5(key: bytes, data: bytes) -> bytes:
+    """HMAC-MD5 (RFC 2104), the same digest as hmac.new(key, data, hashlib.md5).digest(), with
+    the key's inner and outer MD5 states computed once per secret and copied per call: setting
+    up OpenSSL 3's HMAC costs ~4 µs a call, this ~1.5 µs (two per Access-Request)."""
+    states = _HMAC_KEYS.get(key) if type(key) is bytes else None
+    if states is None:
+        key = bytes(key)
+        block = (hashlib.md5(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        states = (hashlib.md5(block.translate(_IPAD)), hashlib.md5(block.translate(_OPAD)))
+        if len(_HMAC_KEYS) >= 4096:   # bounded: secrets change rarely, a flood of new ones is odd
+            _HMAC_KEYS.clear()
+        _HMAC_KEYS[key] = states
+    inner = states[0].copy()
+    inner.update(data)
+    outer = states[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()
+
+
 def message_authenticator_ok(pkt: Packet, secret: bytes) -> bool:
     """RFC 2869 5.14 check of a received request from its raw bytes: HMAC-MD5 over the packet
     with the (first) Message-Authenticator zeroed, and for Accounting-Request the Request
@@ -246,7 +270,7 @@ def message_authenticator_ok(pkt: Packet, secret: bytes) -> bool:
             data = raw[:loc + 2] + _ZERO16 + raw[loc + length:]
             if raw[0] in _ZERO_VECTOR_CODES:   # e.g. Accounting-Request: the vector is 16 zero octets
                 data = data[:4] + _ZERO16 + data[20:]
-            return hmac.compare_digest(value, hmac.new(secret, data, hashlib.md5).digest())
+            return hmac.compare_digest(value, hmac_md5(secret, data))
         loc += length
     return False
 
@@ -345,7 +369,7 @@ def encode_reply(code: int, request: Packet, attributes: bytes, message_authenti
     header = _SHORT_HEADER.pack(code, request.id, 20 + len(body))
     if message_authenticator:
         # RFC 2869 5.14 / RFC 5997 3: replies use the Request Authenticator in the HMAC
-        ma = hmac.new(secret, header + request_authenticator + body, hashlib.md5).digest()
+        ma = hmac_md5(secret, header + request_authenticator + body)
         body = b"\x50\x12" + ma + body[18:]
     response = hashlib.md5(header + request_authenticator + body + secret).digest()
     return header + response + body
@@ -364,7 +388,7 @@ def encode_request(code: int, identifier: int, attributes: bytes, secret: bytes,
     else:
         length = 38 + len(attributes)
         head = _SHORT_HEADER.pack(code, identifier, length) + authenticator
-        mac = hmac.new(secret, head + _MA_ZERO + attributes, hashlib.md5).digest()
+        mac = hmac_md5(secret, head + _MA_ZERO + attributes)
         packet = head + b"\x50\x12" + mac + attributes
     if length > MAX_PACKET:
         raise ValueError(f"request of {length} octets is longer than {MAX_PACKET}")

@@ -372,6 +372,15 @@ def event_time(pkt: Packet, received_at: dt.datetime, warnings: list[str] | None
     return received_at - dt.timedelta(seconds=delay)
 
 
+_keys = OrderedDict.keys   # the packet's attribute keys without pyrad's name-translating __contains__
+_DISCONNECT_CAUSE, _REMOTE_ADDRESS, _CALL_ORIGIN = (CISCO, DISCONNECT_CAUSE), (CISCO, REMOTE_ADDRESS), (CISCO, CALL_ORIGIN)
+_SETUP_TIME, _CONNECT_TIME, _DISCONNECT_TIME = (CISCO, SETUP_TIME), (CISCO, CONNECT_TIME), (CISCO, DISCONNECT_TIME)
+
+
+def _switch_time(pkt: Packet, has, key: tuple[int, int], name: str, warnings: list[str] | None) -> dt.datetime | None:
+    return parse_switch_time(cisco_vsa(pkt, key[1], name), warnings) if key in has else None
+
+
 def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.datetime,
                warnings: list[str] | None = None) -> AcctFacts:
     """An Accounting-Request -> AcctFacts. Raises MalformedRequest for what we cannot record."""
@@ -389,9 +398,13 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
     pairs = cisco_avpairs(pkt)
     raw_call_id = _call_id(pkt, pairs)
     the_call_id, call_escaped = escape_identifier(raw_call_id)
-    user_name = first_text(pkt, USER_NAME)
-    cause = cisco_vsa(pkt, DISCONNECT_CAUSE, "h323-disconnect-cause")
-    remote = normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address"))
+    # Most of the optional attributes are absent from a given record (a Start has no disconnect
+    # time, cause or session time): test presence in the packet's keys before calling a reader.
+    has = _keys(pkt)
+    user_name = first_text(pkt, USER_NAME) if USER_NAME in has else None
+    cause = cisco_vsa(pkt, DISCONNECT_CAUSE, "h323-disconnect-cause") if _DISCONNECT_CAUSE in has else None
+    remote = (normalise_address(cisco_vsa(pkt, REMOTE_ADDRESS, "h323-remote-address"))
+              if _REMOTE_ADDRESS in has else None)
     # the usual Cisco set-up identifies the caller by h323-remote-address: read it once
     caller = remote if nas.caller_address_source == "h323-remote-address" else caller_address(pkt, nas, source_ip)
     return AcctFacts(
@@ -400,20 +413,20 @@ def acct_facts(pkt: Packet, nas: NasInfo, source_ip: str, received_at: dt.dateti
         acct_session_id=session_id,
         leg_key=f"{nas.id}:{session_id or ''}",
         call_id=the_call_id,
-        leg=_leg(cisco_vsa(pkt, CALL_ORIGIN, "h323-call-origin")),
+        leg=_leg(cisco_vsa(pkt, CALL_ORIGIN, "h323-call-origin")) if _CALL_ORIGIN in has else "orig",
         caller_address=caller,
         remote_address=remote,
         user_name=user_name,
-        calling_number=normalise_number(first_text(pkt, CALLING_STATION_ID)),
-        called_number=normalise_number(first_text(pkt, CALLED_STATION_ID)),
+        calling_number=normalise_number(first_text(pkt, CALLING_STATION_ID)) if CALLING_STATION_ID in has else None,
+        called_number=normalise_number(first_text(pkt, CALLED_STATION_ID)) if CALLED_STATION_ID in has else None,
         protocol=protocol(pkt, nas, pairs),
         port=signalling_port(pkt, nas),
-        setup_time=parse_switch_time(cisco_vsa(pkt, SETUP_TIME, "h323-setup-time"), warnings),
-        connect_time=parse_switch_time(cisco_vsa(pkt, CONNECT_TIME, "h323-connect-time"), warnings),
-        disconnect_time=parse_switch_time(cisco_vsa(pkt, DISCONNECT_TIME, "h323-disconnect-time"), warnings),
+        setup_time=_switch_time(pkt, has, _SETUP_TIME, "h323-setup-time", warnings),
+        connect_time=_switch_time(pkt, has, _CONNECT_TIME, "h323-connect-time", warnings),
+        disconnect_time=_switch_time(pkt, has, _DISCONNECT_TIME, "h323-disconnect-time", warnings),
         event_time=event_time(pkt, received_at, warnings),
-        session_time=first_int(pkt, ACCT_SESSION_TIME),
+        session_time=first_int(pkt, ACCT_SESSION_TIME) if ACCT_SESSION_TIME in has else None,
         disconnect_cause=cause.upper() if cause else None,
-        terminate_cause=first_int(pkt, ACCT_TERMINATE_CAUSE),
+        terminate_cause=first_int(pkt, ACCT_TERMINATE_CAUSE) if ACCT_TERMINATE_CAUSE in has else None,
         flags=(IDENTIFIER_ESCAPED,) if escaped or call_escaped else (),
     )

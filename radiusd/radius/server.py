@@ -41,7 +41,7 @@ from radiusd.core.decision import Reject
 from radiusd.core.reasons import RejectReason
 from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version, open_store, safe_url
-from radiusd.logging_setup import configure, get_logger
+from radiusd.logging_setup import configure, get_logger, log_line
 from radiusd.metrics import Metrics, MetricsServer, WorkerReport, supervised
 from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
@@ -60,6 +60,13 @@ READ_BATCH = 20000    # datagrams read per socket readiness at most: reading mus
                       # sender (a read or a refusal costs a few µs; a decision ~100 times more)
 READ_SIZE = 8192      # bytes per recvfrom: above RADIUS's 4,096, so an oversized packet is seen whole
 DECIDE_BATCH = 64     # admitted datagrams decided per loop turn, then the sockets are drained again
+# Three Python threads share the GIL in a server process: the event loop, the reservation batcher
+# and the accounting writer. A thread woken by I/O (the batcher with the store's answer, the loop
+# with a datagram) waits until the holder gives the GIL up, and CPython forces that only every
+# switch interval: 5 ms by default, which a writer group or a decide() turn easily fills. At 1 ms
+# an Access-Request waits at most ~1 ms per hand-over (it has 3: batcher wakes, store answers,
+# loop delivers); see benchmarks/README.md, "Profile: edge".
+GIL_SWITCH_INTERVAL = 0.001
 UTC = dt.timezone.utc
 
 
@@ -580,7 +587,7 @@ class RadiusServer:
         self.metrics.inc(action.metric, action.amount, **action.labels)
 
     def _log(self, action: Log) -> None:
-        getattr(self.log, action.level)(action.event, **action.fields)
+        log_line(action.level, action.event, action.fields)   # the per-request line: no structlog chain
 
     # --- authorization ------------------------------------------------------------------
 
@@ -743,6 +750,7 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
                snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
     """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded))
 
 
