@@ -211,6 +211,10 @@ class Client(Base):
     notes: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    # Usage counters, kept by the store's triggers on active_calls (never written by hand):
+    # originating legs open (reserved or active) and the sum of their max_cost.
+    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")
+    money_held: Mapped[Decimal] = mapped_column(Money, server_default="0")
 
     accounts: Mapped[list[Account]] = relationship(back_populates="client")
 
@@ -284,6 +288,7 @@ class Account(Base):
     orig_routing_plan_id: Mapped[int | None] = mapped_column(ForeignKey("routing_plans.id", ondelete="SET NULL"))
     orig_tag: Mapped[str] = mapped_column(String(64), server_default="")
     orig_capacity: Mapped[int | None] = mapped_column(Integer)
+    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")   # its orig legs open (triggers)
     # Terminator settings: we send calls to the account.
     term_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
@@ -330,6 +335,9 @@ class ActiveCall(Base):
         Index("ix_active_calls_nas_open", "nas_id",
               postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
         Index("ix_active_calls_call_id", "call_id", "leg"),
+        # admission deletes the expired reservations of the clients it locked
+        Index("ix_active_calls_client_reserved_expiry", "client_id", "expires_at",
+              postgresql_where=text("state = 'reserved'"), sqlite_where=text("state = 'reserved'")),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     # Idempotency key of the leg: NAS + Acct-Session-Id (+ Acct-Unique-Session-Id); for a
