@@ -113,6 +113,12 @@ def limited_clients(requests: list[Request]) -> list[int]:
     return sorted({r.plan.client.id for r in requests if needs_usage(r.plan)})
 
 
+def counted_accounts(requests: list[Request]) -> list[int]:
+    """The accounts whose counters the store reads: those of the calls whose client it locks."""
+    limited = set(limited_clients(requests))
+    return sorted({r.plan.account.id for r in requests if r.plan.client.id in limited})
+
+
 class _Book:
     """Usage of the locked clients, kept up to date while a batch is decided: each call is counted
     without its own earlier reservation, as if the calls had been decided one after the other.

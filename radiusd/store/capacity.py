@@ -1,17 +1,16 @@
 """Capacity and money at Access-Request time: atomic check-and-reserve, many calls per transaction.
 
 `reserve_batch` is the only place an Access-Accept is decided against live numbers. In ONE
-transaction it locks the rows of the clients whose limits need live numbers, deletes their expired
-reservations and reads their usage from counters (balance, open calls, money held, the accounts'
-open calls: kept by triggers, the definitions are in `radiusd.core.admission`, so the cost does
-not grow with the calls in progress), asks the pure
-`radiusd.core.admission.admit_batch` to decide every call in arrival order, and writes the
-reservations it returns (which the later Accounting-Start takes over, radiusd.store.accounting)
+transaction it locks the rows of the batch's clients, deletes the expired reservations of those
+whose limits need live numbers and reads their usage from counters kept by triggers (balance,
+open calls, money held, the accounts' open calls; definitions in `radiusd.core.admission`: the
+cost does not grow with the calls in progress), asks the pure `admit_batch` to decide every call
+in arrival order, and writes the reservations it returns (which the Accounting-Start takes over)
 with one multi-row upsert. This module only loads and writes, once per dialect (`_PgStore`,
-`_SqliteStore`); the statements are in radiusd/store/sql/<dialect>/admission.py. Because every
-check for a client runs under that client's lock, N radiusd processes sharing one PostgreSQL
-never admit more calls than the capacity, nor spend the same balance twice. `reserve_call` is the one-call form; `ReservationBatcher` is the thread that
-feeds queued Access-Requests to `reserve_batch`.
+`_SqliteStore`; statements in radiusd/store/sql/<dialect>/admission.py). Because every check for
+a client runs under that client's lock, N radiusd processes sharing one PostgreSQL never admit
+more calls than the capacity, nor spend the same balance twice. `reserve_call` is the one-call
+form; `ReservationBatcher` is the thread that feeds queued Access-Requests to `reserve_batch`.
 
 - PostgreSQL: `SELECT ... ORDER BY id FOR NO KEY UPDATE` on the rows of every client of the
   batch — always in id order, so two batches (two workers, two hosts) lock in the same order and
@@ -25,8 +24,8 @@ feeds queued Access-Requests to `reserve_batch`.
   lock; past that (or on a deadlock report) it is undone and decided again one client per
   transaction — a transaction holding one lock cannot take part in such a cycle.
 - Clients and accounts without any limit (no capacity, unlimited credit) need no live numbers:
-  `admit` accepts them without looking, so they are neither locked nor counted; their
-  reservations are still written (the Accounting-Start takes them over; `calls list` shows them).
+  `admit` accepts them without looking; a batch of only those is not locked nor read first
+  (its upsert's triggers lock and count), its reservations are written all the same.
 - Round trips (PostgreSQL, psycopg2): one kept connection in autocommit mode, statements
   PREPAREd once per connection (radiusd.store.sql). A batch with limited clients is two round
   trips (`BEGIN; SET LOCAL ...; EXECUTE lock; EXECUTE expire; EXECUTE usage` then
@@ -71,7 +70,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
 from radiusd.core.admission import (RESERVATION_FIELDS, ClientUsage, Decision, Loaded, Replaced, Request,
-                                    Reservation, admit_batch, limited_clients, request)
+                                    Reservation, admit_batch, counted_accounts, limited_clients, request)
 from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.keys import fit_key
 from radiusd.store import sql
@@ -84,12 +83,6 @@ _TOO_SLOW = {"55P03", "57014"}   # a lock wait or statement past store_timeout
 
 def _request(plan: CallPlan, now: dt.datetime) -> Request:
     return request(plan, now, fit_key(plan.call_id) if plan.call_id else f"noid-{uuid.uuid4().hex}")
-
-
-def _accounts(items: list[Request], limited: list[int]) -> list[int]:
-    """The accounts whose counters a batch reads: those of its calls whose client is locked."""
-    clients = set(limited)
-    return sorted({i.plan.account.id for i in items if i.plan.client.id in clients})
 
 
 def _decide(loaded: Loaded, items: list[Request], settings: Settings) -> tuple[list[Decision], list[Reservation]]:
@@ -119,7 +112,7 @@ class _SqliteStore:
                 loaded.clients = {r.client_id: ClientUsage(r.balance, r.open_calls, r.money_held)
                                   for r in conn.execute(st["clients"], {"clients": limited})}
                 loaded.accounts = {r.account_id: r.open_calls
-                                   for r in conn.execute(st["accounts"], {"accounts": _accounts(items, limited)})}
+                                   for r in conn.execute(st["accounts"], {"accounts": counted_accounts(items)})}
                 loaded.replaced = {r.leg_key: Replaced(r.client_id, r.account_id, Decimal(r.max_cost or 0)) for r in
                                    conn.execute(st["replaced"], {"keys": [i.key for i in items], "now": now})}
             if check_existence:
@@ -189,21 +182,19 @@ class _PgStore:
             now = max(item.now for item in items)
             parts.append(cur.mogrify(st["lock"].execute, (sorted({i.plan.client.id for i in items}),)).decode())
             parts.append(cur.mogrify(st["expire"].execute, (limited, now)).decode())
-            parts.append(cur.mogrify(st["usage"].execute, (limited, _accounts(items, limited), now,
+            parts.append(cur.mogrify(st["usage"].execute, (limited, counted_accounts(items), now,
                                                            [item.key for item in items])).decode())
         cur.execute("; ".join(parts))
-        if limited:
-            for kind, client_id, account_id, key, calls, amount, held in cur.fetchall():
-                if kind == "client":
-                    loaded.clients[client_id] = ClientUsage(amount, int(calls), held)
-                elif kind == "account":
-                    loaded.accounts[account_id] = int(calls)
-                else:   # 'replaced'
-                    loaded.replaced[key] = Replaced(client_id, account_id, Decimal(amount or 0))
+        for kind, client_id, account_id, key, calls, amount, held in (cur.fetchall() if limited else ()):
+            if kind == "client":
+                loaded.clients[client_id] = ClientUsage(amount, int(calls), held)
+            elif kind == "account":
+                loaded.accounts[account_id] = int(calls)
+            else:   # 'replaced'
+                loaded.replaced[key] = Replaced(client_id, account_id, Decimal(amount or 0))
         if check_existence:   # rare (after a foreign-key failure)
-            sent = st["existing"]
-            cur.execute(sent, {"clients": sorted({i.plan.client.id for i in items}),
-                               "accounts": sorted({i.plan.account.id for i in items})})
+            cur.execute(st["existing"], {"clients": sorted({i.plan.client.id for i in items}),
+                                         "accounts": sorted({i.plan.account.id for i in items})})
             loaded.existing_clients, loaded.existing_accounts = set(), set()
             for kind, found in cur.fetchall():
                 (loaded.existing_clients if kind == "client" else loaded.existing_accounts).add(found)
