@@ -87,3 +87,16 @@ def test_keys_fit_their_columns_and_stay_distinct():
     assert len(fit_key(long_a)) == KEY_SIZE and fit_key(long_a) != fit_key(long_b)
     assert fit_key("short") == "short"
     assert reservation_key(7, "c1") == "auth:7:c1"
+
+
+def test_a_re_auth_that_moves_a_call_to_another_client_frees_the_first_clients_count():
+    # call "a" is held by client 1 (capacity 1, full); its re-auth now identifies client 2
+    first = ClientInfo(1, "acme", credit_limit=D("0"), capacity=1, orig_rate_table_id=10)
+    second = ClientInfo(2, "other", credit_limit=D("0"), capacity=1, orig_rate_table_id=10)
+    moved = plan(client=second, account=AccountInfo(2, 2, "b", "ip", networks=("10.9.0.0/24",)), call_id="a")
+    loaded = Loaded(clients={1: ClientUsage(D("100"), 1), 2: ClientUsage(D("100"))}, accounts={1: 1, 2: 0},
+                    replaced={reservation_key(1, "a"): Replaced(1, 1, D("0"))})
+    decisions, rows = admit_batch(reqs(moved, plan(client=first, call_id="b"), plan(client=second, call_id="c")),
+                                  loaded, 7200, 30)
+    assert outcome(decisions) == ["ACCEPT", "ACCEPT", "CAPACITY_CLIENT"]
+    assert [(row.call_id, row.client_id) for row in rows] == [("a", 2), ("b", 1)]
