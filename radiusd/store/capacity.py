@@ -30,8 +30,8 @@ form; `ReservationBatcher` is the thread that feeds queued Access-Requests to `r
   PREPAREd once per connection (radiusd.store.sql). A batch with limited clients is two round
   trips (`BEGIN; SET LOCAL ...; EXECUTE lock; EXECUTE expire; EXECUTE usage` then
   `EXECUTE upsert; COMMIT`), a batch without limits one (`SET LOCAL ...; EXECUTE upsert`, one
-  implicit transaction). The upsert sends one array per varying column, which `unnest` turns
-  back into rows; its times come from one `now` and the ttl.
+  implicit transaction). The upsert sends the rows as one JSON text (one string for psycopg2 to
+  adapt), its times computed from one `now` and the ttl.
 - Reservation commits do not wait for the WAL flush (`SET LOCAL synchronous_commit = off`,
   PostgreSQL): a reservation is ephemeral (it expires after `reservation_ttl`) and moves no money;
   locks and visibility are unchanged, so the capacity check stays exact while PostgreSQL runs.
@@ -57,6 +57,7 @@ hands the exception to each waiting request): the edge answers Reject 8 (service
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
 import threading
 import time
@@ -70,7 +71,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
 from radiusd.core.admission import (RESERVATION_FIELDS, ClientUsage, Decision, Loaded, Replaced, Request,
-                                    Reservation, admit_batch, counted_accounts, limited_clients, request)
+                                    admit_batch, counted_accounts, limited_clients, request)
 from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.keys import fit_key
 from radiusd.store import sql
@@ -83,10 +84,6 @@ _TOO_SLOW = {"55P03", "57014"}   # a lock wait or statement past store_timeout
 
 def _request(plan: CallPlan, now: dt.datetime) -> Request:
     return request(plan, now, fit_key(plan.call_id) if plan.call_id else f"noid-{uuid.uuid4().hex}")
-
-
-def _decide(loaded: Loaded, items: list[Request], settings: Settings) -> tuple[list[Decision], list[Reservation]]:
-    return admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
 
 
 # --- SQLite (through SQLAlchemy: statements are local calls, nothing to batch) ------------------
@@ -120,7 +117,7 @@ class _SqliteStore:
                     st["existing_clients"], {"ids": sorted({i.plan.client.id for i in items})}))
                 loaded.existing_accounts = set(conn.scalars(
                     st["existing_accounts"], {"ids": sorted({i.plan.account.id for i in items})}))
-            decisions, reservations = _decide(loaded, items, settings)
+            decisions, reservations = admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
             if reservations:
                 conn.execute(st["upsert"], [{n: getattr(r, n) for n in RESERVATION_FIELDS} for r in reservations])
         return decisions
@@ -215,11 +212,11 @@ class _PgStore:
                 loaded = self._load(cur, items, lock_wait=lock_wait, check_existence=check_existence)
             else:
                 loaded = Loaded()
-            decisions, reservations = _decide(loaded, items, settings)
+            decisions, reservations = admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
             upsert = st["upsert"]
             if reservations:
-                now = max(item.now for item in items).isoformat()
-                sent = cur.mogrify(upsert.execute, [now, settings.reservation_ttl, *upsert.column_arrays(reservations)])
+                rows = json.dumps([[getattr(r, n) for n in upsert.names] for r in reservations], default=str)
+                sent = cur.mogrify(upsert.execute, (max(i.now for i in items), settings.reservation_ttl, rows))
                 if in_block:
                     sent += b"; " + st["commit"].encode()
                 else:

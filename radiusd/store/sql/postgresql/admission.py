@@ -7,9 +7,12 @@ A batch with limited clients is two round trips: `begin` + `sync_off` [+ `lock_t
 """
 from __future__ import annotations
 
+from sqlalchemy import String
+from sqlalchemy.dialects import postgresql
+
 from radiusd.core.admission import RESERVATION_FIELDS, RESERVED
 from radiusd.models import ActiveCall
-from radiusd.store.sql import Prepared
+from radiusd.store.sql import Prepared, sql_type
 from radiusd.store.sql.shared import OPEN_LEG, constant
 
 _OPEN = OPEN_LEG.format(now="$3")
@@ -19,6 +22,12 @@ SENT = tuple(n for n in RESERVATION_FIELDS if n not in ("created_at", "expires_a
 _TIMES = {"created_at": "$1", "expires_at": "$1 + make_interval(secs => $2)", "last_seen_at": "$1"}
 _COLUMNS = SENT + tuple(_TIMES) + _CONSTANT
 _UPDATED = [n for n in _COLUMNS if n != "leg_key"]
+
+
+def _type(name: str) -> str:
+    """The cast of a JSON value for column `name`: text for strings (assigned, never cut)."""
+    column = ActiveCall.__table__.c[name]
+    return "text" if isinstance(column.type, String) else sql_type(column, postgresql.dialect())
 
 STATEMENTS = {
     "begin": "BEGIN",
@@ -48,13 +57,17 @@ STATEMENTS = {
     # rare (after a foreign-key failure: deleted since the snapshot): not worth preparing
     "existing": "SELECT 'client' AS kind, id FROM clients WHERE id = ANY(%(clients)s::int[])"
                 " UNION ALL SELECT 'account', id FROM accounts WHERE id = ANY(%(accounts)s::int[])",
-    # every reservation of the batch in ONE statement: $1 now, $2 the ttl in seconds, then one
-    # array per column that varies (constant columns are constants, times computed from $1/$2)
-    "upsert": Prepared.from_columns(
-        "radiusd_admit_upsert", ActiveCall.__table__, SENT,
-        "INSERT INTO active_calls (" + ", ".join(_COLUMNS) + ") "
-        "SELECT v.*, " + ", ".join(list(_TIMES.values()) + [constant(RESERVED[n]) for n in _CONSTANT])
-        + " FROM {unnest} AS v (" + ", ".join(SENT) + ")"
+    # Every reservation of the batch in ONE statement: $1 now, $2 the ttl in seconds, $3 the rows
+    # as one JSON array of arrays (values in the order of SENT): psycopg2 adapts one string instead
+    # of an array per column (≈ 2 µs of Python per reservation instead of ≈ 14). Text goes into the
+    # varchar columns by assignment, so a value too long fails instead of being cut. The times
+    # come from $1 and $2, the constant columns are constants.
+    "upsert": Prepared(
+        "radiusd_admit_upsert", ("timestamptz", "int", "json"),
+        "INSERT INTO active_calls (" + ", ".join(_COLUMNS) + ") SELECT "
+        + ", ".join([f"(r->>{i})::{_type(n)}" for i, n in enumerate(SENT)] + list(_TIMES.values())
+                    + [constant(RESERVED[n]) for n in _CONSTANT])
+        + " FROM json_array_elements($3) AS r"
         " ON CONFLICT (leg_key) DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in _UPDATED),
-        lead=("timestamptz", "int")),
+        names=SENT),
 }
