@@ -288,7 +288,6 @@ class Account(Base):
     orig_routing_plan_id: Mapped[int | None] = mapped_column(ForeignKey("routing_plans.id", ondelete="SET NULL"))
     orig_tag: Mapped[str] = mapped_column(String(64), server_default="")
     orig_capacity: Mapped[int | None] = mapped_column(Integer)
-    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")   # its orig legs open (triggers)
     # Terminator settings: we send calls to the account.
     term_enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     term_rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
@@ -365,6 +364,17 @@ class ActiveCall(Base):
     setup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the switch's setup time
     # anomalies corrected in its Start/Interims so far, carried to the CDR (radiusd.core.sanity kinds)
     flags: Mapped[str] = mapped_column(String(128), server_default="")
+
+
+class AccountUsage(Base):
+    """An account's originating legs open (reserved or active), kept by the store's triggers on
+    active_calls (never written by hand). Its own narrow table rather than a column of the wide,
+    large `accounts`: it changes with every call. No row = 0; no foreign key (a deleted account's
+    row is harmless and costs no check per call)."""
+
+    __tablename__ = "account_usage"
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Cdr(Base):

@@ -2,6 +2,12 @@
 -- do not edit by hand). Load into an empty database with:  psql -v ON_ERROR_STOP=1 -f schema/postgresql.sql
 -- then seed with:  radiusd seed load schema/seeds/demo.sql
 BEGIN;
+CREATE TABLE account_usage (
+	account_id INTEGER NOT NULL, 
+	open_calls INTEGER DEFAULT '0' NOT NULL, 
+	CONSTRAINT pk_account_usage PRIMARY KEY (account_id)
+);
+
 CREATE TABLE audit_log (
 	id BIGSERIAL NOT NULL, 
 	at TIMESTAMP WITH TIME ZONE NOT NULL, 
@@ -163,7 +169,6 @@ CREATE TABLE accounts (
 	orig_routing_plan_id INTEGER, 
 	orig_tag VARCHAR(64) DEFAULT '' NOT NULL, 
 	orig_capacity INTEGER, 
-	open_calls INTEGER DEFAULT '0' NOT NULL, 
 	term_enabled BOOLEAN DEFAULT false NOT NULL, 
 	term_rate_table_id INTEGER, 
 	term_tag VARCHAR(64) DEFAULT '' NOT NULL, 
@@ -261,12 +266,10 @@ BEGIN
         FROM (SELECT c AS id, sum(n) AS n, sum(h) AS h FROM unnest(client_ids, calls, held) AS u (c, n, h)
               GROUP BY c) AS d
         WHERE c.id = d.id AND (d.n <> 0 OR d.h <> 0);
-    PERFORM 1 FROM accounts WHERE id IN (
-        SELECT a FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a HAVING sum(n) <> 0)
-        ORDER BY id FOR NO KEY UPDATE;
-    UPDATE accounts AS a SET open_calls = a.open_calls + d.n
-        FROM (SELECT a AS id, sum(n) AS n FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a) AS d
-        WHERE a.id = d.id AND d.n <> 0;
+    INSERT INTO account_usage AS u (account_id, open_calls)
+        SELECT a, sum(n) FROM unnest(account_ids, calls) AS d (a, n) WHERE a IS NOT NULL
+        GROUP BY a HAVING sum(n) <> 0 ORDER BY a
+        ON CONFLICT (account_id) DO UPDATE SET open_calls = u.open_calls + excluded.open_calls;
 END $$;
 
 CREATE OR REPLACE FUNCTION radiusd_usage_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -297,7 +300,7 @@ END $$;
 CREATE OR REPLACE FUNCTION radiusd_usage_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE clients SET open_calls = 0, money_held = 0 WHERE open_calls <> 0 OR money_held <> 0;
-    UPDATE accounts SET open_calls = 0 WHERE open_calls <> 0;
+    DELETE FROM account_usage;
     RETURN NULL;
 END $$;
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept, Reject
-from radiusd.models import Account, ActiveCall, Client
+from radiusd.models import Account, AccountUsage, ActiveCall, Client
 from radiusd.store.accounting import apply_group, expire_reservations, remove_call
 from radiusd.store.capacity import reserve_batch, reserve_call
 from radiusd.store.sweeper import sweep
@@ -27,7 +27,8 @@ def counters(sessions) -> tuple[dict, dict]:
     with sessions() as s:
         clients = {r.id: (r.open_calls, r.money_held) for r in s.execute(
             select(Client.id, Client.open_calls, Client.money_held))}
-        accounts = {r.id: r.open_calls for r in s.execute(select(Account.id, Account.open_calls))}
+        accounts = {i: 0 for i in s.scalars(select(Account.id))}   # no counter row: 0
+        accounts.update(s.execute(select(AccountUsage.account_id, AccountUsage.open_calls)).all())
     return clients, accounts
 
 
@@ -121,7 +122,7 @@ def test_admission_trusts_the_counters_and_the_sweeper_repairs_a_drift(sessions)
     assert isinstance(admit("c3", T0 + 3 * S), Reject)      # 2 open: full, exactly
     # drift down, on the account: its counter forgets both calls, the client's still holds
     with sessions() as s, s.begin():
-        s.execute(update(Account).where(Account.id == ids["acme-gw"]).values(open_calls=0))
+        s.execute(update(AccountUsage).where(AccountUsage.account_id == ids["acme-gw"]).values(open_calls=0))
         s.execute(update(Client).where(Client.id == acme).values(open_calls=0, money_held=0))
     assert isinstance(admit("c3", T0 + 4 * S), Accept)      # over capacity: what drift costs
     with capture_logs() as logs:

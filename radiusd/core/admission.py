@@ -8,7 +8,7 @@ The store (radiusd.store.capacity) only loads a `Loaded`, calls `admit_batch` an
   The store keeps **usage counters** of the counted legs, maintained by triggers in the
   transaction that writes the legs (radiusd.store.sql.<dialect>.ddl): per client the number of
   legs (`clients.open_calls`) and the sum of their `max_cost` (`clients.money_held`, the
-  exposure), per account the number of legs (`accounts.open_calls`). Reading them costs the same
+  exposure), per account the number of legs (`account_usage.open_calls`, no row = 0). Reading them costs the same
   whatever the number of calls in progress.
 - **open leg**: a counted leg that counts against capacity and money at `now`: a started call
   (`state = 'active'`) or an unexpired reservation (`state = 'reserved'` and `expires_at > now`),

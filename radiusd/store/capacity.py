@@ -108,8 +108,8 @@ class _SqliteStore:
                 conn.execute(st["expire"], {"clients": limited, "now": now})
                 loaded.clients = {r.client_id: ClientUsage(r.balance, r.open_calls, r.money_held)
                                   for r in conn.execute(st["clients"], {"clients": limited})}
-                loaded.accounts = {r.account_id: r.open_calls
-                                   for r in conn.execute(st["accounts"], {"accounts": counted_accounts(items)})}
+                loaded.accounts = dict.fromkeys(counted_accounts(items), 0)
+                loaded.accounts.update(conn.execute(st["accounts"], {"accounts": list(loaded.accounts)}).all())
                 loaded.replaced = {r.leg_key: Replaced(r.client_id, r.account_id, Decimal(r.max_cost or 0)) for r in
                                    conn.execute(st["replaced"], {"keys": [i.key for i in items], "now": now})}
             if check_existence:
@@ -177,9 +177,10 @@ class _PgStore:
         limited = limited_clients(items)
         if limited:
             now = max(item.now for item in items)
+            loaded.accounts = dict.fromkeys(counted_accounts(items), 0)   # no counter row: 0
             parts.append(cur.mogrify(st["lock"].execute, (sorted({i.plan.client.id for i in items}),)).decode())
             parts.append(cur.mogrify(st["expire"].execute, (limited, now)).decode())
-            parts.append(cur.mogrify(st["usage"].execute, (limited, counted_accounts(items), now,
+            parts.append(cur.mogrify(st["usage"].execute, (limited, list(loaded.accounts), now,
                                                            [item.key for item in items])).decode())
         cur.execute("; ".join(parts))
         for kind, client_id, account_id, key, calls, amount, held in (cur.fetchall() if limited else ()):

@@ -8,8 +8,8 @@
   charged for the time proven up (radiusd.core.accounting), balance debited.
 - The usage counters (radiusd.core.admission: open calls and money held per client, open calls
   per account, kept by triggers) are checked against a recount of the legs; a counter that
-  drifted (a bug, a hand edit of the store) is recomputed under its row's lock, which makes the
-  recount exact, and logged (`usage_drift`, one line each) and counted (`usage_drift` in the
+  drifted (a bug, a hand edit of the store) is recomputed under its client's lock, which makes
+  the recount exact, and logged (`usage_drift`, one line each) and counted (`usage_drift` in the
   result: the server's radiusd_usage_drift_total{kind}).
 - On PostgreSQL, the monthly CDR partitions of this month and the next
   `cdr_partitions_ahead` (default 2) exist (radiusd.store.partitions.ensure_cdr_partitions; a
@@ -79,9 +79,7 @@ def repair_usage(session: Session) -> dict[str, int]:
     fixed = {"client": 0, "account": 0}
     if not (drifted["client"] or drifted["account"]):
         return fixed
-    for kind in ("client", "account"):   # lock order: clients, then accounts
-        if drifted[kind]:
-            conn.execute(st[f"lock_{kind}s"], {"ids": sorted(drifted[kind])})
+    conn.execute(st["lock"], {"clients": drifted["client"], "accounts": drifted["account"]})
     if drifted["client"]:
         for row in conn.execute(st["clients"], {"ids": drifted["client"]}).all():
             if (row.open_calls, row.money_held) != (row.calls, row.held):

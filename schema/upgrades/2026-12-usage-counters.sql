@@ -8,7 +8,11 @@ BEGIN;
 
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS open_calls INTEGER DEFAULT '0' NOT NULL;
 ALTER TABLE clients ADD COLUMN IF NOT EXISTS money_held NUMERIC(20, 6) DEFAULT '0' NOT NULL;
-ALTER TABLE accounts ADD COLUMN IF NOT EXISTS open_calls INTEGER DEFAULT '0' NOT NULL;
+CREATE TABLE IF NOT EXISTS account_usage (
+    account_id INTEGER NOT NULL,
+    open_calls INTEGER DEFAULT '0' NOT NULL,
+    CONSTRAINT pk_account_usage PRIMARY KEY (account_id)
+);
 CREATE INDEX IF NOT EXISTS ix_active_calls_client_reserved_expiry ON active_calls (client_id, expires_at)
     WHERE state = 'reserved';
 
@@ -32,12 +36,10 @@ BEGIN
         FROM (SELECT c AS id, sum(n) AS n, sum(h) AS h FROM unnest(client_ids, calls, held) AS u (c, n, h)
               GROUP BY c) AS d
         WHERE c.id = d.id AND (d.n <> 0 OR d.h <> 0);
-    PERFORM 1 FROM accounts WHERE id IN (
-        SELECT a FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a HAVING sum(n) <> 0)
-        ORDER BY id FOR NO KEY UPDATE;
-    UPDATE accounts AS a SET open_calls = a.open_calls + d.n
-        FROM (SELECT a AS id, sum(n) AS n FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a) AS d
-        WHERE a.id = d.id AND d.n <> 0;
+    INSERT INTO account_usage AS u (account_id, open_calls)
+        SELECT a, sum(n) FROM unnest(account_ids, calls) AS d (a, n) WHERE a IS NOT NULL
+        GROUP BY a HAVING sum(n) <> 0 ORDER BY a
+        ON CONFLICT (account_id) DO UPDATE SET open_calls = u.open_calls + excluded.open_calls;
 END $$;
 
 CREATE OR REPLACE FUNCTION radiusd_usage_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -68,7 +70,7 @@ END $$;
 CREATE OR REPLACE FUNCTION radiusd_usage_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE clients SET open_calls = 0, money_held = 0 WHERE open_calls <> 0 OR money_held <> 0;
-    UPDATE accounts SET open_calls = 0 WHERE open_calls <> 0;
+    DELETE FROM account_usage;
     RETURN NULL;
 END $$;
 
@@ -85,9 +87,8 @@ UPDATE clients AS c SET open_calls = coalesce(l.calls, 0), money_held = coalesce
     FROM clients AS k LEFT JOIN (SELECT client_id, count(*) AS calls, sum(max_cost) AS held FROM active_calls
                                  WHERE leg = 'orig' GROUP BY client_id) AS l ON l.client_id = k.id
     WHERE c.id = k.id;
-UPDATE accounts AS a SET open_calls = coalesce(l.calls, 0)
-    FROM accounts AS k LEFT JOIN (SELECT account_id, count(*) AS calls FROM active_calls
-                                  WHERE leg = 'orig' GROUP BY account_id) AS l ON l.account_id = k.id
-    WHERE a.id = k.id;
+DELETE FROM account_usage;
+INSERT INTO account_usage (account_id, open_calls)
+    SELECT account_id, count(*) FROM active_calls WHERE leg = 'orig' AND account_id IS NOT NULL GROUP BY account_id;
 
 COMMIT;

@@ -21,14 +21,17 @@ def usage(lock: str) -> dict:
             "SELECT 'client' AS kind, c.id FROM clients AS c LEFT JOIN (SELECT client_id, count(*) AS calls,"
             f" sum(max_cost) AS held FROM active_calls WHERE {_COUNTED} GROUP BY client_id) AS l"
             " ON l.client_id = c.id WHERE c.open_calls <> coalesce(l.calls, 0) OR c.money_held <> coalesce(l.held, 0)"
-            " UNION ALL SELECT 'account', a.id FROM accounts AS a LEFT JOIN (SELECT account_id, count(*) AS calls"
-            f" FROM active_calls WHERE {_COUNTED} GROUP BY account_id) AS l"
-            " ON l.account_id = a.id WHERE a.open_calls <> coalesce(l.calls, 0)")
+            " UNION ALL SELECT 'account', account_id FROM (SELECT account_id, open_calls AS n FROM account_usage"
+            f" UNION ALL SELECT account_id, -count(*) FROM active_calls WHERE {_COUNTED} AND account_id IS NOT NULL"
+            " GROUP BY account_id) AS d GROUP BY account_id HAVING sum(n) <> 0")
         .columns(kind=String(), id=Integer()),
-        # lock the rows first (clients, then accounts, each in id order, as the triggers take them);
-        # a NEW statement then reads, under the locks, the counters as stored and as recounted
-        "lock_clients": text(f"SELECT id FROM clients WHERE id IN :ids ORDER BY id{lock}").bindparams(_ids()),
-        "lock_accounts": text(f"SELECT id FROM accounts WHERE id IN :ids ORDER BY id{lock}").bindparams(_ids()),
+        # Lock the clients first (in id order, as the triggers do: a client's lock guards its
+        # accounts' counters too); NEW statements then read, under the locks, the counters as
+        # stored and as recounted.
+        "lock": text("SELECT id FROM clients WHERE id IN :clients OR id IN (SELECT client_id FROM accounts"
+                     f" WHERE id IN :accounts) ORDER BY id{lock}")
+        .bindparams(bindparam("clients", expanding=True, type_=Integer()),
+                    bindparam("accounts", expanding=True, type_=Integer())),
         "clients": text(
             "SELECT c.id, c.open_calls, c.money_held, coalesce(l.calls, 0) AS calls, coalesce(l.held, 0) AS held"
             " FROM clients AS c LEFT JOIN (SELECT client_id, count(*) AS calls, sum(max_cost) AS held"
@@ -37,14 +40,15 @@ def usage(lock: str) -> dict:
         .bindparams(_ids()).columns(id=Integer(), open_calls=Integer(), money_held=Money(), calls=Integer(),
                                     held=Money()),
         "accounts": text(
-            "SELECT a.id, a.open_calls, coalesce(l.calls, 0) AS calls FROM accounts AS a LEFT JOIN"
-            f" (SELECT account_id, count(*) AS calls FROM active_calls WHERE {_COUNTED} AND account_id IN :ids"
-            " GROUP BY account_id) AS l ON l.account_id = a.id"
-            " WHERE a.id IN :ids")
+            "SELECT account_id AS id, sum(stored) AS open_calls, sum(counted) AS calls FROM ("
+            "SELECT account_id, open_calls AS stored, 0 AS counted FROM account_usage WHERE account_id IN :ids"
+            f" UNION ALL SELECT account_id, 0, count(*) FROM active_calls WHERE {_COUNTED} AND account_id IN :ids"
+            " GROUP BY account_id) AS d GROUP BY account_id")
         .bindparams(_ids()).columns(id=Integer(), open_calls=Integer(), calls=Integer()),
         "set_client": text("UPDATE clients SET open_calls = :calls, money_held = :held WHERE id = :id")
         .bindparams(bindparam("calls", type_=Integer()), bindparam("held", type_=Money()),
                     bindparam("id", type_=Integer())),
-        "set_account": text("UPDATE accounts SET open_calls = :calls WHERE id = :id")
+        "set_account": text("INSERT INTO account_usage (account_id, open_calls) VALUES (:id, :calls)"
+                            " ON CONFLICT (account_id) DO UPDATE SET open_calls = excluded.open_calls")
         .bindparams(bindparam("calls", type_=Integer()), bindparam("id", type_=Integer())),
     }

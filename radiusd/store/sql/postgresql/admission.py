@@ -45,13 +45,14 @@ STATEMENTS = {
                        "DELETE FROM active_calls WHERE client_id = ANY($1) AND state = 'reserved' "
                        "AND expires_at <= $2"),
     # One result set (one round trip), each row named by `kind`: 'client': balance and counters of
-    # a locked client ($1); 'account': the counter of an account of the batch ($2); 'replaced':
+    # a locked client ($1); 'account': the counter of an account of the batch ($2; none = 0); 'replaced':
     # the open legs whose key ($4) a call of the batch would take ($3: now).
     "usage": Prepared(
         "radiusd_admit_usage", ("int[]", "int[]", "timestamptz", "varchar[]"),
         "SELECT 'client' AS kind, id AS client_id, NULL::int AS account_id, NULL::varchar AS leg_key,"
         " open_calls AS calls, balance AS amount, money_held AS held FROM clients WHERE id = ANY($1)"
-        " UNION ALL SELECT 'account', NULL, id, NULL, open_calls, NULL, NULL FROM accounts WHERE id = ANY($2)"
+        " UNION ALL SELECT 'account', NULL, account_id, NULL, open_calls, NULL, NULL FROM account_usage"
+        " WHERE account_id = ANY($2)"
         " UNION ALL SELECT 'replaced', client_id, account_id, leg_key, 1, max_cost, NULL FROM active_calls"
         " WHERE leg_key = ANY($4) AND " + _OPEN),
     # rare (after a foreign-key failure: deleted since the snapshot): not worth preparing

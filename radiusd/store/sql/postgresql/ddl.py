@@ -6,14 +6,15 @@ Pure text, no imports: radiusd.db (the foundation) runs `usage_triggers` when it
 schema/postgresql.sql, and schema/upgrades/2026-12-usage-counters.sql holds the same text.
 
 Usage counters (radiusd.core.admission): `clients.open_calls` / `clients.money_held` and
-`accounts.open_calls` count the originating legs (`leg = 'orig'`, reserved or active) in
+`account_usage.open_calls` count the originating legs (`leg = 'orig'`, reserved or active) in
 `active_calls` and sum their `max_cost`. Statement-level triggers with transition tables keep
 them in the transaction that writes the legs, whoever writes them (admission, the accounting
 writer, Accounting-On/Off, the sweeper, `calls end/remove`, spool replay): a group of 64 records
 updates each client row once. An INSERT ... ON CONFLICT DO UPDATE fires the INSERT trigger for
 the rows it inserted and the UPDATE trigger for those it updated. A row whose counted columns did
 not change (an Interim, a Start taking its reservation over) touches no client. Client rows are
-locked in id order, as every path locks them (radiusd.store.sql), then account rows in id order.
+locked in id order, as every path locks them (radiusd.store.sql), before any counter changes: the
+client's lock guards its accounts' counters too; `account_usage` rows are upserted in id order.
 """
 from __future__ import annotations
 
@@ -33,12 +34,10 @@ BEGIN
         FROM (SELECT c AS id, sum(n) AS n, sum(h) AS h FROM unnest(client_ids, calls, held) AS u (c, n, h)
               GROUP BY c) AS d
         WHERE c.id = d.id AND (d.n <> 0 OR d.h <> 0);
-    PERFORM 1 FROM accounts WHERE id IN (
-        SELECT a FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a HAVING sum(n) <> 0)
-        ORDER BY id FOR NO KEY UPDATE;
-    UPDATE accounts AS a SET open_calls = a.open_calls + d.n
-        FROM (SELECT a AS id, sum(n) AS n FROM unnest(account_ids, calls) AS u (a, n) GROUP BY a) AS d
-        WHERE a.id = d.id AND d.n <> 0;
+    INSERT INTO account_usage AS u (account_id, open_calls)
+        SELECT a, sum(n) FROM unnest(account_ids, calls) AS d (a, n) WHERE a IS NOT NULL
+        GROUP BY a HAVING sum(n) <> 0 ORDER BY a
+        ON CONFLICT (account_id) DO UPDATE SET open_calls = u.open_calls + excluded.open_calls;
 END $$;
 
 CREATE OR REPLACE FUNCTION radiusd_usage_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -69,7 +68,7 @@ END $$;
 CREATE OR REPLACE FUNCTION radiusd_usage_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE clients SET open_calls = 0, money_held = 0 WHERE open_calls <> 0 OR money_held <> 0;
-    UPDATE accounts SET open_calls = 0 WHERE open_calls <> 0;
+    DELETE FROM account_usage;
     RETURN NULL;
 END $$;
 

@@ -29,7 +29,8 @@ STATEMENTS = {
                     " ORDER BY id")
     .bindparams(_ids("clients")).columns(client_id=Integer(), balance=Money(), open_calls=Integer(),
                                          money_held=Money()),
-    "accounts": text("SELECT id AS account_id, open_calls FROM accounts WHERE id IN :accounts")
+    # the counters of the batch's accounts (no row: 0)
+    "accounts": text("SELECT account_id, open_calls FROM account_usage WHERE account_id IN :accounts")
     .bindparams(_ids("accounts")).columns(account_id=Integer(), open_calls=Integer()),
     # the expired reservations of the limited clients stop counting (the triggers decrement)
     "expire": text("DELETE FROM active_calls WHERE client_id IN :clients AND state = 'reserved'"

@@ -14,7 +14,10 @@ _CHANGED = ("OLD.leg IS NOT NEW.leg OR OLD.client_id IS NOT NEW.client_id"
 def _add(row: str, sign: str) -> str:
     return (f"UPDATE clients SET open_calls = open_calls {sign} 1, money_held = money_held {sign} {row}.max_cost"
             f" WHERE id = {row}.client_id AND {row}.leg = 'orig';\n"
-            f"    UPDATE accounts SET open_calls = open_calls {sign} 1 WHERE id = {row}.account_id AND {row}.leg = 'orig';\n")
+            f"    INSERT OR IGNORE INTO account_usage (account_id, open_calls) SELECT {row}.account_id, 0"
+            f" WHERE {row}.account_id IS NOT NULL AND {row}.leg = 'orig';\n"
+            f"    UPDATE account_usage SET open_calls = open_calls {sign} 1"
+            f" WHERE account_id = {row}.account_id AND {row}.leg = 'orig';\n")
 
 
 USAGE_TRIGGERS = (
