@@ -9,7 +9,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.errors import UserError
-from radiusd.models import Base, StoreVersion
+from radiusd.models import ActiveCall, Base, StoreVersion
+from radiusd.store.sql.postgresql import ddl as postgresql_ddl
+from radiusd.store.sql.sqlite import ddl as sqlite_ddl
 
 # the URL schemes we run on: the embedded SQLite file and PostgreSQL through psycopg2
 _SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg2")
@@ -135,6 +137,17 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@event.listens_for(ActiveCall.__table__, "after_create")
+def _usage_triggers(_table, connection, **_kw) -> None:
+    """The triggers that keep the usage counters (pure SQL text of radiusd.store.sql: see
+    radiusd.store.sql.postgresql.ddl), created with the table they watch."""
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(postgresql_ddl.USAGE_TRIGGERS)
+    elif connection.dialect.name == "sqlite":
+        for statement in sqlite_ddl.STATEMENTS["usage_triggers"]:
+            connection.exec_driver_sql(statement)
 
 
 def create_schema(engine: Engine) -> None:

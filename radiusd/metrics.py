@@ -23,6 +23,8 @@ Counters (all `_total`, labels in braces):
 - radiusd_store_conflicts_total{operation}             deadlocks / serialization failures retried
 - radiusd_cdr_anomalies_total{kind}                    CDRs written with a corrected anomaly, by kind
   (radiusd.core.sanity: time_out_of_bounds, disconnect_before_connect, duration_capped, identifier_escaped)
+- radiusd_usage_drift_total{kind}                      usage counters (kind = client | account) the
+  sweeper found off from the open legs and recomputed (radiusd.store.sweeper; should stay 0)
 - radiusd_cdr_partitions_skipped_total                 per sweep, months it left without their CDR partition:
   CDRs of the month sit in cdrs_default (`db partitions --move-default`), or the store was busy
 Gauges: radiusd_snapshot_version (the oldest any worker answers from), radiusd_spool_depth (sum
@@ -80,6 +82,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "radiusd_store_errors_total": ("Store operations that failed", ("operation",)),
     "radiusd_snapshot_reloads_total": ("Admin data snapshots loaded", ()),
     "radiusd_cdr_anomalies_total": ("CDRs written with an anomaly corrected, by kind", ("kind",)),
+    "radiusd_usage_drift_total": ("Usage counters found off from the open legs and recomputed by the sweeper",
+                                  ("kind",)),
     "radiusd_cdr_partitions_skipped_total": ("Months a sweep left without their CDR partition (CDRs of the "
                                              "month in cdrs_default, or the store busy)", ()),
 }

@@ -211,6 +211,10 @@ class Client(Base):
     notes: Mapped[str] = mapped_column(Text, server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, server_default=NOW)
+    # Usage counters, kept by the store's triggers on active_calls (never written by hand):
+    # originating legs open (reserved or active) and the sum of their max_cost.
+    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")
+    money_held: Mapped[Decimal] = mapped_column(Money, server_default="0")
 
     accounts: Mapped[list[Account]] = relationship(back_populates="client")
 
@@ -330,6 +334,9 @@ class ActiveCall(Base):
         Index("ix_active_calls_nas_open", "nas_id",
               postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
         Index("ix_active_calls_call_id", "call_id", "leg"),
+        # admission deletes the expired reservations of the clients it locked
+        Index("ix_active_calls_client_reserved_expiry", "client_id", "expires_at",
+              postgresql_where=text("state = 'reserved'"), sqlite_where=text("state = 'reserved'")),
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     # Idempotency key of the leg: NAS + Acct-Session-Id (+ Acct-Unique-Session-Id); for a
@@ -357,6 +364,17 @@ class ActiveCall(Base):
     setup_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # the switch's setup time
     # anomalies corrected in its Start/Interims so far, carried to the CDR (radiusd.core.sanity kinds)
     flags: Mapped[str] = mapped_column(String(128), server_default="")
+
+
+class AccountUsage(Base):
+    """An account's originating legs open (reserved or active), kept by the store's triggers on
+    active_calls (never written by hand). Its own narrow table rather than a column of the wide,
+    large `accounts`: it changes with every call. No row = 0; no foreign key (a deleted account's
+    row is harmless and costs no check per call)."""
+
+    __tablename__ = "account_usage"
+    account_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    open_calls: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class Cdr(Base):

@@ -2,6 +2,12 @@
 -- do not edit by hand). Load into an empty database with:  psql -v ON_ERROR_STOP=1 -f schema/postgresql.sql
 -- then seed with:  radiusd seed load schema/seeds/demo.sql
 BEGIN;
+CREATE TABLE account_usage (
+	account_id INTEGER NOT NULL, 
+	open_calls INTEGER DEFAULT '0' NOT NULL, 
+	CONSTRAINT pk_account_usage PRIMARY KEY (account_id)
+);
+
 CREATE TABLE audit_log (
 	id BIGSERIAL NOT NULL, 
 	at TIMESTAMP WITH TIME ZONE NOT NULL, 
@@ -113,6 +119,8 @@ CREATE TABLE clients (
 	notes TEXT DEFAULT '' NOT NULL, 
 	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
 	updated_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	open_calls INTEGER DEFAULT '0' NOT NULL, 
+	money_held NUMERIC(20, 6) DEFAULT '0' NOT NULL, 
 	CONSTRAINT pk_clients PRIMARY KEY (id), 
 	CONSTRAINT ck_clients_capacity_not_negative CHECK (capacity IS NULL OR capacity >= 0), 
 	CONSTRAINT ck_clients_max_call_duration_positive CHECK (max_call_duration IS NULL OR max_call_duration > 0), 
@@ -242,8 +250,68 @@ CREATE TABLE active_calls (
 CREATE INDEX ix_active_calls_account_id ON active_calls (account_id);
 CREATE INDEX ix_active_calls_call_id ON active_calls (call_id, leg);
 CREATE INDEX ix_active_calls_client_id ON active_calls (client_id);
+CREATE INDEX ix_active_calls_client_reserved_expiry ON active_calls (client_id, expires_at) WHERE state = 'reserved';
 CREATE INDEX ix_active_calls_nas_open ON active_calls (nas_id) WHERE state = 'active';
 CREATE INDEX ix_active_calls_reserved_expiry ON active_calls (expires_at) WHERE state = 'reserved';
+CREATE OR REPLACE FUNCTION radiusd_usage_add(client_ids INTEGER[], account_ids INTEGER[], calls INTEGER[],
+                                             held NUMERIC[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF client_ids IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM clients WHERE id IN (
+        SELECT c FROM unnest(client_ids, calls, held) AS u (c, n, h) GROUP BY c HAVING sum(n) <> 0 OR sum(h) <> 0)
+        ORDER BY id FOR NO KEY UPDATE;
+    UPDATE clients AS c SET open_calls = c.open_calls + d.n, money_held = c.money_held + d.h
+        FROM (SELECT c AS id, sum(n) AS n, sum(h) AS h FROM unnest(client_ids, calls, held) AS u (c, n, h)
+              GROUP BY c) AS d
+        WHERE c.id = d.id AND (d.n <> 0 OR d.h <> 0);
+    INSERT INTO account_usage AS u (account_id, open_calls)
+        SELECT a, sum(n) FROM unnest(account_ids, calls) AS d (a, n) WHERE a IS NOT NULL
+        GROUP BY a HAVING sum(n) <> 0 ORDER BY a
+        ON CONFLICT (account_id) DO UPDATE SET open_calls = u.open_calls + excluded.open_calls;
+END $$;
+
+CREATE OR REPLACE FUNCTION radiusd_usage_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM radiusd_usage_add(array_agg(client_id), array_agg(account_id), array_agg(1), array_agg(max_cost))
+        FROM new_legs WHERE leg = 'orig';
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION radiusd_usage_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM radiusd_usage_add(array_agg(client_id), array_agg(account_id), array_agg(-1), array_agg(-max_cost))
+        FROM old_legs WHERE leg = 'orig';
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION radiusd_usage_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM radiusd_usage_add(array_agg(d.client_id), array_agg(d.account_id), array_agg(d.n), array_agg(d.h))
+        FROM old_legs AS o JOIN new_legs AS n ON n.id = o.id
+        CROSS JOIN LATERAL (VALUES (o.leg, o.client_id, o.account_id, -1, -o.max_cost),
+                                   (n.leg, n.client_id, n.account_id, 1, n.max_cost)) AS d (leg, client_id, account_id, n, h)
+        WHERE d.leg = 'orig'
+          AND (o.leg, o.client_id, o.account_id, o.max_cost) IS DISTINCT FROM (n.leg, n.client_id, n.account_id, n.max_cost);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION radiusd_usage_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE clients SET open_calls = 0, money_held = 0 WHERE open_calls <> 0 OR money_held <> 0;
+    DELETE FROM account_usage;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER radiusd_usage_insert AFTER INSERT ON active_calls REFERENCING NEW TABLE AS new_legs
+    FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_inserted();
+CREATE TRIGGER radiusd_usage_update AFTER UPDATE ON active_calls REFERENCING OLD TABLE AS old_legs NEW TABLE AS new_legs
+    FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_updated();
+CREATE TRIGGER radiusd_usage_delete AFTER DELETE ON active_calls REFERENCING OLD TABLE AS old_legs
+    FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_deleted();
+CREATE TRIGGER radiusd_usage_truncate AFTER TRUNCATE ON active_calls
+    FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_truncated();
 
 CREATE TABLE cdrs (
 	id BIGSERIAL NOT NULL, 

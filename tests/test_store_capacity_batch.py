@@ -166,3 +166,24 @@ def test_asynchronous_commit_stays_inside_the_reservation_transaction(pg_url):
         assert conn.execute(text("SHOW synchronous_commit")).scalar() == "on"
     assert [row.call_id for row in open_calls(sessions)] == ["s1"]
     engine.dispose()
+
+
+def test_reservation_rows_keep_what_the_switch_sent_exactly(sessions):
+    """The PostgreSQL upsert carries the rows as one JSON text: quotes, backslashes, braces and
+    non-ASCII numbers come back unchanged, money exact, times from `now` and the ttl."""
+    ids = seed(sessions, capacity=5)
+    snap = snapshot_of(sessions)
+    awkward = ['it\'s "x"', "back\\slash{1,2}", "ünïcødé-☎", "NULL", "\t tab"]
+    plans = []
+    for n, text_ in enumerate(awkward):
+        facts = AuthFacts(nas_id=ids["gw-a"], caller_address="198.51.100.10", calling_number=text_,
+                          called_number="441612345678", call_id=f"{text_}-{n}")
+        plans.append((plan_call(facts, snap, T0), T0))
+    results = reserve_batch(sessions, plans, SETTINGS)
+    assert _reasons(results) == ["ACCEPT"] * len(awkward)
+    rows = {row.call_id: row for row in open_calls(sessions)}
+    assert {row.caller for row in rows.values()} == set(awkward)
+    for result, (plan, _) in zip(results, plans):
+        row = rows[plan.call_id]
+        assert (row.max_cost, row.max_duration) == (result.max_cost, result.max_duration)
+        assert (row.created_at, row.last_seen_at, row.expires_at) == (T0, T0, T0 + dt.timedelta(seconds=30))

@@ -44,14 +44,16 @@ def test_prepared_statements_are_made_once_per_connection_and_take_any_text(pg_u
         assert cur.fetchall() == [(None, None, None)]
         # the area's statements: PREPAREd on the first call, remembered in the pool connection
         sql.prepare(fairy, cur, "admission")
+        prepared = sum(isinstance(st, sql.Prepared) for st in sql.statements("postgresql", "admission").values())
+        assert prepared == 4   # lock, expire, usage, upsert
         cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'radiusd_admit_%'")
-        assert cur.fetchone()[0] == 3
+        assert cur.fetchone()[0] == prepared
         sql.prepare(fairy, cur, "admission")   # a second PREPARE of the same name would fail
         sql.forget_prepared(fairy)
         cur.execute("DEALLOCATE ALL")
         sql.prepare(fairy, cur, "admission")
         cur.execute("SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'radiusd_admit_%'")
-        assert cur.fetchone()[0] == 3
+        assert cur.fetchone()[0] == prepared
         cur.close()
     finally:
         fairy.close()

@@ -53,7 +53,7 @@ _WHAT = {"clients": "client", "accounts": "account", "nas": "NAS", "rate_tables"
          "web_users": "web user"}
 _CHUNK = 500
 # Tables the loader must not fill: the server maintains them itself.
-_FORBIDDEN_TABLES = {"store_version"}
+_FORBIDDEN_TABLES = {"store_version", "account_usage"}   # account_usage: kept by triggers
 
 
 @dataclass

@@ -4,19 +4,23 @@ store read under the clients' locks, and the reservations to write for the calls
 The store (radiusd.store.capacity) only loads a `Loaded`, calls `admit_batch` and writes the
 `Reservation`s it returns. The definitions the store's SQL and this module share:
 
-- **open leg**: an originating leg (`leg = 'orig'`) that counts against capacity and money at
-  `now`: a started call (`state = 'active'`) or an unexpired reservation (`state = 'reserved'`
-  and `expires_at > now`). Both dialects select them with the one SQL fragment
-  `radiusd.store.sql.shared.OPEN_LEG`.
-- **usage** of a client: its balance, the number of its open legs and of each of its accounts',
-  and the sum of their `max_cost` (exposure). The store reads the open legs not touched by the
-  batch as counts per (client, account) (`Loaded.open`) and, one by one, those a call of the
-  batch would replace (`Loaded.replaced`, by reservation key: a re-auth refreshes its own
-  reservation instead of counting twice). `_Book.usage` adds them up for each call.
+- **counted leg**: an originating leg (`leg = 'orig'`) in `active_calls`, reserved or active.
+  The store keeps **usage counters** of the counted legs, maintained by triggers in the
+  transaction that writes the legs (radiusd.store.sql.<dialect>.ddl): per client the number of
+  legs (`clients.open_calls`) and the sum of their `max_cost` (`clients.money_held`, the
+  exposure), per account the number of legs (`account_usage.open_calls`, no row = 0). Reading them costs the same
+  whatever the number of calls in progress.
+- **open leg**: a counted leg that counts against capacity and money at `now`: a started call
+  (`state = 'active'`) or an unexpired reservation (`state = 'reserved'` and `expires_at > now`),
+  SQL fragment `radiusd.store.sql.shared.OPEN_LEG`. A reservation past `expires_at` is still
+  counted until it is deleted, so the store, under the clients' locks, first deletes the expired
+  reservations of the clients it locked (the triggers decrement): then their counters are
+  exactly their open legs.
+- **usage** of a client: its balance, its counters (`Loaded.clients`) and those of the accounts
+  of the batch (`Loaded.accounts`), and, one by one, the open legs a call of the batch would
+  replace (`Loaded.replaced`, by reservation key: a re-auth refreshes its own reservation instead
+  of counting twice). `_Book` keeps them up to date through the batch.
 - **reservation key**: `radiusd.core.keys.reservation_key(nas_id, call_id)`.
-
-`Loaded.open` is exactly what per-(client, account) usage counters would hold (calls, exposure):
-a store keeping such counters can fill it from them instead of aggregating the legs.
 """
 from __future__ import annotations
 
@@ -48,12 +52,11 @@ def request(plan: CallPlan, now: dt.datetime, call_id: str) -> Request:
 
 
 @dataclass(frozen=True, slots=True)
-class OpenLegs:
-    """Open legs of one (client, account) that no call of the batch replaces."""
-    client_id: int
-    account_id: int | None
-    calls: int
-    exposure: Decimal
+class ClientUsage:
+    """A locked client's balance and usage counters (its open legs, all accounts)."""
+    balance: Decimal
+    calls: int = 0
+    exposure: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +70,8 @@ class Replaced:
 @dataclass(slots=True)
 class Loaded:
     """What the store read for a batch, in its transaction, the limited clients locked."""
-    balances: dict[int, Decimal] = field(default_factory=dict)      # limited clients still in the store
-    open: list[OpenLegs] = field(default_factory=list)
+    clients: dict[int, ClientUsage] = field(default_factory=dict)   # limited clients still in the store
+    accounts: dict[int, int] = field(default_factory=dict)          # open legs of the batch's accounts
     replaced: dict[str, Replaced] = field(default_factory=dict)     # by leg key
     existing_clients: set[int] | None = None    # read only after a foreign-key failure
     existing_accounts: set[int] | None = None
@@ -110,38 +113,56 @@ def limited_clients(requests: list[Request]) -> list[int]:
     return sorted({r.plan.client.id for r in requests if needs_usage(r.plan)})
 
 
+def counted_accounts(requests: list[Request]) -> list[int]:
+    """The accounts whose counters the store reads: those of the calls whose client it locks."""
+    limited = set(limited_clients(requests))
+    return sorted({r.plan.account.id for r in requests if r.plan.client.id in limited})
+
+
 class _Book:
     """Usage of the locked clients, kept up to date while a batch is decided: each call is counted
-    without its own earlier reservation, as if the calls had been decided one after the other."""
+    without its own earlier reservation, as if the calls had been decided one after the other.
+    The counters include the legs in `keyed` (each key's leg as it stands)."""
 
     def __init__(self, loaded: Loaded):
-        self.balances = loaded.balances
-        self.client: dict[int, int] = {}
-        self.account: dict[tuple[int, int | None], int] = {}
-        self.exposure: dict[int, Decimal] = {}
-        for legs in loaded.open:
-            self.client[legs.client_id] = self.client.get(legs.client_id, 0) + legs.calls
-            self.account[(legs.client_id, legs.account_id)] = legs.calls
-            self.exposure[legs.client_id] = self.exposure.get(legs.client_id, Decimal(0)) + legs.exposure
+        self.balances = {client_id: usage.balance for client_id, usage in loaded.clients.items()}
+        self.client = {client_id: usage.calls for client_id, usage in loaded.clients.items()}
+        self.exposure = {client_id: usage.exposure for client_id, usage in loaded.clients.items()}
+        self.account = dict(loaded.accounts)
         self.keyed: dict[str, Replaced] = dict(loaded.replaced)
+
+    def _count(self, leg: Replaced, sign: int) -> None:
+        if leg.client_id in self.client:
+            self.client[leg.client_id] += sign
+            self.exposure[leg.client_id] += sign * leg.max_cost
+        if leg.account_id in self.account:
+            self.account[leg.account_id] += sign
 
     def usage(self, plan: CallPlan, key: str) -> Usage:
         client_id, account_id = plan.client.id, plan.account.id
-        client_calls = self.client.get(client_id, 0)
-        account_calls = self.account.get((client_id, account_id), 0)
-        exposure = self.exposure.get(client_id, Decimal(0))
-        for other, leg in self.keyed.items():
-            if leg.client_id == client_id and other != key:
-                client_calls += 1
-                exposure += leg.max_cost
-                if leg.account_id == account_id:
-                    account_calls += 1
+        client_calls, exposure = self.client[client_id], self.exposure[client_id]
+        account_calls = self.account.get(account_id, 0)
+        own = self.keyed.get(key)
+        if own is not None:   # its own earlier reservation is replaced, not counted
+            if own.client_id == client_id:
+                client_calls -= 1
+                exposure -= own.max_cost
+            if own.account_id == account_id:
+                account_calls -= 1
         return Usage(self.balances[client_id], account_calls, client_calls, exposure)
+
+    def take(self, key: str, leg: Replaced) -> None:
+        """The leg of `key` becomes `leg` (an accepted call's reservation)."""
+        old = self.keyed.get(key)
+        if old is not None:
+            self._count(old, -1)
+        self.keyed[key] = leg
+        self._count(leg, 1)
 
 
 def _missing(plan: CallPlan, loaded: Loaded, limited: set[int]) -> str | None:
     client_id = plan.client.id
-    if client_id in limited and client_id not in loaded.balances:
+    if client_id in limited and client_id not in loaded.clients:
         return "client not in store"       # deleted since the snapshot was built
     if loaded.existing_clients is not None and client_id not in loaded.existing_clients:
         return "client not in store"
@@ -176,10 +197,10 @@ def admit_batch(requests: list[Request], loaded: Loaded, max_call_duration: int,
         if missing is not None:
             decisions.append(Reject(RejectReason.UNKNOWN_ACCOUNT, plan.account.id, plan.client.id, missing))
             continue
-        counted = plan.client.id in loaded.balances
+        counted = plan.client.id in loaded.clients
         decision = admit(plan, book.usage(plan, req.key) if counted else NO_USAGE, max_call_duration)
         if isinstance(decision, Accept):
             accepted[req.key] = reservation(req, decision, reservation_ttl)
-            book.keyed[req.key] = Replaced(plan.client.id, plan.account.id, decision.max_cost)
+            book.take(req.key, Replaced(plan.client.id, plan.account.id, decision.max_cost))
         decisions.append(decision)
     return decisions, list(accepted.values())

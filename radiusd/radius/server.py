@@ -481,6 +481,9 @@ class RadiusServer:
                 done = await self.loop.run_in_executor(self.pool, sweeper.sweep, self.sessions, now, self.settings)
                 if done.get("cdr_partitions_skipped"):  # months left to `db partitions --move-default`
                     self.metrics.inc("radiusd_cdr_partitions_skipped_total", done["cdr_partitions_skipped"])
+                for kind, fixed in (done.get("usage_drift") or {}).items():
+                    if fixed:
+                        self.metrics.inc("radiusd_usage_drift_total", fixed, kind=kind)
             except Exception as exc:
                 self.metrics.inc("radiusd_store_errors_total", operation="sweep")
                 self.log.warning("sweeper.failed", error=exc.__class__.__name__)

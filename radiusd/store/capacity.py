@@ -1,34 +1,37 @@
 """Capacity and money at Access-Request time: atomic check-and-reserve, many calls per transaction.
 
 `reserve_batch` is the only place an Access-Accept is decided against live numbers. In ONE
-transaction it locks the rows of the clients whose limits need live numbers, loads their usage
-(balances and open legs: the definitions are in `radiusd.core.admission`), asks the pure
-`radiusd.core.admission.admit_batch` to decide every call in arrival order, and writes the
-reservations it returns (which the later Accounting-Start takes over, radiusd.store.accounting)
+transaction it locks the rows of the batch's clients, deletes the expired reservations of those
+whose limits need live numbers and reads their usage from counters kept by triggers (balance,
+open calls, money held, the accounts' open calls; definitions in `radiusd.core.admission`: the
+cost does not grow with the calls in progress), asks the pure `admit_batch` to decide every call
+in arrival order, and writes the reservations it returns (which the Accounting-Start takes over)
 with one multi-row upsert. This module only loads and writes, once per dialect (`_PgStore`,
-`_SqliteStore`); the statements are in radiusd/store/sql/<dialect>/admission.py. Because every
-check for a client runs under that client's lock, N radiusd processes sharing one PostgreSQL
-never admit more calls than the capacity, nor spend the same balance twice. `reserve_call` is the one-call form; `ReservationBatcher` is the thread that
-feeds queued Access-Requests to `reserve_batch`.
+`_SqliteStore`; statements in radiusd/store/sql/<dialect>/admission.py). Because every check for
+a client runs under that client's lock, N radiusd processes sharing one PostgreSQL never admit
+more calls than the capacity, nor spend the same balance twice. `reserve_call` is the one-call
+form; `ReservationBatcher` is the thread that feeds queued Access-Requests to `reserve_batch`.
 
-- PostgreSQL: `SELECT ... ORDER BY id FOR NO KEY UPDATE` on the clients' rows — always in id
-  order, so two batches (two workers, two hosts) lock in the same order and cannot deadlock each
-  other. NO KEY UPDATE serialises reservers and balance debits (an UPDATE of the balance takes
-  the same lock) but not the foreign-key checks of rows inserted for the client. The counts are
-  read by a *new* statement afterwards, so under READ COMMITTED they see every reservation
-  committed by whoever held a lock before us.
+- PostgreSQL: `SELECT ... ORDER BY id FOR NO KEY UPDATE` on the rows of every client of the
+  batch — always in id order, so two batches (two workers, two hosts) lock in the same order and
+  cannot deadlock each other (and the upsert's triggers find their rows locked). NO KEY UPDATE
+  serialises reservers, counter updates and balance debits (they UPDATE the same row) but not the
+  foreign-key checks of rows inserted for the client. The counters are read by *new* statements
+  afterwards, so under READ COMMITTED they include every leg committed by whoever held a lock
+  before us.
 - A batch holds several client locks at once, while an accounting group commit debits clients in
   arrival order: the two could deadlock. The batch therefore waits at most LOCK_WAIT_MS for a
   lock; past that (or on a deadlock report) it is undone and decided again one client per
   transaction — a transaction holding one lock cannot take part in such a cycle.
 - Clients and accounts without any limit (no capacity, unlimited credit) need no live numbers:
-  `admit` accepts them without looking, so they are neither locked nor counted; their
-  reservations are still written (the Accounting-Start takes them over; `calls list` shows them).
+  `admit` accepts them without looking; a batch of only those is not locked nor read first
+  (its upsert's triggers lock and count), its reservations are written all the same.
 - Round trips (PostgreSQL, psycopg2): one kept connection in autocommit mode, statements
   PREPAREd once per connection (radiusd.store.sql). A batch with limited clients is two round
-  trips (`BEGIN; SET LOCAL ...; EXECUTE lock; EXECUTE usage` then `EXECUTE upsert; COMMIT`), a
-  batch without limits one (`SET LOCAL ...; EXECUTE upsert`, one implicit transaction). The
-  upsert sends one array per column, which `unnest` turns back into rows.
+  trips (`BEGIN; SET LOCAL ...; EXECUTE lock; EXECUTE expire; EXECUTE usage` then
+  `EXECUTE upsert; COMMIT`), a batch without limits one (`SET LOCAL ...; EXECUTE upsert`, one
+  implicit transaction). The upsert sends the rows as one JSON text (one string for psycopg2 to
+  adapt), its times computed from one `now` and the ttl.
 - Reservation commits do not wait for the WAL flush (`SET LOCAL synchronous_commit = off`,
   PostgreSQL): a reservation is ephemeral (it expires after `reservation_ttl`) and moves no money;
   locks and visibility are unchanged, so the capacity check stays exact while PostgreSQL runs.
@@ -54,6 +57,7 @@ hands the exception to each waiting request): the edge answers Reject 8 (service
 from __future__ import annotations
 
 import datetime as dt
+import json
 import queue
 import threading
 import time
@@ -66,8 +70,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
-from radiusd.core.admission import (RESERVATION_FIELDS, Decision, Loaded, OpenLegs, Replaced, Request, Reservation,
-                                    admit_batch, limited_clients, request)
+from radiusd.core.admission import (RESERVATION_FIELDS, ClientUsage, Decision, Loaded, Replaced, Request,
+                                    admit_batch, counted_accounts, limited_clients, request)
 from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.keys import fit_key
 from radiusd.store import sql
@@ -80,10 +84,6 @@ _TOO_SLOW = {"55P03", "57014"}   # a lock wait or statement past store_timeout
 
 def _request(plan: CallPlan, now: dt.datetime) -> Request:
     return request(plan, now, fit_key(plan.call_id) if plan.call_id else f"noid-{uuid.uuid4().hex}")
-
-
-def _decide(loaded: Loaded, items: list[Request], settings: Settings) -> tuple[list[Decision], list[Reservation]]:
-    return admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
 
 
 # --- SQLite (through SQLAlchemy: statements are local calls, nothing to batch) ------------------
@@ -104,21 +104,20 @@ class _SqliteStore:
             loaded = Loaded()
             limited = limited_clients(items)
             if limited:
-                keys = [item.key for item in items]
                 now = max(item.now for item in items)
-                loaded.balances = {r.client_id: r.balance for r in conn.execute(st["balances"], {"clients": limited})}
-                if loaded.balances:
-                    clients = list(loaded.balances)
-                    loaded.open = [OpenLegs(r.client_id, r.account_id, int(r.calls), Decimal(r.exposure or 0))
-                                   for r in conn.execute(st["open"], {"clients": clients, "keys": keys, "now": now})]
-                    loaded.replaced = {r.leg_key: Replaced(r.client_id, r.account_id, Decimal(r.max_cost or 0))
-                                       for r in conn.execute(st["replaced"], {"keys": keys, "now": now})}
+                conn.execute(st["expire"], {"clients": limited, "now": now})
+                loaded.clients = {r.client_id: ClientUsage(r.balance, r.open_calls, r.money_held)
+                                  for r in conn.execute(st["clients"], {"clients": limited})}
+                loaded.accounts = dict.fromkeys(counted_accounts(items), 0)
+                loaded.accounts.update(conn.execute(st["accounts"], {"accounts": list(loaded.accounts)}).all())
+                loaded.replaced = {r.leg_key: Replaced(r.client_id, r.account_id, Decimal(r.max_cost or 0)) for r in
+                                   conn.execute(st["replaced"], {"keys": [i.key for i in items], "now": now})}
             if check_existence:
                 loaded.existing_clients = set(conn.scalars(
                     st["existing_clients"], {"ids": sorted({i.plan.client.id for i in items})}))
                 loaded.existing_accounts = set(conn.scalars(
                     st["existing_accounts"], {"ids": sorted({i.plan.account.id for i in items})}))
-            decisions, reservations = _decide(loaded, items, settings)
+            decisions, reservations = admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
             if reservations:
                 conn.execute(st["upsert"], [{n: getattr(r, n) for n in RESERVATION_FIELDS} for r in reservations])
         return decisions
@@ -177,25 +176,23 @@ class _PgStore:
             parts.append(cur.mogrify(st["lock_timeout"], (LOCK_WAIT_MS,)).decode())
         limited = limited_clients(items)
         if limited:
-            keys = [item.key for item in items]
             now = max(item.now for item in items)
-            parts.append(cur.mogrify(st["lock"].execute, (limited,)).decode())
-            parts.append(cur.mogrify(st["usage"].execute, (limited, keys, now)).decode())
-        sent = "; ".join(parts)
-        cur.execute(sent)
-        if limited:
-            for row in cur.fetchall():
-                kind, client_id, account_id, key, calls, amount = row
-                if kind == "balance":
-                    loaded.balances[client_id] = amount
-                elif kind == "open":
-                    loaded.open.append(OpenLegs(client_id, account_id, int(calls), Decimal(amount or 0)))
-                else:   # 'replaced'
-                    loaded.replaced[key] = Replaced(client_id, account_id, Decimal(amount or 0))
+            loaded.accounts = dict.fromkeys(counted_accounts(items), 0)   # no counter row: 0
+            parts.append(cur.mogrify(st["lock"].execute, (sorted({i.plan.client.id for i in items}),)).decode())
+            parts.append(cur.mogrify(st["expire"].execute, (limited, now)).decode())
+            parts.append(cur.mogrify(st["usage"].execute, (limited, list(loaded.accounts), now,
+                                                           [item.key for item in items])).decode())
+        cur.execute("; ".join(parts))
+        for kind, client_id, account_id, key, calls, amount, held in (cur.fetchall() if limited else ()):
+            if kind == "client":
+                loaded.clients[client_id] = ClientUsage(amount, int(calls), held)
+            elif kind == "account":
+                loaded.accounts[account_id] = int(calls)
+            else:   # 'replaced'
+                loaded.replaced[key] = Replaced(client_id, account_id, Decimal(amount or 0))
         if check_existence:   # rare (after a foreign-key failure)
-            sent = st["existing"]
-            cur.execute(sent, {"clients": sorted({i.plan.client.id for i in items}),
-                               "accounts": sorted({i.plan.account.id for i in items})})
+            cur.execute(st["existing"], {"clients": sorted({i.plan.client.id for i in items}),
+                                         "accounts": sorted({i.plan.account.id for i in items})})
             loaded.existing_clients, loaded.existing_accounts = set(), set()
             for kind, found in cur.fetchall():
                 (loaded.existing_clients if kind == "client" else loaded.existing_accounts).add(found)
@@ -216,10 +213,11 @@ class _PgStore:
                 loaded = self._load(cur, items, lock_wait=lock_wait, check_existence=check_existence)
             else:
                 loaded = Loaded()
-            decisions, reservations = _decide(loaded, items, settings)
+            decisions, reservations = admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
             upsert = st["upsert"]
             if reservations:
-                sent = cur.mogrify(upsert.execute, upsert.column_arrays(reservations))
+                rows = json.dumps([[getattr(r, n) for n in upsert.names] for r in reservations], default=str)
+                sent = cur.mogrify(upsert.execute, (max(i.now for i in items), settings.reservation_ttl, rows))
                 if in_block:
                     sent += b"; " + st["commit"].encode()
                 else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from radiusd.models import CDR_DEFAULT_PARTITION, Base, Cdr
+from radiusd.models import CDR_DEFAULT_PARTITION, ActiveCall, Base, Cdr
 from radiusd.store import sql
 
 
@@ -23,6 +23,9 @@ def postgresql_ddl() -> str:
         if table is Cdr.__table__:
             # monthly partitions are created ahead by `radiusd db partitions` and the sweeper
             parts.append(CDR_DEFAULT_PARTITION + ";\n")
+        if table is ActiveCall.__table__:
+            # the usage counters of clients and accounts (created with the table by radiusd.db)
+            parts.append(fixed["usage_triggers"])
         parts.append("\n")
     parts.append(fixed["store_version"])
     parts.append(fixed["footer"])

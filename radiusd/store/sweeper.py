@@ -1,10 +1,16 @@
 """Housekeeping of open calls: expired reservations and calls nobody reports on any more.
 
 - A reservation made at Access-Accept that no Start took over within `reservation_ttl` stops
-  counting at once (the capacity query ignores it) and is deleted here.
+  counting at once (admission deletes the expired reservations of the clients it locks before
+  it reads their counters) and is deleted here.
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
   Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
   charged for the time proven up (radiusd.core.accounting), balance debited.
+- The usage counters (radiusd.core.admission: open calls and money held per client, open calls
+  per account, kept by triggers) are checked against a recount of the legs; a counter that
+  drifted (a bug, a hand edit of the store) is recomputed under its client's lock, which makes
+  the recount exact, and logged (`usage_drift`, one line each) and counted (`usage_drift` in the
+  result: the server's radiusd_usage_drift_total{kind}).
 - On PostgreSQL, the monthly CDR partitions of this month and the next
   `cdr_partitions_ahead` (default 2) exist (radiusd.store.partitions.ensure_cdr_partitions; a
   catalog query when none is missing; a month whose CDRs sit in the default partition is skipped
@@ -35,8 +41,8 @@ log = structlog.get_logger("radiusd.sweeper")
 def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings) -> dict:
     """Delete expired reservations, close stale calls, keep CDR partitions ahead.
 
-    Returns {'expired_reservations', 'stale_calls', 'cdr_partitions_skipped'} (partitions created
-    are logged).
+    Returns {'expired_reservations', 'stale_calls', 'cdr_partitions_skipped', 'usage_drift'}
+    (partitions created are logged; usage_drift: {'client': n, 'account': n} counters corrected).
     """
     skipped = 0
     try:
@@ -55,7 +61,39 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
         closed += written
         if looked_at < BATCH:
             break
-    return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped}
+    with sessions() as session, session.begin():
+        _bounded(session, settings)
+        drift = repair_usage(session)
+    return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped,
+            "usage_drift": drift}
+
+
+def repair_usage(session: Session) -> dict[str, int]:
+    """Recompute the usage counters that differ from the legs, in the caller's transaction;
+    returns how many were corrected, by kind ('client', 'account')."""
+    st = sql.statements(session.get_bind(), "usage")
+    conn = session.connection()
+    drifted: dict[str, list[int]] = {"client": [], "account": []}
+    for row in conn.execute(st["drifted"]):
+        drifted[row.kind].append(row.id)
+    fixed = {"client": 0, "account": 0}
+    if not (drifted["client"] or drifted["account"]):
+        return fixed
+    conn.execute(st["lock"], {"clients": drifted["client"], "accounts": drifted["account"]})
+    if drifted["client"]:
+        for row in conn.execute(st["clients"], {"ids": drifted["client"]}).all():
+            if (row.open_calls, row.money_held) != (row.calls, row.held):
+                conn.execute(st["set_client"], {"id": row.id, "calls": row.calls, "held": row.held})
+                log.warning("usage_drift", client_id=row.id, open_calls=row.calls, was=row.open_calls,
+                            money_held=str(row.held), money_held_was=str(row.money_held))
+                fixed["client"] += 1
+    if drifted["account"]:
+        for row in conn.execute(st["accounts"], {"ids": drifted["account"]}).all():
+            if row.open_calls != row.calls:
+                conn.execute(st["set_account"], {"id": row.id, "calls": row.calls})
+                log.warning("usage_drift", account_id=row.id, open_calls=row.calls, was=row.open_calls)
+                fixed["account"] += 1
+    return fixed
 
 
 def _bounded(session: Session, settings: Settings) -> None:

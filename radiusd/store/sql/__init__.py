@@ -62,8 +62,10 @@ Lock order and time limits
 Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
 order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
 statement that locks several rows says `ORDER BY id`). Admission locks only clients (id order);
-the sweeper and the accounting writer lock open calls in id order. Where a path must touch a
-client after its calls (an accounting group debits the clients of the calls it closed), a
+the sweeper and the accounting writer lock open calls in id order. The usage triggers on
+`active_calls` (radiusd.store.sql.postgresql.ddl) lock the clients whose counters a statement
+changes, in id order, at the end of that statement. Where a path must touch a client after its
+calls (an accounting group debits the clients of the calls it closed), a
 deadlock with another path is possible: PostgreSQL then aborts one transaction (SQLSTATE 40P01,
 or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
 a random pause (radiusd.store.accounting_writer); it is counted

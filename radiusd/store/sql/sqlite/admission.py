@@ -1,5 +1,6 @@
 """Admission (radiusd.store.capacity) on SQLite: the transaction begins with BEGIN IMMEDIATE
-(radiusd.db), which serialises writers on the whole database, so no row locks."""
+(radiusd.db), which serialises writers on the whole database, so no row locks. Usage is read from
+the counters the triggers keep (radiusd.store.sql.sqlite.ddl)."""
 from __future__ import annotations
 
 from sqlalchemy import Integer, String, bindparam, text
@@ -23,14 +24,18 @@ def _keys():
 
 
 STATEMENTS = {
-    "balances": text("SELECT id AS client_id, balance FROM clients WHERE id IN :clients ORDER BY id")
-    .bindparams(_ids("clients")).columns(client_id=Integer(), balance=Money()),
-    # open legs per (client, account) that no call of the batch replaces
-    "open": text("SELECT client_id, account_id, count(*) AS calls, coalesce(sum(max_cost), 0) AS exposure"
-                 " FROM active_calls WHERE client_id IN :clients AND leg_key NOT IN :keys AND " + _OPEN
-                 + " GROUP BY client_id, account_id")
-    .bindparams(_ids("clients"), _keys(), bindparam("now", type_=UTCDateTime()))
-    .columns(client_id=Integer(), account_id=Integer(), calls=Integer(), exposure=Money()),
+    # the limited clients' balances and usage counters (radiusd.store.sql.sqlite.ddl)
+    "clients": text("SELECT id AS client_id, balance, open_calls, money_held FROM clients WHERE id IN :clients"
+                    " ORDER BY id")
+    .bindparams(_ids("clients")).columns(client_id=Integer(), balance=Money(), open_calls=Integer(),
+                                         money_held=Money()),
+    # the counters of the batch's accounts (no row: 0)
+    "accounts": text("SELECT account_id, open_calls FROM account_usage WHERE account_id IN :accounts")
+    .bindparams(_ids("accounts")).columns(account_id=Integer(), open_calls=Integer()),
+    # the expired reservations of the limited clients stop counting (the triggers decrement)
+    "expire": text("DELETE FROM active_calls WHERE client_id IN :clients AND state = 'reserved'"
+                   " AND expires_at <= :now")
+    .bindparams(_ids("clients"), bindparam("now", type_=UTCDateTime())),
     # open legs whose key a call of the batch would take
     "replaced": text("SELECT leg_key, client_id, account_id, max_cost FROM active_calls"
                      " WHERE leg_key IN :keys AND " + _OPEN)
