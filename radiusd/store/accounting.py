@@ -10,6 +10,7 @@ lives in radiusd.core.accounting. Here, for each kind of caller:
   Accounting-On/Off loads every row of its NAS instead. `apply` is a group of one.
 - `close_stale` / `expire_reservations`: the sweeper (radiusd.store.sweeper).
 - `remove_call`: `radiusd calls remove`.
+- `forget_references`: a NAS or rate table deleted (the hot tables have no foreign keys to them).
 
 Idempotent against other writers too: the CDR is written only when its leg key's claim in
 `cdr_legs` is new (a concurrent duplicate claims nothing and debits nothing), and a row opened
@@ -26,7 +27,7 @@ from decimal import Decimal
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from radiusd.core.accounting import (
@@ -37,7 +38,7 @@ from radiusd.core.sanity import DEFAULT_LIMITS, Limits
 from radiusd.core.keys import reservation_key
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot, build_rate_table
 from radiusd.core.snapshot import Rate as RateInfo
-from radiusd.models import Client, Rate, RateTable
+from radiusd.models import ActiveCall, Cdr, Client, Rate, RateTable
 from radiusd.store import sql
 from radiusd.store.sql.accounting_shared import CALL_FIELDS
 
@@ -190,6 +191,15 @@ def remove_call(session: Session, row_id: int, now: dt.datetime) -> tuple[Leg, d
     cdr = plan.effects[0].cdr
     return row, {"id": row_id, "removed": "call", "duration": cdr.duration if cdr else 0,
                  "cost": cdr.cost if cdr is not None and cdr.leg_key in claimed else None}
+
+
+def forget_references(session: Session, *, nas_id: int | None = None, rate_table_id: int | None = None) -> None:
+    """A NAS or rate table is being deleted: open calls and CDRs that name it keep no dangling id
+    (what ON DELETE SET NULL did before those foreign keys were dropped from the hot tables)."""
+    for column, value in (("nas_id", nas_id), ("rate_table_id", rate_table_id)):
+        if value is not None:
+            for model in (ActiveCall, Cdr):
+                session.execute(update(model).where(getattr(model, column) == value).values({column: None}))
 
 
 def _write(io, plan: Plan, on_anomaly=None) -> tuple[Plan, set[str]]:
