@@ -2,13 +2,13 @@
 (no UDP edge), against a benchmark population on PostgreSQL.
 
     python3 benchmarks/acct_store.py --database-url postgresql://…/radiusd_bench_large \
-        --users users-large.csv --calls 5000 --window 32
+        --users users-large.csv --calls 4000 --window 16
 
 Prints records/s and, per record: CPU of the writer thread (Python + driver), CPU of the writer's
 PostgreSQL backend (from /proc: the server must run on this machine and be readable, e.g. as
 root), and per group: records, and with `--strace` the round trips (the writer thread's `sendto`
-calls, counted by `strace -c`; strace slows the thread, so take CPU figures from a run without). The tables `active_calls`, `cdr_legs`, `cdrs`
-are NOT emptied: use a copy of the population.
+calls, counted by `strace -c`; strace slows the thread, so take CPU figures from a run without).
+It adds CDRs and debits balances: use a copy of the population.
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from sqlalchemy import text  # noqa: E402
 from radiusd.config import Settings  # noqa: E402
 from radiusd.core.facts import AcctFacts  # noqa: E402
 from radiusd.db import make_engine, make_sessionmaker  # noqa: E402
-from radiusd.store import sql  # noqa: E402
 from radiusd.store.accounting_writer import AccountingWriter  # noqa: E402
 from radiusd.store.snapshot_loader import load_snapshot_from  # noqa: E402
 

@@ -11,9 +11,10 @@ One writer thread owns every accounting write of the process:
   the whole group.
 - **Fast path first**: the group is applied without savepoints by `apply_group`
   (radiusd.store.accounting: load the group's legs, fold its events through the core, write; on
-  PostgreSQL two round trips whatever its size: `BEGIN; load`, then the writes with the COMMIT). Only if that fails for a reason
-  other than the store being away is the group redone with a SAVEPOINT per record, so one bad
-  record doesn't sink the others (then, if the COMMIT itself fails, record by record). A deadlock
+  PostgreSQL two round trips whatever its size: `BEGIN; load`, then the writes with the COMMIT).
+  Only if that fails for a reason other than the store being away is the group redone with a
+  SAVEPOINT per record, so one bad record doesn't sink the others (then, if the COMMIT itself
+  fails, record by record). A deadlock
   with another writer is retried, not spooled.
 - The writer keeps its own PostgreSQL connection between groups (no pool checkout and ping per
   group); a broken one is replaced once before the store counts as away.
