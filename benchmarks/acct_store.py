@@ -128,7 +128,8 @@ def main(argv=None) -> int:
     writer.stop()
     n = len(facts)
     print(f"records {n} in {wall:.2f} s: {n / wall:,.0f} records/s, failed {failed[0]}, spooled "
-          f"{writer.counters['spooled']}; groups {groups} ({n / max(groups, 1):.1f} records each)")
+          f"{writer.counters['spooled']}; groups {groups} ({n / max(groups, 1):.1f} records each), "
+          f"deadlocks retried {writer.counters['conflicts']}")
     print(f"writer thread CPU {1e6 * (w1 - w0) / n:.0f} µs/record; PostgreSQL backend CPU "
           f"{1e6 * (b1 - b0) / n:.0f} µs/record" + (f"; sends {sends} = {sends / max(groups, 1):.2f} per group"
                                                      if isinstance(sends, int) else ""))
