@@ -17,8 +17,10 @@ import csv
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -74,7 +76,8 @@ def main(argv=None) -> int:
     with engine.connect() as conn:
         nas_id = conn.scalar(text("SELECT id FROM nas WHERE address = '127.0.0.1/32'"))
     facts = records(args.users, args.calls, nas_id, f"{os.getpid():x}{int(time.time()):x}")
-    writer = AccountingWriter(sessions, lambda: snapshot, Settings(spool_path=f"/tmp/acct-store-{os.getpid()}"))
+    spool = tempfile.mkdtemp(prefix="acct-store-")   # stays empty while the store is up; removed below
+    writer = AccountingWriter(sessions, lambda: snapshot, Settings(spool_path=spool))
     writer.start()
     # as the switch does it: a call's Stop is sent once its Start is answered, so the two land
     # in different groups (a Start and its Stop in one group coalesce into one CDR, no open call)
@@ -126,6 +129,7 @@ def main(argv=None) -> int:
         m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?sendto$", err, re.M)
         sends = int(m.group(1)) if m else err
     writer.stop()
+    shutil.rmtree(spool, ignore_errors=True)
     n = len(facts)
     print(f"records {n} in {wall:.2f} s: {n / wall:,.0f} records/s, failed {failed[0]}, spooled "
           f"{writer.counters['spooled']}; groups {groups} ({n / max(groups, 1):.1f} records each), "
