@@ -323,6 +323,13 @@ class ActiveCall(Base):
     """A call leg authorized (state=reserved, until expires_at) or started and not yet stopped.
 
     Every row counts against capacity. The row is deleted when the leg's CDR is written.
+
+    Every accounting Start inserts a row and every Stop deletes it, so the table carries only
+    what a query needs: foreign keys on `account_id` and `client_id` (admission learns from their
+    failure, SQLSTATE 23503, that a client or account was deleted since the snapshot; deleting
+    one removes its calls), none on `nas_id` and `rate_table_id` (each insert would check and
+    KEY SHARE-lock the NAS row every call shares); deleting a NAS or rate table clears them
+    (radiusd.store.accounting.forget_references).
     """
 
     __tablename__ = "active_calls"
@@ -333,7 +340,6 @@ class ActiveCall(Base):
               postgresql_where=text("state = 'reserved'"), sqlite_where=text("state = 'reserved'")),
         Index("ix_active_calls_nas_open", "nas_id",
               postgresql_where=text("state = 'active'"), sqlite_where=text("state = 'active'")),
-        Index("ix_active_calls_call_id", "call_id", "leg"),
         # admission deletes the expired reservations of the clients it locked
         Index("ix_active_calls_client_reserved_expiry", "client_id", "expires_at",
               postgresql_where=text("state = 'reserved'"), sqlite_where=text("state = 'reserved'")),
@@ -344,14 +350,14 @@ class ActiveCall(Base):
     leg_key: Mapped[str] = mapped_column(String(255), unique=True)
     call_id: Mapped[str] = mapped_column(String(255))
     acct_session_id: Mapped[str | None] = mapped_column(String(255))
-    nas_id: Mapped[int | None] = mapped_column(ForeignKey("nas.id", ondelete="SET NULL"))
+    nas_id: Mapped[int | None] = mapped_column(Integer)   # nas.id (no foreign key: see above)
     leg: Mapped[str] = mapped_column(String(4), server_default="orig")
     state: Mapped[str] = mapped_column(String(8))
     account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
     caller: Mapped[str] = mapped_column(String(64), server_default="")
     called: Mapped[str] = mapped_column(String(64), server_default="")
-    rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    rate_table_id: Mapped[int | None] = mapped_column(Integer)   # rate_tables.id (no foreign key)
     prefix: Mapped[str | None] = mapped_column(String(32))
     max_cost: Mapped[Decimal] = mapped_column(Money, server_default="0")  # worst case, for exposure
     max_duration: Mapped[int | None] = mapped_column(Integer)
@@ -384,6 +390,12 @@ class Cdr(Base):
     a DEFAULT partition `cdrs_default` plus `cdrs_YYYY_MM` created ahead). PostgreSQL wants every
     unique key of a partitioned table to contain the partition key, so the primary key there is
     (id, disconnect_time) and the one-CDR-per-leg rule lives in `cdr_legs` (CdrLeg).
+
+    No foreign keys: a CDR is history, written once per call leg by accounting, and each key
+    would cost a check and a KEY SHARE lock of the NAS/account/client/rate table row per CDR.
+    Deleting an account deletes its CDRs (radiusd.admin.accounts), a client with CDRs is never
+    deleted, deleting a NAS or rate table clears them (radiusd.store.accounting.forget_references).
+    No index on `leg_key`: the leg's CDR is found through `cdr_legs` (cdr_id, disconnect_time).
     """
 
     __tablename__ = "cdrs"
@@ -396,13 +408,13 @@ class Cdr(Base):
         {"postgresql_partition_by": "RANGE (disconnect_time)", "info": {"partition_key": ("disconnect_time",)}},
     )
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    leg_key: Mapped[str] = mapped_column(String(255), index=True)  # unique through cdr_legs
+    leg_key: Mapped[str] = mapped_column(String(255))  # unique through cdr_legs
     call_id: Mapped[str] = mapped_column(String(255), index=True)
     acct_session_id: Mapped[str | None] = mapped_column(String(255))
-    nas_id: Mapped[int | None] = mapped_column(ForeignKey("nas.id", ondelete="SET NULL"))
+    nas_id: Mapped[int | None] = mapped_column(Integer)         # nas.id
     leg: Mapped[str] = mapped_column(String(4))
-    account_id: Mapped[int | None] = mapped_column(ForeignKey("accounts.id", ondelete="SET NULL"))
-    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id", ondelete="SET NULL"))
+    account_id: Mapped[int | None] = mapped_column(Integer)     # accounts.id
+    client_id: Mapped[int | None] = mapped_column(Integer)      # clients.id
     caller: Mapped[str] = mapped_column(String(64), server_default="")
     called: Mapped[str] = mapped_column(String(64), server_default="")  # tech prefix stripped
     tech_prefix: Mapped[str] = mapped_column(String(32), server_default="")
@@ -414,7 +426,7 @@ class Cdr(Base):
     billed_seconds: Mapped[int] = mapped_column(BigInteger, server_default="0")
     disconnect_cause: Mapped[str] = mapped_column(String(32), server_default="")
     result: Mapped[str] = mapped_column(String(12))
-    rate_table_id: Mapped[int | None] = mapped_column(ForeignKey("rate_tables.id", ondelete="SET NULL"))
+    rate_table_id: Mapped[int | None] = mapped_column(Integer)  # rate_tables.id
     prefix: Mapped[str | None] = mapped_column(String(32))
     price_per_minute: Mapped[Decimal | None] = mapped_column(Money)
     cost: Mapped[Decimal] = mapped_column(Money, server_default="0")

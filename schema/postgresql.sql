@@ -31,6 +31,44 @@ CREATE TABLE cdr_legs (
 	CONSTRAINT pk_cdr_legs PRIMARY KEY (leg_key)
 );
 
+CREATE TABLE cdrs (
+	id BIGSERIAL NOT NULL, 
+	leg_key VARCHAR(255) NOT NULL, 
+	call_id VARCHAR(255) NOT NULL, 
+	acct_session_id VARCHAR(255), 
+	nas_id INTEGER, 
+	leg VARCHAR(4) NOT NULL, 
+	account_id INTEGER, 
+	client_id INTEGER, 
+	caller VARCHAR(64) DEFAULT '' NOT NULL, 
+	called VARCHAR(64) DEFAULT '' NOT NULL, 
+	tech_prefix VARCHAR(32) DEFAULT '' NOT NULL, 
+	remote_address VARCHAR(64), 
+	setup_time TIMESTAMP WITH TIME ZONE, 
+	connect_time TIMESTAMP WITH TIME ZONE, 
+	disconnect_time TIMESTAMP WITH TIME ZONE NOT NULL, 
+	duration BIGINT DEFAULT '0' NOT NULL, 
+	billed_seconds BIGINT DEFAULT '0' NOT NULL, 
+	disconnect_cause VARCHAR(32) DEFAULT '' NOT NULL, 
+	result VARCHAR(12) NOT NULL, 
+	rate_table_id INTEGER, 
+	prefix VARCHAR(32), 
+	price_per_minute NUMERIC(20, 6), 
+	cost NUMERIC(20, 6) DEFAULT '0' NOT NULL, 
+	currency VARCHAR(3) DEFAULT 'USD' NOT NULL, 
+	flags VARCHAR(128) DEFAULT '' NOT NULL, 
+	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
+	CONSTRAINT pk_cdrs PRIMARY KEY (id, disconnect_time), 
+	CONSTRAINT ck_cdrs_leg_known CHECK (leg IN ('orig', 'term')), 
+	CONSTRAINT ck_cdrs_result_known CHECK (result IN ('success', 'busy', 'no_channel', 'error'))
+)
+ PARTITION BY RANGE (disconnect_time);
+CREATE INDEX ix_cdrs_account_time ON cdrs (account_id, disconnect_time);
+CREATE INDEX ix_cdrs_call_id ON cdrs (call_id);
+CREATE INDEX ix_cdrs_client_time ON cdrs (client_id, disconnect_time);
+CREATE INDEX ix_cdrs_nas_time ON cdrs (nas_id, disconnect_time);
+CREATE TABLE IF NOT EXISTS cdrs_default PARTITION OF cdrs DEFAULT;
+
 CREATE TABLE nas (
 	id SERIAL NOT NULL, 
 	name VARCHAR(100) NOT NULL, 
@@ -242,13 +280,10 @@ CREATE TABLE active_calls (
 	CONSTRAINT ck_active_calls_leg_known CHECK (leg IN ('orig', 'term')), 
 	CONSTRAINT ck_active_calls_state_known CHECK (state IN ('reserved', 'active')), 
 	CONSTRAINT uq_active_calls_leg_key UNIQUE (leg_key), 
-	CONSTRAINT fk_active_calls_nas_id_nas FOREIGN KEY(nas_id) REFERENCES nas (id) ON DELETE SET NULL, 
 	CONSTRAINT fk_active_calls_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE CASCADE, 
-	CONSTRAINT fk_active_calls_client_id_clients FOREIGN KEY(client_id) REFERENCES clients (id) ON DELETE CASCADE, 
-	CONSTRAINT fk_active_calls_rate_table_id_rate_tables FOREIGN KEY(rate_table_id) REFERENCES rate_tables (id) ON DELETE SET NULL
+	CONSTRAINT fk_active_calls_client_id_clients FOREIGN KEY(client_id) REFERENCES clients (id) ON DELETE CASCADE
 );
 CREATE INDEX ix_active_calls_account_id ON active_calls (account_id);
-CREATE INDEX ix_active_calls_call_id ON active_calls (call_id, leg);
 CREATE INDEX ix_active_calls_client_id ON active_calls (client_id);
 CREATE INDEX ix_active_calls_client_reserved_expiry ON active_calls (client_id, expires_at) WHERE state = 'reserved';
 CREATE INDEX ix_active_calls_nas_open ON active_calls (nas_id) WHERE state = 'active';
@@ -312,49 +347,6 @@ CREATE TRIGGER radiusd_usage_delete AFTER DELETE ON active_calls REFERENCING OLD
     FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_deleted();
 CREATE TRIGGER radiusd_usage_truncate AFTER TRUNCATE ON active_calls
     FOR EACH STATEMENT EXECUTE FUNCTION radiusd_usage_truncated();
-
-CREATE TABLE cdrs (
-	id BIGSERIAL NOT NULL, 
-	leg_key VARCHAR(255) NOT NULL, 
-	call_id VARCHAR(255) NOT NULL, 
-	acct_session_id VARCHAR(255), 
-	nas_id INTEGER, 
-	leg VARCHAR(4) NOT NULL, 
-	account_id INTEGER, 
-	client_id INTEGER, 
-	caller VARCHAR(64) DEFAULT '' NOT NULL, 
-	called VARCHAR(64) DEFAULT '' NOT NULL, 
-	tech_prefix VARCHAR(32) DEFAULT '' NOT NULL, 
-	remote_address VARCHAR(64), 
-	setup_time TIMESTAMP WITH TIME ZONE, 
-	connect_time TIMESTAMP WITH TIME ZONE, 
-	disconnect_time TIMESTAMP WITH TIME ZONE NOT NULL, 
-	duration BIGINT DEFAULT '0' NOT NULL, 
-	billed_seconds BIGINT DEFAULT '0' NOT NULL, 
-	disconnect_cause VARCHAR(32) DEFAULT '' NOT NULL, 
-	result VARCHAR(12) NOT NULL, 
-	rate_table_id INTEGER, 
-	prefix VARCHAR(32), 
-	price_per_minute NUMERIC(20, 6), 
-	cost NUMERIC(20, 6) DEFAULT '0' NOT NULL, 
-	currency VARCHAR(3) DEFAULT 'USD' NOT NULL, 
-	flags VARCHAR(128) DEFAULT '' NOT NULL, 
-	created_at TIMESTAMP WITH TIME ZONE DEFAULT CURRENT_TIMESTAMP NOT NULL, 
-	CONSTRAINT pk_cdrs PRIMARY KEY (id, disconnect_time), 
-	CONSTRAINT ck_cdrs_leg_known CHECK (leg IN ('orig', 'term')), 
-	CONSTRAINT ck_cdrs_result_known CHECK (result IN ('success', 'busy', 'no_channel', 'error')), 
-	CONSTRAINT fk_cdrs_nas_id_nas FOREIGN KEY(nas_id) REFERENCES nas (id) ON DELETE SET NULL, 
-	CONSTRAINT fk_cdrs_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE SET NULL, 
-	CONSTRAINT fk_cdrs_client_id_clients FOREIGN KEY(client_id) REFERENCES clients (id) ON DELETE SET NULL, 
-	CONSTRAINT fk_cdrs_rate_table_id_rate_tables FOREIGN KEY(rate_table_id) REFERENCES rate_tables (id) ON DELETE SET NULL
-)
- PARTITION BY RANGE (disconnect_time);
-CREATE INDEX ix_cdrs_account_time ON cdrs (account_id, disconnect_time);
-CREATE INDEX ix_cdrs_call_id ON cdrs (call_id);
-CREATE INDEX ix_cdrs_client_time ON cdrs (client_id, disconnect_time);
-CREATE INDEX ix_cdrs_leg_key ON cdrs (leg_key);
-CREATE INDEX ix_cdrs_nas_time ON cdrs (nas_id, disconnect_time);
-CREATE TABLE IF NOT EXISTS cdrs_default PARTITION OF cdrs DEFAULT;
 
 CREATE TABLE routing_rules (
 	id SERIAL NOT NULL, 

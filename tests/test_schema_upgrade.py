@@ -29,6 +29,16 @@ ALTER TABLE clients DROP COLUMN max_call_duration;
 ALTER TABLE accounts DROP COLUMN max_call_duration;
 ALTER TABLE nas ALTER COLUMN secret TYPE VARCHAR(256);
 ALTER TABLE accounts ALTER COLUMN password TYPE VARCHAR(256);
+ALTER TABLE active_calls ADD CONSTRAINT fk_active_calls_nas_id_nas FOREIGN KEY(nas_id) REFERENCES nas (id) ON DELETE SET NULL;
+ALTER TABLE active_calls ADD CONSTRAINT fk_active_calls_rate_table_id_rate_tables FOREIGN KEY(rate_table_id)
+    REFERENCES rate_tables (id) ON DELETE SET NULL;
+CREATE INDEX ix_active_calls_call_id ON active_calls (call_id, leg);
+ALTER TABLE cdrs ADD CONSTRAINT fk_cdrs_nas_id_nas FOREIGN KEY(nas_id) REFERENCES nas (id) ON DELETE SET NULL;
+ALTER TABLE cdrs ADD CONSTRAINT fk_cdrs_account_id_accounts FOREIGN KEY(account_id) REFERENCES accounts (id) ON DELETE SET NULL;
+ALTER TABLE cdrs ADD CONSTRAINT fk_cdrs_client_id_clients FOREIGN KEY(client_id) REFERENCES clients (id) ON DELETE SET NULL;
+ALTER TABLE cdrs ADD CONSTRAINT fk_cdrs_rate_table_id_rate_tables FOREIGN KEY(rate_table_id)
+    REFERENCES rate_tables (id) ON DELETE SET NULL;
+CREATE INDEX ix_cdrs_leg_key ON cdrs (leg_key);
 INSERT INTO nas (id, name, address, secret, require_message_authenticator)
     VALUES (1, 'cisco-gw', '192.0.2.1/32', 's1', true), (2, 'kamailio', '192.0.2.2/32', 's2', false);
 INSERT INTO clients (id, name, credit_limit) VALUES (1, 'Acme', 0);
@@ -66,7 +76,9 @@ def _shape(engine) -> dict:
                {c["name"] for c in db.get_check_constraints(name)})
         for name in ("nas", "clients", "accounts", "account_usage") if db.has_table(name)
     }
-    shape["active_calls indexes"] = {i["name"] for i in db.get_indexes("active_calls")}
+    # the hot tables: only the foreign keys and indexes the current schema has
+    for name in ("active_calls", "cdrs", "cdrs_default"):
+        shape[name] = ({k["name"] for k in db.get_foreign_keys(name)}, {i["name"] for i in db.get_indexes(name)})
     with engine.connect() as conn:   # the usage triggers and their functions, as PostgreSQL prints them
         shape["triggers"] = set(conn.exec_driver_sql(
             "SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = 'active_calls'::regclass"

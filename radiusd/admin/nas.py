@@ -9,6 +9,7 @@ from radiusd.admin import fields as F
 from radiusd.admin.refs import find
 from radiusd.core import message_authenticator as ma
 from radiusd.models import CALLER_ADDRESS_SOURCES, DIALECTS, Account, Nas, account_gateways
+from radiusd.store.accounting import forget_references
 from radiusd.store.sealing import seal_column
 
 # require_message_authenticator: the former yes/no flag, still accepted as the policy of that name
@@ -143,6 +144,7 @@ def delete_nas(session: Session, ref, *, actor: str, context: str = "cli") -> di
     before["gateway_of"] = [a.name for a in users]
     for account in users:
         account.gateways = [g for g in account.gateways if g.id != nas.id]
+    forget_references(session, nas_id=nas.id)   # its open calls and CDRs
     session.flush()
     session.delete(nas)
     session.flush()

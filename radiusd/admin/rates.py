@@ -22,6 +22,7 @@ from radiusd.admin import fields as F
 from radiusd.admin.refs import find, refuse_if_used
 from radiusd.errors import UserError
 from radiusd.models import Account, ActiveCall, Client, Rate, RateTable
+from radiusd.store.accounting import forget_references
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 CSV_COLUMNS = ("prefix", "description", "price_per_minute", "connection_fee", "minimum_seconds",
@@ -134,6 +135,7 @@ def delete_rate_table(session: Session, ref, *, actor: str, context: str = "cli"
     rate_count = session.scalar(select(func.count()).select_from(Rate).where(Rate.rate_table_id == table.id))
     prior = rate_table_record(table, rate_count)
     session.execute(delete(Rate).where(Rate.rate_table_id == table.id))
+    forget_references(session, rate_table_id=table.id)   # the CDRs (and any call that slipped in) rated by it
     session.delete(table)
     session.flush()
     audit.record(session, object_type="rate_table", object_id=prior["id"], object_name=prior["name"],

@@ -10,6 +10,7 @@ lives in radiusd.core.accounting. Here, for each kind of caller:
   Accounting-On/Off loads every row of its NAS instead. `apply` is a group of one.
 - `close_stale` / `expire_reservations`: the sweeper (radiusd.store.sweeper).
 - `remove_call`: `radiusd calls remove`.
+- `forget_references`: a NAS or rate table deleted (the hot tables have no foreign keys to them).
 
 Idempotent against other writers too: the CDR is written only when its leg key's claim in
 `cdr_legs` is new (a concurrent duplicate claims nothing and debits nothing), and a row opened
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from radiusd.core.accounting import (
@@ -36,7 +38,7 @@ from radiusd.core.sanity import DEFAULT_LIMITS, Limits
 from radiusd.core.keys import reservation_key
 from radiusd.core.snapshot import AccountInfo, RateTableInfo, Snapshot, build_rate_table
 from radiusd.core.snapshot import Rate as RateInfo
-from radiusd.models import Client, Rate, RateTable
+from radiusd.models import ActiveCall, Cdr, Client, Rate, RateTable
 from radiusd.store import sql
 from radiusd.store.sql.accounting_shared import CALL_FIELDS
 
@@ -97,25 +99,36 @@ def apply(session: Session, facts: AcctFacts, snapshot: Snapshot, now: dt.dateti
 
 
 def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, now: dt.datetime,
-                limits: Limits = DEFAULT_LIMITS, on_anomaly=None) -> list[Outcome]:
+                limits: Limits = DEFAULT_LIMITS, on_anomaly=None, *, commit: bool = False,
+                lock_ms: int | None = None) -> list[Outcome]:
     """Apply records in order in the caller's transaction (no savepoints: any error fails the group).
 
     `limits`: the sanity bounds (radiusd.core.sanity); `on_anomaly(kind)` is called once per
-    anomaly of each CDR written (the server counts them)."""
+    anomaly of each CDR written (the server counts them).
+
+    `commit=True` (PostgreSQL only; no transaction open on the session's connection): the group
+    is its own transaction, begun with its first statement and committed with its last write
+    (`BEGIN; load` and `writes; COMMIT`: two round trips), `lock_ms` its lock wait. Rolled back
+    on any failure. Returns once committed. Cheapest on a connection kept in autocommit mode
+    (the writer's)."""
     view = SnapshotView(snapshot)
     outcomes: list[Outcome] = []
-    segment: list[AcctFacts] = []
-    with _io(session) as io:
-        for facts in records:
-            if facts.status not in ("on", "off"):
-                segment.append(facts)
-                continue
-            if segment:
-                outcomes += _packets(io, segment, now, view, limits, on_anomaly)
-                segment = []
-            outcomes.append(_nas_reset(io, facts, now, view, limits, on_anomaly))
-        if segment:
-            outcomes += _packets(io, segment, now, view, limits, on_anomaly)
+    units: list[list[AcctFacts] | AcctFacts] = []   # runs of packets, and each Accounting-On/Off alone
+    for facts in records:
+        if facts.status in ("on", "off"):
+            units.append(facts)
+        elif units and isinstance(units[-1], list):
+            units[-1].append(facts)
+        else:
+            units.append([facts])
+    with _io(session, own=commit, lock_ms=lock_ms) as io:
+        for n, unit in enumerate(units):
+            io.final = n == len(units) - 1   # its write carries the COMMIT
+            if isinstance(unit, list):
+                outcomes += _packets(io, unit, now, view, limits, on_anomaly)
+            else:
+                outcomes.append(_nas_reset(io, unit, now, view, limits, on_anomaly))
+        io.finish()
     return outcomes
 
 
@@ -180,6 +193,15 @@ def remove_call(session: Session, row_id: int, now: dt.datetime) -> tuple[Leg, d
                  "cost": cdr.cost if cdr is not None and cdr.leg_key in claimed else None}
 
 
+def forget_references(session: Session, *, nas_id: int | None = None, rate_table_id: int | None = None) -> None:
+    """A NAS or rate table is being deleted: open calls and CDRs that name it keep no dangling id
+    (what ON DELETE SET NULL did before those foreign keys were dropped from the hot tables)."""
+    for column, value in (("nas_id", nas_id), ("rate_table_id", rate_table_id)):
+        if value is not None:
+            for model in (ActiveCall, Cdr):
+                session.execute(update(model).where(getattr(model, column) == value).values({column: None}))
+
+
 def _write(io, plan: Plan, on_anomaly=None) -> tuple[Plan, set[str]]:
     claimed = io.write(plan)
     for effects in plan.effects:
@@ -209,13 +231,19 @@ def _outcome(effects: Effects, claimed: set[str]) -> Outcome:
 
 # -- one implementation per dialect: load the state, write the plan ----------------------------
 
-def _io(session: Session):
+def _io(session: Session, own: bool = False, lock_ms: int | None = None):
     conn = session.connection()
-    return _Pg(conn) if conn.dialect.name == "postgresql" else _Lite(conn)
+    if conn.dialect.name == "postgresql":
+        return _Pg(conn, own, lock_ms)
+    if own:
+        raise ValueError("apply_group(commit=True) is for PostgreSQL; commit the session instead")
+    return _Lite(conn)
 
 
 class _Lite:
     """SQLite (and the typed loads on every dialect): statements through SQLAlchemy, row at a time."""
+
+    final = False
 
     def __init__(self, conn):
         self.conn = conn
@@ -226,6 +254,9 @@ class _Lite:
 
     def __exit__(self, *exc) -> None:
         return None
+
+    def finish(self) -> None:
+        """The caller commits."""
 
     def rows(self, name: str, **params) -> list[Leg]:
         return [Leg(**row._mapping) for row in self.conn.execute(self.st[name], params)]
@@ -260,20 +291,80 @@ def _values(record) -> dict:
 
 class _Pg(_Lite):
     """PostgreSQL: the group's load and its writes are one round trip each, prepared statements
-    fed arrays, through psycopg2's own cursor (no per-statement overhead)."""
+    fed arrays, through psycopg2's own cursor (no per-statement overhead).
+
+    Owning the transaction (`own`), the driver connection is put in autocommit mode for the
+    group and the transaction block is spelled out: BEGIN travels with the first statement,
+    COMMIT with the last write (psycopg2 would send each as a round trip of its own)."""
+
+    def __init__(self, conn, own: bool = False, lock_ms: int | None = None):
+        super().__init__(conn)
+        self.own = own
+        self.lock_ms = lock_ms
+        self.begun = False   # own: BEGIN sent, COMMIT/ROLLBACK not yet
 
     def __enter__(self):
-        self.cursor = sql.driver_connection(self.conn).cursor()
+        driver = sql.driver_connection(self.conn)
+        self.cursor = driver.cursor()
+        # a caller that keeps its connection in autocommit mode (the writer) saves psycopg2's
+        # `SET default_transaction_isolation` round trip that each switch may send
+        self.switched = self.own and not driver.autocommit
+        if self.switched:
+            driver.autocommit = True
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.own and self.begun:   # failed in the middle: leave no transaction (and no locks) behind
+            try:
+                self.cursor.execute(self.st["rollback"])
+            except Exception:
+                with contextlib.suppress(Exception):   # state unknown: never reuse it
+                    self.conn.invalidate()
+        if self.switched:
+            with contextlib.suppress(Exception):
+                sql.driver_connection(self.conn).autocommit = False
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.cursor.close()
+
+    def _opening(self) -> list:
+        """What must precede the next statement: BEGIN (and the lock wait) once, when owning."""
+        if not self.own or self.begun:
+            return []
+        self.begun = True
+        parts = [self.st["begin"].encode()]
+        if self.lock_ms is not None:
+            parts.append(self.cursor.mogrify(sql.statement("postgresql", "timeouts", "local_lock"),
+                                             {"ms": self.lock_ms}))
+        return parts
+
+    def _begin_alone(self) -> None:
+        """Before a statement sent through SQLAlchemy (Accounting-On/Off loads)."""
+        opening = self._opening()
+        if opening:
+            with self._errors():
+                self.cursor.execute(b"; ".join(opening))
+
+    def rows(self, name: str, **params) -> list[Leg]:
+        self._begin_alone()
+        return super().rows(name, **params)
+
+    def closed(self, keys: list[str]) -> set[str]:
+        self._begin_alone()
+        return super().closed(keys)
+
+    def finish(self) -> None:
+        """Owning: COMMIT if the last write did not carry it."""
+        if self.own and self.begun:
+            with self._errors():
+                self.cursor.execute(self.st["commit"])
+            self.begun = False
 
     def load_group(self, keys: list[str], legs: list[str]) -> tuple[list[Leg], set[str]]:
         with self._errors():
             sql.prepare(sql.pool_connection(self.conn), self.cursor, "accounting")
-            self.cursor.execute(self.st["load"].execute, (keys, legs))
+            opening = self._opening()
+            load = self.cursor.mogrify(self.st["load"].execute, (keys, legs))
+            self.cursor.execute(b"; ".join(opening + [load]))
             fetched = self.cursor.fetchall()
         rows, closed = [], set()
         for done, *values in fetched:
@@ -299,11 +390,20 @@ class _Pg(_Lite):
                     parts.append(cursor.mogrify(st[name].execute, st[name].column_arrays(rows)))
             if plan.touched:
                 parts.append(cursor.mogrify(st["ended"].execute, (plan.touched,)))
-            if plan.cdrs:  # last: its result is the one returned
-                parts.append(cursor.mogrify(st["cdrs"].execute, st["cdrs"].column_arrays(plan.cdrs)))
+            committing = self.own and self.final
+            if plan.cdrs:  # last before COMMIT: its result (or the setting it leaves) is returned
+                cdrs = st["cdrs_noted" if committing else "cdrs"]
+                parts.append(cursor.mogrify(cdrs.execute, cdrs.column_arrays(plan.cdrs)))
+            if committing:
+                parts = self._opening() + parts + [st["commit"].encode()]
+                if plan.cdrs:
+                    parts.append(st["written"].encode())
             if not parts:
                 return set()
             cursor.execute(b"; ".join(parts))
+            if committing:
+                self.begun = False
+                return set(json.loads(cursor.fetchone()[0])) if plan.cdrs else set()
             return {key for (key,) in cursor.fetchall()} if plan.cdrs else set()
 
     @contextlib.contextmanager

@@ -11,9 +11,10 @@ One writer thread owns every accounting write of the process:
   the whole group.
 - **Fast path first**: the group is applied without savepoints by `apply_group`
   (radiusd.store.accounting: load the group's legs, fold its events through the core, write; on
-  PostgreSQL two round trips plus COMMIT whatever its size). Only if that fails for a reason
-  other than the store being away is the group redone with a SAVEPOINT per record, so one bad
-  record doesn't sink the others (then, if the COMMIT itself fails, record by record). A deadlock
+  PostgreSQL two round trips whatever its size: `BEGIN; load`, then the writes with the COMMIT).
+  Only if that fails for a reason other than the store being away is the group redone with a
+  SAVEPOINT per record, so one bad record doesn't sink the others (then, if the COMMIT itself
+  fails, record by record). A deadlock
   with another writer is retried, not spooled.
 - The writer keeps its own PostgreSQL connection between groups (no pool checkout and ping per
   group); a broken one is replaced once before the store counts as away.
@@ -49,6 +50,7 @@ One writer thread owns every accounting write of the process:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import random
@@ -357,7 +359,13 @@ class AccountingWriter:
             raise StoreUnavailable(f"no snapshot: {exc!r}") from exc
         now = dt.datetime.now(dt.timezone.utc)
         try:
-            with self._session() as session, session.begin():
+            if not savepoints and self._engine is not None:
+                # PostgreSQL: the group begins with its load and commits with its write
+                with self._session() as session:
+                    apply_group(session, records, snapshot, now, self.limits, self.on_anomaly, commit=True,
+                                lock_ms=_PROBE_LOCK_MS if probe else None)
+                return refused
+            with self._session() as session, self._driver_transactions(), session.begin():
                 if probe and self._engine is not None:
                     session.connection().exec_driver_sql(
                         sql.statement("postgresql", "timeouts", "local_lock"), {"ms": _PROBE_LOCK_MS})
@@ -378,6 +386,23 @@ class AccountingWriter:
             raise
         return refused
 
+    @contextlib.contextmanager
+    def _driver_transactions(self):
+        """The kept PostgreSQL connection lives in autocommit mode (the fast path spells out its
+        transaction block); the savepoint paths (rare) use SQLAlchemy's, which needs the
+        driver's implicit BEGIN. (After _session(), which makes the kept connection.)"""
+        kept = self._connection
+        driver = sql.driver_connection(kept) if self._engine is not None and kept is not None else None
+        if driver is None or not driver.autocommit:
+            yield
+            return
+        driver.autocommit = False
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):   # a dropped connection is replaced anyway
+                driver.autocommit = True
+
     def _session(self) -> Session:
         if self._engine is None:
             return self.sessions()
@@ -392,6 +417,7 @@ class AccountingWriter:
                 connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "session"),
                                            {"ms": self.timeout_ms})
                 connection.commit()
+                sql.driver_connection(connection).autocommit = True   # see _driver_transactions
             except BaseException:
                 connection.close()
                 raise

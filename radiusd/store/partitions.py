@@ -17,12 +17,11 @@ partition for as long as the move lasts. The sweeper skips that month, logs
 `radiusd db partitions --move-default` (`move_default_rows`), one month per transaction.
 
 Locks, in the order an insert takes them: SHARE UPDATE EXCLUSIVE on the parent (inserts go on),
-ACCESS EXCLUSIVE on the default partition; ATTACH then also locks the tables the CDR foreign keys
-point to (clients, accounts, ...), which an accounting transaction may hold while it waits to
-insert into the default partition. Every lock wait is cut at LOCK_TIMEOUT_MS, shorter than
-PostgreSQL's deadlock_timeout (1 s), so in such a cycle this side gives up first (the accounting
-transaction goes on, delayed by at most that much) and tries again: the next sweep, or the
-command's next attempt. Several hosts may run this at once: each re-checks under the locks.
+ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys, so ATTACH locks no
+`clients`/`accounts` row an accounting transaction may hold). Every lock wait is cut at
+LOCK_TIMEOUT_MS, shorter than PostgreSQL's deadlock_timeout (1 s), so should a cycle form this side
+gives up first (the accounting transaction goes on, delayed by at most that much) and tries again:
+the next sweep, or the command's next attempt. Several hosts may run this at once: each re-checks under the locks.
 
 The SQL is in radiusd/store/sql/postgresql/partitions.py. SQLite stores have no partitioning:
 every function here reports `partitioned=False` and does nothing there.

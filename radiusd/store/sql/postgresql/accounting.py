@@ -1,9 +1,13 @@
 """Accounting (radiusd.store.accounting) on PostgreSQL.
 
-A group of Start/Interim/Stop/Failed records costs the same round trips whatever its size: `load`
-(one round trip), then every write in one round trip (`delete`; `update`; `insert`; `ended`;
-`cdrs`, EXECUTEs joined by `;`, run in order), then COMMIT. Each is PREPAREd once per connection
-and fed one array per column, so PostgreSQL plans it once. Idempotent against other writers:
+A group of Start/Interim/Stop/Failed records costs two round trips whatever its size (the
+writer's connection in autocommit mode, the transaction block spelled out): `BEGIN; EXECUTE load`,
+then every write and the COMMIT (`delete`; `update`; `insert`; `ended`; `cdrs_noted`; `COMMIT`;
+`written`, joined by `;`, run in order; a failing statement skips the rest, COMMIT included).
+The leg keys the group wrote survive its COMMIT in a session setting (`cdrs_noted` stores them,
+`written` reads them back), since a multi-statement query returns only its last result.
+Callers that commit through SQLAlchemy (sweeper, removal by hand) use `cdrs`, which returns them.
+Each is PREPAREd once per connection and fed one array per column, so PostgreSQL plans it once. Idempotent against other writers:
 the leg claim and the active-call insert are ON CONFLICT DO NOTHING, and only legs whose claim
 is new get a CDR and a debit. The rare loads (Accounting-On/Off, sweeper, removal by hand) are
 typed text statements that lock their rows.
@@ -17,6 +21,23 @@ from radiusd.store.sql.accounting_shared import CALL_FIELDS, CALLS, CDR_FIELDS, 
 
 _KEY = sql_type(CALLS.c.leg_key, postgresql.dialect()) + "[]"
 _CDR_COLS = ", ".join(CDR_FIELDS)
+
+_WRITTEN = "radiusd.acct_written"
+# Claim each leg key (ON CONFLICT: claimed before, here or by another writer, claims nothing),
+# write the CDR of each new claim, debit the orig legs' costs summed per client; `written` holds
+# the leg keys written.
+_CDRS = (
+    f"WITH v AS (SELECT * FROM {{unnest}} AS v ({_CDR_COLS})), "
+    "claim AS (INSERT INTO cdr_legs (leg_key, disconnect_time, cdr_id) "
+    "SELECT leg_key, disconnect_time, nextval(pg_get_serial_sequence('cdrs', 'id')) FROM v "
+    "ON CONFLICT (leg_key) DO NOTHING RETURNING leg_key, cdr_id), "
+    f"written AS (INSERT INTO cdrs (id, {_CDR_COLS}) SELECT claim.cdr_id, "
+    + ", ".join(f"v.{n}" for n in CDR_FIELDS)
+    + " FROM v JOIN claim ON claim.leg_key = v.leg_key RETURNING leg_key, leg, client_id, cost), "
+    "debit AS (UPDATE clients AS c SET balance = c.balance - owed.amount FROM "
+    "(SELECT client_id, sum(cost) AS amount FROM written "
+    " WHERE leg = 'orig' AND client_id IS NOT NULL AND cost <> 0 GROUP BY client_id) AS owed "
+    "WHERE c.id = owed.client_id) ")
 
 STATEMENTS = {
     **loads(lock=" FOR UPDATE", skip_locked=" SKIP LOCKED"),
@@ -40,21 +61,14 @@ STATEMENTS = {
     "ended": Prepared("radiusd_acct_ended", (_KEY,),
                       "DELETE FROM active_calls AS a USING cdr_legs AS l WHERE l.leg_key = a.leg_key "
                       "AND a.leg_key = ANY($1)"),
-    # Claim each leg key (ON CONFLICT: claimed before, here or by another writer, claims nothing),
-    # write the CDR of each new claim, debit the orig legs' costs summed per client; returns the
-    # leg keys written.
-    "cdrs": Prepared.from_columns(
-        "radiusd_acct_cdrs", CDRS, CDR_FIELDS,
-        f"WITH v AS (SELECT * FROM {{unnest}} AS v ({_CDR_COLS})), "
-        "claim AS (INSERT INTO cdr_legs (leg_key, disconnect_time, cdr_id) "
-        "SELECT leg_key, disconnect_time, nextval(pg_get_serial_sequence('cdrs', 'id')) FROM v "
-        "ON CONFLICT (leg_key) DO NOTHING RETURNING leg_key, cdr_id), "
-        f"written AS (INSERT INTO cdrs (id, {_CDR_COLS}) SELECT claim.cdr_id, "
-        + ", ".join(f"v.{n}" for n in CDR_FIELDS)
-        + " FROM v JOIN claim ON claim.leg_key = v.leg_key RETURNING leg_key, leg, client_id, cost), "
-        "debit AS (UPDATE clients AS c SET balance = c.balance - owed.amount FROM "
-        "(SELECT client_id, sum(cost) AS amount FROM written "
-        " WHERE leg = 'orig' AND client_id IS NOT NULL AND cost <> 0 GROUP BY client_id) AS owed "
-        "WHERE c.id = owed.client_id) "
-        "SELECT leg_key FROM written"),
+    "cdrs": Prepared.from_columns("radiusd_acct_cdrs", CDRS, CDR_FIELDS, _CDRS + "SELECT leg_key FROM written"),
+    # the same, the leg keys written kept as a JSON array in a session setting (survives COMMIT;
+    # rolled back with the transaction), read back by `written` after the COMMIT
+    "cdrs_noted": Prepared.from_columns(
+        "radiusd_acct_cdrs_noted", CDRS, CDR_FIELDS,
+        _CDRS + f"SELECT set_config('{_WRITTEN}', (SELECT coalesce(json_agg(leg_key), '[]')::text FROM written), false)"),
+    "written": f"SELECT current_setting('{_WRITTEN}')",
+    "begin": "BEGIN",
+    "commit": "COMMIT",
+    "rollback": "ROLLBACK",
 }
