@@ -416,8 +416,9 @@ def _refresh(row: Leg, facts: AcctFacts, now: dt.datetime) -> Leg:
     """An Interim-Update on an open leg: last seen and the running duration move forward only; the
     billable start becomes the connect time the Interim reports (radiusd.core.legs.connected_at)."""
     started = legs.connected_at(facts, facts.event_time or now, row.started_at)
-    if started != row.started_at:  # the running duration counts from the new start
-        row = dataclasses.replace(row, started_at=started, session_seconds=0)
+    if started != row.started_at:  # the running duration counts from the new start, up to the last sign of life
+        alive = 0 if started is None else max(0, int((row.last_seen_at - started).total_seconds()))
+        row = dataclasses.replace(row, started_at=started, session_seconds=alive)
     seen, seconds = legs.interim_progress(facts, now, row.started_at, row.last_seen_at, row.session_seconds)
     return dataclasses.replace(row, last_seen_at=seen, session_seconds=seconds,
                                setup_at=row.setup_at or facts.setup_time,

@@ -129,10 +129,21 @@ def interim_progress(facts, now: dt.datetime, started_at: dt.datetime | None,
     max(): a late (replayed, reordered) Interim never moves a call backwards.
     """
     seen = facts.event_time or now
-    seconds = facts.session_time
-    if seconds is None and started_at is not None:
-        seconds = max(0, int((seen - started_at).total_seconds()))
+    seconds = _since_start(facts.session_time, seen, started_at)
     return max(last_seen_at, seen), max(session_seconds or 0, seconds or 0)
+
+
+def _since_start(session_time: int | None, seen: dt.datetime, started_at: dt.datetime | None) -> int | None:
+    """Seconds of the call proven at `seen`, counted from the billable start `started_at`.
+
+    An Acct-Session-Time reaching back before that start (the switch counts from an earlier
+    moment than the connect time it reported, or an Interim sent before the connect was known is
+    repeated after it) proves only the time since the start: otherwise a retransmission could
+    add seconds the connect time had already taken away."""
+    if started_at is None:
+        return session_time
+    since = max(0, int((seen - started_at).total_seconds()))
+    return since if session_time is None else min(session_time, since)
 
 
 def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime | None, dt.datetime, int]:
@@ -142,5 +153,5 @@ def interim_opening(facts, now: dt.datetime) -> tuple[dt.datetime | None, dt.dat
     if facts.connect_time is None and not seconds and facts.setup_time is not None:
         return None, seen, 0   # still ringing
     if facts.connect_time is not None:   # as a repeat of this Interim would count it (interim_progress)
-        return facts.connect_time, seen, seconds or max(0, int((seen - facts.connect_time).total_seconds()))
+        return facts.connect_time, seen, _since_start(facts.session_time, seen, facts.connect_time)
     return seen - dt.timedelta(seconds=seconds), seen, seconds
