@@ -72,14 +72,21 @@ class AuthRequest:
     received: Now
     plan: CallPlan | None = None
 
+    @property
+    def authenticator(self) -> bytes:
+        return self.packet.authenticator
+
 
 @dataclass(slots=True, eq=False)
 class AcctRequest:
-    """An Accounting-Request between its arrival and its record being durable."""
+    """An Accounting-Request between its arrival and its record being durable. It keeps the
+    answer, made at arrival, rather than the decoded packet: a record can wait in the writer's
+    queue for seconds when the store is slow, and the packet is most of its memory."""
     addr: tuple
     via: object
     key: tuple
-    packet: object
+    authenticator: bytes   # the request's, for the duplicate cache
+    reply: bytes           # the Accounting-Response, sent once the record is durable
     nas: NasInfo
     source: str
     facts: AcctFacts
@@ -238,7 +245,7 @@ class Endpoint:
             actions.append(Count("radiusd_duplicates_total", {"port": port, "kind": "conflict"}, cache.conflicts))
             cache.conflicts = 0
         if code == StatusServer:
-            self._reply(actions, port, key, pkt, replies.status_reply(pkt), addr, via, now)
+            self._reply(actions, port, key, pkt.authenticator, replies.status_reply(pkt), addr, via, now)
             return actions.append(Count("radiusd_status_server_total", {"port": port}))
         if port == AUTH:
             return self._access_request(actions, addr, via, key, pkt, nas, state.snapshot, source, now)
@@ -263,15 +270,16 @@ class Endpoint:
                 Log("error", "store.unreachable", {"operation": "learn_message_authenticator", "nas": nas.name,
                                                    "error": error.__class__.__name__})]
 
-    def _reply(self, actions: list, port: str, key: tuple, pkt, reply: bytes, addr: tuple, via, now: Now) -> None:
+    def _reply(self, actions: list, port: str, key: tuple, authenticator: bytes, reply: bytes, addr: tuple, via,
+               now: Now) -> None:
         """Answer, and remember the answer: a retransmission gets these very bytes again."""
-        self.caches[port].complete(key, pkt.authenticator, reply, now.mono)
+        self.caches[port].complete(key, authenticator, reply, now.mono)
         actions.append(Send(reply, addr, via))
 
-    def _refuse(self, actions: list, port: str, key: tuple, pkt, reason: str, source: str, nas: NasInfo,
+    def _refuse(self, actions: list, port: str, key: tuple, authenticator: bytes, reason: str, source: str, nas: NasInfo,
                 fields: dict) -> None:
         """Drop after the duplicate cache took the request: a retransmission is processed afresh."""
-        self.caches[port].forget(key, pkt.authenticator)
+        self.caches[port].forget(key, authenticator)
         actions.append(Drop(port, reason, source, nas.name, fields))
 
     # --- authorization --------------------------------------------------------------------
@@ -281,19 +289,19 @@ class Endpoint:
         if self.in_flight >= self.max_in_flight:
             # Past this the answers would come too late for the switch anyway; its
             # retransmission (or its next server) gets a chance once we have caught up.
-            return self._refuse(actions, AUTH, key, pkt, "overloaded", source, nas, {})
+            return self._refuse(actions, AUTH, key, pkt.authenticator, "overloaded", source, nas, {})
         nas_in_flight = self.nas_in_flight
         if not self.in_flight and nas_in_flight:
             nas_in_flight.clear()   # idle: whatever was counted is settled
         if nas_in_flight.get(nas.id, 0) >= self.nas_max_in_flight:
             # One NAS's share of the store's batches is used up: the others keep theirs.
             actions.append(Count("radiusd_nas_over_budget_total", {"port": AUTH, "nas": nas.name}))
-            return self._refuse(actions, AUTH, key, pkt, "nas_over_budget", source, nas,
+            return self._refuse(actions, AUTH, key, pkt.authenticator, "nas_over_budget", source, nas,
                                 {"detail": "the NAS has its share of Access-Requests waiting for the store"})
         try:
             facts = dialects.auth_facts(pkt, nas, source)
         except dialects.MalformedRequest as exc:
-            return self._refuse(actions, AUTH, key, pkt, exc.reason, source, nas, {"detail": exc.detail})
+            return self._refuse(actions, AUTH, key, pkt.authenticator, exc.reason, source, nas, {"detail": exc.detail})
         try:
             decision = plan_call(facts, snapshot, now.utc)
         except Exception as exc:
@@ -348,7 +356,7 @@ class Endpoint:
                 "detail": decision.detail or None, "called": facts.called_number, "calling": facts.calling_number,
                 "call_id": facts.call_id, "latency_ms": round((now.mono - request.received.mono) * 1000, 2),
             }))
-        self._reply(actions, AUTH, request.key, pkt, reply, request.addr, request.via, now)
+        self._reply(actions, AUTH, request.key, pkt.authenticator, reply, request.addr, request.via, now)
 
     # --- accounting -----------------------------------------------------------------------
 
@@ -357,10 +365,11 @@ class Endpoint:
         try:
             facts = dialects.acct_facts(pkt, nas, source, now.utc, warnings)
         except dialects.MalformedRequest as exc:
-            return self._refuse(actions, ACCT, key, pkt, exc.reason, source, nas, {"detail": exc.detail})
+            return self._refuse(actions, ACCT, key, pkt.authenticator, exc.reason, source, nas, {"detail": exc.detail})
         for warning in warnings:
             actions.append(Log("warning", "accounting.attribute", {"nas": nas.name, "source": source, "detail": warning}))
-        actions.append(Record(AcctRequest(addr, via, key, pkt, nas, source, facts, now)))
+        actions.append(Record(AcctRequest(addr, via, key, pkt.authenticator, replies.accounting_reply(pkt), nas,
+                                          source, facts, now)))
 
     def recorded(self, results: Iterable[tuple[AcctRequest, bool]], now: Now) -> list:
         """Records of `Record` actions are durable (True) or stored nowhere (False): answer the
@@ -383,7 +392,7 @@ class Endpoint:
                 "nas": request.nas.name, "source": request.source, "status": facts.status, "leg_key": facts.leg_key,
                 "call_id": facts.call_id, "leg": facts.leg, "latency_ms": round((now.mono - request.received.mono) * 1000, 2),
             }))
-            self._reply(actions, ACCT, request.key, request.packet, replies.accounting_reply(request.packet),
+            self._reply(actions, ACCT, request.key, request.authenticator, request.reply,
                         request.addr, request.via, now)
         return actions
 
@@ -394,5 +403,5 @@ class Endpoint:
         if detail:
             fields["detail"] = detail
         actions: list = [Count("radiusd_store_errors_total", {"operation": "accounting"})]
-        self._refuse(actions, ACCT, request.key, request.packet, "not_recorded", request.source, request.nas, fields)
+        self._refuse(actions, ACCT, request.key, request.authenticator, "not_recorded", request.source, request.nas, fields)
         return actions

@@ -620,7 +620,7 @@ class RadiusServer:
         let its retransmission be decided afresh (a late answer would be taken for the next one)."""
         if now.mono - request.received.mono <= self.settings.answer_deadline:
             return False
-        self.endpoint.caches[port].forget(request.key, request.packet.authenticator)
+        self.endpoint.caches[port].forget(request.key, request.authenticator)
         self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="too_late")
         return True
 
