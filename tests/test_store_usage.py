@@ -7,7 +7,7 @@ import datetime as dt
 import random
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from structlog.testing import capture_logs
 
 from radiusd.config import Settings
@@ -131,3 +131,57 @@ def test_admission_trusts_the_counters_and_the_sweeper_repairs_a_drift(sessions)
     assert counters(sessions) == recount(sessions)
     assert isinstance(admit("c4", T0 + 6 * S), Reject)
     assert sweep(sessions, T0 + 7 * S, SETTINGS)["usage_drift"] == {"client": 0, "account": 0}
+
+
+def test_the_sweeper_locks_the_clients_before_their_expired_reservations(pg_url):
+    """Lock order (radiusd.store.sql): admission holds a client's row while it deletes that
+    client's expired reservations; a sweep must wait for the client, not hold the reservation
+    rows it wants — else each would hold what the other waits for (a deadlock, found only after
+    PostgreSQL's deadlock_timeout, while every Access-Request behind it waits a second)."""
+    import threading
+
+    from radiusd.db import create_schema, make_engine, make_sessionmaker
+
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    sessions = make_sessionmaker(engine)
+    ids = seed(sessions, capacity=6)
+    snap = snapshot_of(sessions)
+    reserve_call(sessions, plan_call(auth(ids["gw-a"], "old"), snap, T0), T0, SETTINGS)
+    later = T0 + 60 * S                                  # the reservation has expired
+    [client_id] = {leg.client_id for leg in open_calls(sessions)}
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(text("SELECT id FROM clients WHERE id = :id FOR NO KEY UPDATE"), {"id": client_id})
+    swept: list[int] = []
+    sweeper = threading.Thread(target=lambda: swept.append(_expire(sessions, later)))
+    sweeper.start()
+    try:
+        # while the sweep waits for the client, the reservation row is free for the admission
+        # transaction that holds the client
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        while not _waiting_for_a_lock(engine) and dt.datetime.now() < deadline:
+            sweeper.join(0.05)
+        assert _waiting_for_a_lock(engine), "the sweep did not wait for the client's row"
+        holder.execute(text("SET LOCAL lock_timeout = '2s'"))
+        freed = holder.execute(text("DELETE FROM active_calls WHERE client_id = :id AND state = 'reserved'"),
+                               {"id": client_id}).rowcount
+        assert freed == 1
+    finally:
+        holder.commit()
+        holder.close()
+        sweeper.join(10)
+    assert swept == [0] and open_calls(sessions) == []
+    assert counters(sessions) == recount(sessions)
+    engine.dispose()
+
+
+def _expire(sessions, now) -> int:
+    with sessions.begin() as s:
+        return expire_reservations(s, now)
+
+
+def _waiting_for_a_lock(engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                      " AND datname = current_database()")).scalar())

@@ -515,6 +515,16 @@ class Plan:
     cdrs: list[CdrRecord]        # each written only if its leg key's claim is new
 
     @property
+    def clients(self) -> list[int]:
+        """The clients whose rows the write changes (usage counters, debits), in id order: the order
+        every transaction takes client locks in (radiusd.store.capacity)."""
+        ids = {e.removed.client_id for e in self.effects if e.removed is not None}
+        ids.update(row.client_id for row in self.updates + self.inserts)
+        ids.update(cdr.client_id for cdr in self.cdrs)
+        ids.discard(None)
+        return sorted(ids)
+
+    @property
     def touched(self) -> list[str]:
         """Leg keys of the rows inserted or updated (the store drops any whose leg another writer closed)."""
         return [row.leg_key for row in self.updates + self.inserts]

@@ -170,9 +170,11 @@ def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datet
 
 
 def expire_reservations(session: Session, now: dt.datetime) -> int:
-    """Delete Access-Accept reservations no Start took over before they expired."""
-    return session.connection().execute(sql.statement(session.get_bind(), "accounting", "expired"),
-                                        {"now": now}).rowcount or 0
+    """Delete Access-Accept reservations no Start took over before they expired (their clients'
+    rows locked first, in id order, as admission locks them)."""
+    conn, bind = session.connection(), session.get_bind()
+    clients = list(conn.execute(sql.statement(bind, "accounting", "expired_clients"), {"now": now}).scalars())
+    return conn.execute(sql.statement(bind, "accounting", "expired"), {"now": now, "clients": clients}).rowcount or 0
 
 
 def remove_call(session: Session, row_id: int, now: dt.datetime) -> tuple[Leg, dict] | None:
@@ -383,6 +385,8 @@ class _Pg(_Lite):
         with self._errors():
             sql.prepare(sql.pool_connection(self.conn), cursor, "accounting")
             parts = []
+            if plan.clients and (plan.deletes or plan.updates or plan.inserts or plan.cdrs):
+                parts.append(cursor.mogrify(st["lock_clients"].execute, (plan.clients,)))
             if plan.deletes:
                 parts.append(cursor.mogrify(st["delete"].execute, (plan.deletes,)))
             for name, rows in (("update", plan.updates), ("insert", plan.inserts)):

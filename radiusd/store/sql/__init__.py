@@ -61,12 +61,16 @@ Lock order and time limits
 --------------------------
 Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
 order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
-statement that locks several rows says `ORDER BY id`). Admission locks only clients (id order);
-the sweeper and the accounting writer lock open calls in id order. The usage triggers on
-`active_calls` (radiusd.store.sql.postgresql.ddl) lock the clients whose counters a statement
-changes, in id order, at the end of that statement. Where a path must touch a client after its
-calls (an accounting group debits the clients of the calls it closed), a
-deadlock with another path is possible: PostgreSQL then aborts one transaction (SQLSTATE 40P01,
+statement that locks several rows says `ORDER BY id`). Admission locks the clients of its batch
+(id order) before it touches their legs; the sweeper's expiry locks the clients of the expired
+reservations (id order) before it deletes them. The usage triggers on `active_calls`
+(radiusd.store.sql.postgresql.ddl) lock the clients whose counters a statement changes, in id
+order, at the end of that statement; a statement that comes after its clients are locked takes
+no new lock there. The one exception: an accounting group (and the stale-call sweep) loads and
+locks its legs first — it cannot know whose they are before — then locks every client its writes
+will change, in id order, in the first statement of its write round trip (`lock_clients`,
+`core.accounting.Plan.clients`). A cycle with admission then needs the same leg in both (a re-auth
+of a call whose Start is being written): PostgreSQL aborts one transaction (SQLSTATE 40P01,
 or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
 a random pause (radiusd.store.accounting_writer); it is counted
 (`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions also

@@ -1,8 +1,9 @@
 """Accounting statements both dialects run word for word (radiusd.store.accounting).
 
 Typed `text()` statements: the models' column types convert values (money as integer
-micro-units and naive UTC times on SQLite) both ways. `lock` is PostgreSQL's row-lock clause
-('' on SQLite, whose writers hold the database lock from BEGIN IMMEDIATE).
+micro-units and naive UTC times on SQLite) both ways. `lock` and `client_lock` are PostgreSQL's
+row-lock clauses for legs and clients ('' on SQLite, whose writers hold the database lock from
+BEGIN IMMEDIATE).
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def _select(where: str, lock: str, *params):
     return stmt.bindparams(*params).columns(*CALLS.c)
 
 
-def loads(lock: str, skip_locked: str) -> dict:
+def loads(lock: str, skip_locked: str, client_lock: str) -> dict:
     """The rare loads (Accounting-On/Off, sweeper, removal by hand) and the plain writes."""
     keys = bindparam("keys", expanding=True, type_=String())
+    now = bindparam("now", type_=CALLS.c.expires_at.type)
     return {
         "legs": _select("leg_key IN :keys", lock, keys),
         "nas": _select("nas_id = :nas_id", lock),
@@ -41,9 +43,16 @@ def loads(lock: str, skip_locked: str) -> dict:
         "stale": _select("state = 'active' AND last_seen_at < :cutoff", f" LIMIT :limit{lock}{skip_locked}",
                          bindparam("cutoff", type_=CALLS.c.last_seen_at.type)),
         "closed": text("SELECT leg_key FROM cdr_legs WHERE leg_key IN :keys").bindparams(keys),
-        # Access-Accept reservations no Start took over in time
-        "expired": text("DELETE FROM active_calls WHERE state = 'reserved' AND expires_at <= :now")
-        .bindparams(bindparam("now", type_=CALLS.c.expires_at.type)),
+        # Access-Accept reservations no Start took over in time: first their clients' rows, in id
+        # order (the usage triggers update them; locked in any other order, admission — which
+        # locks its clients first — and this DELETE would each hold what the other waits for),
+        "expired_clients": text("SELECT id FROM clients WHERE id IN (SELECT client_id FROM active_calls"
+                                f" WHERE state = 'reserved' AND expires_at <= :now) ORDER BY id{client_lock}")
+        .bindparams(now),
+        # then their reservations, only those of the clients locked
+        "expired": text("DELETE FROM active_calls WHERE state = 'reserved' AND expires_at <= :now"
+                        " AND (client_id IN :clients OR client_id IS NULL)")
+        .bindparams(now, bindparam("clients", expanding=True, type_=Integer())),
     }
 
 

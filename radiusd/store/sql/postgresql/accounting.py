@@ -40,7 +40,7 @@ _CDRS = (
     "WHERE c.id = owed.client_id) ")
 
 STATEMENTS = {
-    **loads(lock=" FOR UPDATE", skip_locked=" SKIP LOCKED"),
+    **loads(lock=" FOR UPDATE", skip_locked=" SKIP LOCKED", client_lock=" FOR NO KEY UPDATE"),
     # The group's open calls and reservations ($1), locked in id order, and which of its legs ($2)
     # have a CDR already (repeated on every row; the outer join gives one row when none is open).
     "load": Prepared(
@@ -48,6 +48,9 @@ STATEMENTS = {
         f"WITH calls AS (SELECT {', '.join(CALL_FIELDS)} FROM active_calls WHERE leg_key = ANY($1) "
         "ORDER BY id FOR UPDATE), done AS (SELECT array_agg(leg_key) AS keys FROM cdr_legs WHERE leg_key = ANY($2)) "
         "SELECT done.keys, " + ", ".join(f"calls.{n}" for n in CALL_FIELDS) + " FROM done LEFT JOIN calls ON true"),
+    # the clients the group's writes change, in id order, before any of them (as admission does)
+    "lock_clients": Prepared("radiusd_acct_lock_clients", ("int[]",),
+                             "SELECT id FROM clients WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE"),
     "delete": Prepared("radiusd_acct_delete", ("BIGINT[]",), "DELETE FROM active_calls WHERE id = ANY($1)"),
     "update": Prepared.from_columns(
         "radiusd_acct_update", CALLS, ("id",) + UPDATED,

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 from radiusd.store.sql.accounting_shared import loads, writes
 
-STATEMENTS = {**loads(lock="", skip_locked=""), **writes()}
+STATEMENTS = {**loads(lock="", skip_locked="", client_lock=""), **writes()}
