@@ -185,3 +185,31 @@ def _waiting_for_a_lock(engine) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                                       " AND datname = current_database()")).scalar())
+
+
+def test_admission_plans_stay_on_their_indexes_on_a_new_store(pg_url):
+    """On a new store (`active_calls` empty, never analyzed) PostgreSQL would fix the prepared
+    admission statement's plan as a scan of every open call: each batch then reads the whole
+    table as it fills (measured: 2,100 instead of 7,300 auth/s with limits). The plan the batcher
+    keeps must look the batch's legs up by their key."""
+    from radiusd.db import create_schema, make_engine, make_sessionmaker
+    from radiusd.store.capacity import _store_for
+
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    sessions = make_sessionmaker(engine)
+    ids = seed(sessions, capacity=1000, balance="100000")
+    snap = snapshot_of(sessions)
+    store = _store_for(engine, 1500)          # a kept connection, set up as the batcher's
+    try:
+        for n in range(8):   # past PostgreSQL's first five custom plans: the generic plan stays
+            batch = [(plan_call(auth(ids["gw-a"], f"c{n}-{i}"), snap, T0), T0) for i in range(3)]
+            assert all(isinstance(d, Accept) for d in reserve_batch(sessions, batch, SETTINGS, store=store))
+        with store._fairy.driver_connection.cursor() as cur:
+            cur.execute("EXPLAIN EXECUTE radiusd_admit_usage (ARRAY[1], ARRAY[1], now(), ARRAY['x']::varchar[])")
+            plan = "\n".join(row[0] for row in cur.fetchall())
+    finally:
+        store.close()
+        engine.dispose()
+    assert "Seq Scan on active_calls" not in plan, plan
+    assert "uq_active_calls_leg_key" in plan and "ix_active_calls_nas_open" not in plan, plan
