@@ -359,3 +359,31 @@ def test_the_writer_groups_an_accounting_on_with_other_records_like_apply(pg_ses
     for part in ("cdrs", "legs", "balances"):
         assert got[part] == expected[part], part
     assert [dict(row)["leg_key"] for row in got["calls"]] == [dict(row)["leg_key"] for row in expected["calls"]]
+
+
+def test_a_successor_takes_the_spool_once_its_predecessor_lets_it_go(sessions, tmp_path):
+    """A worker replaced on a reload starts beside the one it replaces (make before break): it
+    records through the store at once, takes the shared spool when the predecessor stops, and
+    replays what the predecessor spooled."""
+    ids = seed(sessions, capacity=None, credit_limit=None)
+    snap = snapshot_of(sessions)
+    settings = Settings(spool_path=str(tmp_path / "spool"))
+    predecessor = AccountingWriter(sessions, lambda: snap, settings, linger=0.01)
+    predecessor.start()
+    spooled = stop_record(ids["gw-a"], 1)
+    predecessor.spool.append([spooled])        # left by an outage, not replayed yet
+    successor = AccountingWriter(sessions, lambda: snap, settings, linger=0.01)
+    successor.start(take_over=True)            # no SpoolBusy: the predecessor still holds it
+    assert successor.spool is None
+    acks = Acks()
+    fresh = stop_record(ids["gw-a"], 2)
+    successor.submit(fresh, acks.callback(fresh.leg_key))
+    acks.wait(1)
+    assert acks.results == {fresh.leg_key: True}
+    predecessor._next_replay = float("inf")    # it stops before its replay is due
+    predecessor.stop()
+    deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+    while len(cdrs(sessions)) < 2 and dt.datetime.now() < deadline:
+        threading.Event().wait(0.05)
+    successor.stop()
+    assert sorted(c.leg_key for c in cdrs(sessions)) == sorted([spooled.leg_key, fresh.leg_key])

@@ -315,7 +315,7 @@ class RadiusServer:
         self.batcher = ReservationBatcher(self.sessions, self.settings, deliver=self._deliver_reservations).start()
         self.writer = self._make_writer()
         self.writer.on_count = self._count_writer_event
-        self.writer.start()
+        self.writer.start(take_over=self.reloaded)   # a successor starts beside the worker it replaces
         for kind, address, sock in open_listeners(self.settings, self.reuse_port):
             listener = _Listener(self, kind, sock)
             self.loop.add_reader(sock.fileno(), listener.readable)

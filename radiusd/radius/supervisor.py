@@ -16,11 +16,13 @@ touches (the reference counts of the records it reads) becomes its own copy.
 
 Reload: the supervisor reads the store version every `snapshot_poll_seconds` (and at once on
 SIGHUP); when it moved it loads the new snapshot (in a thread: the supervisor keeps watching its
-workers meanwhile), then replaces the workers one at a time: stop worker i (it flushes its
-accounting writer, like any stop), fork its successor from the new snapshot, wait until that one
-reports ready, go on with i + 1. The other workers answer meanwhile; datagrams that reach the
-stopping worker's socket go unanswered and the NAS's retransmission reaches a running one. Memory
-holds two snapshots only while a roll lasts (the old one is freed when its last worker exits).
+workers meanwhile), then replaces the workers one at a time, make before break: fork worker i's
+successor from the new snapshot beside it (their listeners share the ports, SO_REUSEPORT), wait
+until the successor reports ready, then stop the old worker (it flushes its accounting writer,
+like any stop; the successor takes its spool once it lets it go), and go on with i + 1. Every
+port always has a worker serving it; only datagrams already queued in the stopping worker's
+socket when it closes go unanswered (the NAS retransmits). Memory holds two snapshots only while
+a roll lasts (the old one is freed when its last worker exits).
 Workers check the store version too (for /health's store state) but never load.
 
 Workers are independent servers otherwise: own thread pool, own accounting spool (worker 0: the
@@ -144,8 +146,10 @@ def run_supervisor(settings: Settings, workers: int) -> int:
     next_check = time.monotonic() + settings.snapshot_poll_seconds
     store_up = True
     rolling: list[int] = []            # workers still to be replaced by ones on the new snapshot
-    retiring: tuple[int, float] | None = None   # (worker, kill deadline): told to stop for the roll
-    awaiting: tuple[int, int, float] | None = None   # (worker, pid, deadline): successor not ready yet
+    # Make before break: a successor starts beside the worker it replaces (the listeners share the
+    # ports, SO_REUSEPORT), and only once it serves is the predecessor told to stop.
+    awaiting: tuple[int, int, float, object] | None = None   # (worker, pid, deadline, predecessor)
+    retiring: tuple[object, float] | None = None   # (predecessor, kill deadline): told to stop
     exit_code = 0
     try:
         procs.update({index: start(index) for index in range(workers)})
@@ -180,19 +184,33 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                         gc.freeze()
                         rolling = sorted(procs)
                 loading = loaded = None
-            if rolling and retiring is None and awaiting is None:
+            if rolling and retiring is None and awaiting is None and loading is None:
                 index = rolling.pop(0)
-                _signal(procs[index], signal.SIGTERM)
-                retiring = (index, now + STOP_SECONDS)
-            if retiring is not None and procs[retiring[0]].is_alive() and now > retiring[1]:
-                log.error("supervisor.worker_kill", pid=procs[retiring[0]].pid)
-                procs[retiring[0]].kill()
+                predecessor = procs[index]
+                procs[index] = start(index)
+                started_at[index] = time.monotonic()
+                awaiting = (index, procs[index].pid, now + READY_SECONDS, predecessor)
             if awaiting is not None:
-                index, pid, deadline = awaiting
+                index, pid, deadline, predecessor = awaiting
                 if _reported(metrics, index, pid) or not procs[index].is_alive() or now > deadline:
                     awaiting = None
-            wait([p.sentinel for p in procs.values() if p.is_alive()],
-                 timeout=0.2 if (loading or rolling or retiring or awaiting) else 0.5)
+                    _signal(predecessor, signal.SIGTERM)
+                    retiring = (predecessor, now + STOP_SECONDS)
+                    log.info("supervisor.worker_replaced", worker=index, old_pid=predecessor.pid,
+                             pid=procs[index].pid, snapshot_version=snapshot.version)
+            if retiring is not None:
+                predecessor, kill_at = retiring
+                if not predecessor.is_alive():
+                    metrics.worker_exited(predecessor.pid)
+                    predecessor.join(1)
+                    retiring = None
+                elif now > kill_at:
+                    log.error("supervisor.worker_kill", pid=predecessor.pid)
+                    predecessor.kill()
+            alive = [p.sentinel for p in procs.values() if p.is_alive()]
+            if retiring is not None and retiring[0].is_alive():
+                alive.append(retiring[0].sentinel)
+            wait(alive, timeout=0.2 if (loading or rolling or retiring or awaiting) else 0.5)
             # --- workers that exited: replaced (a roll) or restarted (a death)
             for index, proc in list(procs.items()):
                 if proc.is_alive() or stopping:
@@ -201,14 +219,6 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                     continue   # no fork while the loader thread holds a store connection
                 metrics.worker_exited(proc.pid)
                 code = proc.exitcode
-                if retiring is not None and retiring[0] == index:
-                    retiring = None
-                    procs[index] = start(index)
-                    started_at[index] = time.monotonic()
-                    awaiting = (index, procs[index].pid, time.monotonic() + READY_SECONDS)
-                    log.info("supervisor.worker_replaced", worker=index, old_pid=proc.pid,
-                             pid=procs[index].pid, snapshot_version=snapshot.version)
-                    continue
                 if code == STARTUP_FAILED:
                     log.error("supervisor.worker_failed_to_start", worker=index)
                     stopping, exit_code = True, STARTUP_FAILED
@@ -218,11 +228,15 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                     time.sleep(1.0)  # don't spin on a worker that dies at once
                 procs[index] = start(index)
                 started_at[index] = time.monotonic()
-        for proc in procs.values():
+        everyone = list(procs.values())
+        for extra in (awaiting[3] if awaiting else None, retiring[0] if retiring else None):
+            if extra is not None:
+                everyone.append(extra)
+        for proc in everyone:
             if proc.is_alive():
                 _signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
-        for proc in procs.values():
+        for proc in everyone:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():
                 log.error("supervisor.worker_kill", pid=proc.pid)

@@ -118,6 +118,7 @@ class StoreUnavailable(Exception):
 _CONFLICT_RETRIES = 6
 _CONFLICT_PAUSE = 0.02      # seconds; the n-th retry waits a random 0..n times this
 _PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was found stuck
+SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do not hold yet
 
 
 def _pgcode(exc: BaseException | None) -> str | None:
@@ -171,6 +172,7 @@ class AccountingWriter:
         # one spool directory per process (several server processes: give each its own)
         self.spool_path = spool_path or settings.spool_path
         self.spool: Spool | None = None
+        self._next_spool_try = 0.0
         # submit() runs on the event loop: a deque append, and a wake-up only when the writer is
         # idle (a queue.Queue would wake the writer thread for every record it is lingering for)
         # items: (facts, on_done, time.monotonic() at submit)
@@ -193,9 +195,18 @@ class AccountingWriter:
 
     # -- public --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the spool (SpoolBusy if another process owns it) and start the writer thread."""
-        self._open_spool(raise_busy=True)
+    def start(self, take_over: bool = False) -> None:
+        """Open the spool (SpoolBusy if another process owns it) and start the writer thread.
+
+        `take_over`: this process succeeds one still running on the same spool (a worker replaced
+        on a reload starts before its predecessor stops, so that no request finds nobody
+        serving): the thread takes the spool once the predecessor lets it go; until then a group
+        the store cannot take is not acknowledged (counted as refused; the switch retransmits)."""
+        if take_over:
+            if not self._open_spool():
+                log.info("spool_waiting", path=str(self.spool_path), detail="held by the process this one replaces")
+        else:
+            self._open_spool(raise_busy=True)
         self._thread = threading.Thread(target=self._run, name="accounting-writer", daemon=True)
         self._thread.start()
 
@@ -296,6 +307,9 @@ class AccountingWriter:
                 self._working_since = None
         if stop:
             return True
+        if self.spool is None and time.monotonic() >= self._next_spool_try:
+            self._next_spool_try = time.monotonic() + SPOOL_RETRY
+            self._open_spool()   # the predecessor has let it go, or the directory is writable again
         if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
             self._replay()
         elif self.spool is not None and self.store_ok and time.monotonic() >= self._next_orphan_scan:
