@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Engine

@@ -12,17 +12,7 @@ from pyrad.packet import AccessAccept, AccessReject
 from radius_server import ServerProcess, seeded_store
 from radiusd.admin.nas import create_nas
 from radiusd.db import open_store
-from test_server_ops import acme, decide, request
-
-
-def _until(check, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    return check()
+from test_server_ops import _until, acme, decide, request
 
 
 def test_workers_answer_from_the_supervisors_snapshot_and_a_change_replaces_them(store_url, tmp_path):

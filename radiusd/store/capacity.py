@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import queue
 import threading
 import time
 import uuid
@@ -74,6 +73,7 @@ from radiusd.core.admission import (RESERVATION_FIELDS, ClientUsage, Decision, L
                                     admit_batch, counted_accounts, limited_clients, request)
 from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.keys import fit_key
+from radiusd.core.round_robin import RoundRobin, fair_share
 from radiusd.store import sql
 
 LOCK_WAIT_MS = 100          # longest wait for a client lock inside a multi-client batch
@@ -391,10 +391,6 @@ def reserve_call(sessions: sessionmaker[Session], plan: CallPlan, now: dt.dateti
 
 Done = Callable[[object], None]          # called with the Accept/Reject, or the exception
 Deliver = Callable[[list[tuple[object, object]]], None]
-_STOP = object()
-
-
-from radiusd.core.round_robin import RoundRobin, fair_share  # noqa: E402 (kept with the batcher it serves)
 
 
 class ReservationBatcher:
