@@ -190,9 +190,17 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                 procs[index] = start(index)
                 started_at[index] = time.monotonic()
                 awaiting = (index, procs[index].pid, now + READY_SECONDS, predecessor)
+            if awaiting is not None and not procs[awaiting[0]].is_alive():
+                # the successor died before serving: the worker it was to replace goes on
+                index, pid, _, predecessor = awaiting
+                awaiting = None
+                metrics.worker_exited(pid)
+                log.error("supervisor.successor_failed", worker=index, pid=pid, exit_code=procs[index].exitcode,
+                          kept_pid=predecessor.pid)
+                procs[index] = predecessor
             if awaiting is not None:
                 index, pid, deadline, predecessor = awaiting
-                if _reported(metrics, index, pid) or not procs[index].is_alive() or now > deadline:
+                if _reported(metrics, index, pid) or now > deadline:
                     awaiting = None
                     _signal(predecessor, signal.SIGTERM)
                     retiring = (predecessor, now + STOP_SECONDS)
