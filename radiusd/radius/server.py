@@ -179,6 +179,9 @@ class LogLimiter:
         return suppressed
 
 
+HANDOVER_SIGNAL = signal.SIGUSR2
+
+
 class _Sender:
     """What `Send` goes through: sendto on the listening socket (non-blocking; a UDP send that
     would block is dropped and counted, as the kernel would drop it further on)."""
@@ -191,6 +194,8 @@ class _Sender:
         self.on_error = on_error
 
     def sendto(self, data: bytes, addr) -> None:
+        if self.closing:
+            return self.on_error(None)   # closed for a handover: the answer cannot go out
         try:
             self.sock.sendto(data, addr)
         except OSError as exc:
@@ -232,8 +237,11 @@ class _Listener:
     def error_received(self, exc):
         self.server.log.warning("socket.error", port=self.kind, error=str(exc))
 
-    def send_failed(self, exc: OSError) -> None:
+    def send_failed(self, exc: OSError | None) -> None:
         server = self.server
+        if exc is None:   # the socket was closed for a handover
+            server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="handover")
+            return
         server.metrics.inc("radiusd_packets_dropped_total", port=self.kind, reason="send_failed")
         suppressed = server.drop_log_limiter.allow((self.kind, "send_failed", None))
         if suppressed is not None:
@@ -254,6 +262,7 @@ class RadiusServer:
                  worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
                  snapshot: Snapshot | None = None, reloaded: bool = False):
         self.settings = settings
+        self._handover = False
         # A snapshot the supervisor loaded before it forked us (its pages shared by all workers):
         # the supervisor reloads and replaces the workers, so this server checks the store, never loads.
         self.preloaded = snapshot
@@ -380,8 +389,14 @@ class RadiusServer:
         if sigint:  # workers leave Ctrl-C to the supervisor, which stops them in order
             loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        # the supervisor's "a successor serves your ports now" (radiusd.radius.supervisor)
+        loop.add_signal_handler(HANDOVER_SIGNAL, self.request_handover)
 
     def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_handover(self) -> None:
+        self._handover = True
         self._stop.set()
 
     def request_reload(self) -> None:
@@ -394,11 +409,20 @@ class RadiusServer:
 
     async def stop(self) -> None:
         """New packets are dropped; decisions in flight finish (5 s at most); the accounting
-        writer flushes and its acknowledgements still go out; then the sockets close."""
+        writer flushes and its acknowledgements still go out; then the sockets close.
+
+        On a handover (a successor already serves the same ports) the sockets close first: the
+        kernel then gives this worker's share of the datagrams to the others at once, instead of
+        to a worker that would drop them for as long as its writer takes to flush. The answers
+        to what was in flight are not sent (counted, `handover`); the switch's retransmission
+        reaches the successor, and accounting is idempotent per leg."""
         if self._stopping:
             return
         self._stopping = True
         self.endpoint.accepting = False
+        if self._handover:
+            for listener in self.listeners:
+                listener.close()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

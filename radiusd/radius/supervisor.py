@@ -47,7 +47,7 @@ from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version
 from radiusd.logging_setup import get_logger
 from radiusd.metrics import MetricsServer, ServerMetrics
-from radiusd.radius.server import StartupError, open_server_store, probe_ports, worker_main
+from radiusd.radius.server import HANDOVER_SIGNAL, StartupError, open_server_store, probe_ports, worker_main
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 STARTUP_FAILED = 2
@@ -202,7 +202,7 @@ def run_supervisor(settings: Settings, workers: int) -> int:
                 index, pid, deadline, predecessor = awaiting
                 if _reported(metrics, index, pid) or now > deadline:
                     awaiting = None
-                    _signal(predecessor, signal.SIGTERM)
+                    _signal(predecessor, HANDOVER_SIGNAL)   # SIGTERM, its sockets closed first
                     retiring = (predecessor, now + STOP_SECONDS)
                     log.info("supervisor.worker_replaced", worker=index, old_pid=predecessor.pid,
                              pid=procs[index].pid, snapshot_version=snapshot.version)

@@ -216,7 +216,10 @@ class _PgStore:
             decisions, reservations = admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
             upsert = st["upsert"]
             if reservations:
-                rows = json.dumps([[getattr(r, n) for n in upsert.names] for r in reservations], default=str)
+                # in leg-key order: two batches re-authorizing the same calls (a switch retrying
+                # through two workers) take the key index's locks in one order, never a cycle
+                rows = json.dumps([[getattr(r, n) for n in upsert.names]
+                                   for r in sorted(reservations, key=lambda r: r.leg_key)], default=str)
                 sent = cur.mogrify(upsert.execute, (max(i.now for i in items), settings.reservation_ttl, rows))
                 if in_block:
                     sent += b"; " + st["commit"].encode()

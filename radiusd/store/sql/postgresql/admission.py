@@ -71,7 +71,7 @@ STATEMENTS = {
         "INSERT INTO active_calls (" + ", ".join(_COLUMNS) + ") SELECT "
         + ", ".join([f"(r->>{i})::{_type(n)}" for i, n in enumerate(SENT)] + list(_TIMES.values())
                     + [constant(RESERVED[n]) for n in _CONSTANT])
-        + " FROM json_array_elements($3) AS r"
+        + " FROM json_array_elements($3) WITH ORDINALITY AS e (r, n) ORDER BY n"
         " ON CONFLICT (leg_key) DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in _UPDATED),
         names=SENT),
 }
