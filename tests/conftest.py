@@ -55,6 +55,15 @@ def pg_url():
 
 
 @pytest.fixture
+def pg_engine(pg_url):
+    """An engine on a new PostgreSQL database with the schema, for tests that need PostgreSQL itself."""
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path):
     return f"sqlite:///{tmp_path / 'radiusd.sqlite3'}"
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.facts import AcctFacts
-from radiusd.db import create_schema, make_engine, make_sessionmaker
+from radiusd.db import make_engine, make_sessionmaker
 from radiusd.models import ActiveCall, Cdr, CdrLeg, Client
 from radiusd.store.accounting import apply, apply_group
 from radiusd.store.accounting_writer import AccountingWriter
@@ -31,11 +31,8 @@ SETTINGS = Settings(reservation_ttl=30, stale_call_after=600)
 
 
 @pytest.fixture
-def pg_sessions(pg_url):
-    engine = make_engine(pg_url)
-    create_schema(engine)
-    yield make_sessionmaker(engine)
-    engine.dispose()
+def pg_sessions(pg_engine):
+    return make_sessionmaker(pg_engine)
 
 
 def legs_of(ids) -> list[dict]:
@@ -141,9 +138,8 @@ def test_a_whole_call_in_one_group_takes_over_the_reservation_and_debits_once(pg
     assert balance(pg_sessions, ids["acme"]) == Decimal("99.920000")
 
 
-def test_two_writers_given_the_same_legs_at_once_write_each_cdr_and_debit_once(pg_url, tmp_path):
-    engine = make_engine(pg_url)
-    create_schema(engine)
+def test_two_writers_given_the_same_legs_at_once_write_each_cdr_and_debit_once(pg_url, pg_engine, tmp_path):
+    engine = pg_engine
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=None, credit_limit=None)
     snap = snapshot_of(sessions)
@@ -179,7 +175,7 @@ def test_two_writers_given_the_same_legs_at_once_write_each_cdr_and_debit_once(p
     assert state(sessions)["calls"] == []
     for writer in writers:
         writer.sessions.kw["bind"].dispose()
-    engine.dispose()
+
 
 
 def stop_record(nas_id: int, n: int, seconds: int = 43) -> AcctFacts:
@@ -245,9 +241,8 @@ def test_groups_without_trouble_take_the_fast_path(pg_sessions, tmp_path):
     assert len(cdrs(pg_sessions)) == 120
 
 
-def test_a_broken_writer_connection_is_replaced_without_spooling(pg_url, tmp_path):
-    engine = make_engine(pg_url)
-    create_schema(engine)
+def test_a_broken_writer_connection_is_replaced_without_spooling(pg_url, pg_engine, tmp_path):
+    engine = pg_engine
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=None, credit_limit=None)
     snap = snapshot_of(sessions)
@@ -270,12 +265,11 @@ def test_a_broken_writer_connection_is_replaced_without_spooling(pg_url, tmp_pat
     assert all(acks.results.values())
     assert writer.counters["committed"] == 2 and writer.counters["spooled"] == 0
     assert len(cdrs(sessions)) == 2
-    engine.dispose()
 
 
-def test_a_deadlock_with_another_transaction_is_retried_not_spooled(pg_url, tmp_path):
-    engine = make_engine(pg_url)
-    create_schema(engine)
+
+def test_a_deadlock_with_another_transaction_is_retried_not_spooled(pg_url, pg_engine, tmp_path):
+    engine = pg_engine
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=None, credit_limit=None)
     snap = snapshot_of(sessions)
@@ -318,7 +312,7 @@ def test_a_deadlock_with_another_transaction_is_retried_not_spooled(pg_url, tmp_
     [cdr] = cdrs(sessions)
     assert cdr.cost == Decimal("0.080000") and balance(sessions, ids["acme"]) == Decimal("99.920000")
     assert state(sessions)["calls"] == []
-    engine.dispose()
+
 
 
 def test_prepared_statements_lost_by_the_connection_are_prepared_again(pg_sessions):

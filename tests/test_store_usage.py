@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 from decimal import Decimal
 
 from sqlalchemy import select, text, update
@@ -13,9 +14,10 @@ from structlog.testing import capture_logs
 from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept, Reject
+from radiusd.db import make_sessionmaker
 from radiusd.models import Account, AccountUsage, ActiveCall, Client
 from radiusd.store.accounting import apply_group, expire_reservations, remove_call
-from radiusd.store.capacity import reserve_batch, reserve_call
+from radiusd.store.capacity import _store_for, reserve_batch, reserve_call
 from radiusd.store.sweeper import sweep
 from test_accounting_support import CUSTOMER_IP, T0, acct, auth, open_calls, seed, snapshot_of
 
@@ -133,17 +135,12 @@ def test_admission_trusts_the_counters_and_the_sweeper_repairs_a_drift(sessions)
     assert sweep(sessions, T0 + 7 * S, SETTINGS)["usage_drift"] == {"client": 0, "account": 0}
 
 
-def test_the_sweeper_locks_the_clients_before_their_expired_reservations(pg_url):
+def test_the_sweeper_locks_the_clients_before_their_expired_reservations(pg_engine):
     """Lock order (radiusd.store.sql): admission holds a client's row while it deletes that
     client's expired reservations; a sweep must wait for the client, not hold the reservation
     rows it wants — else each would hold what the other waits for (a deadlock, found only after
     PostgreSQL's deadlock_timeout, while every Access-Request behind it waits a second)."""
-    import threading
-
-    from radiusd.db import create_schema, make_engine, make_sessionmaker
-
-    engine = make_engine(pg_url)
-    create_schema(engine)
+    engine = pg_engine
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=6)
     snap = snapshot_of(sessions)
@@ -173,7 +170,6 @@ def test_the_sweeper_locks_the_clients_before_their_expired_reservations(pg_url)
         sweeper.join(10)
     assert swept == [0] and open_calls(sessions) == []
     assert counters(sessions) == recount(sessions)
-    engine.dispose()
 
 
 def _expire(sessions, now) -> int:
@@ -187,16 +183,13 @@ def _waiting_for_a_lock(engine) -> bool:
                                       " AND datname = current_database()")).scalar())
 
 
-def test_admission_plans_stay_on_their_indexes_on_a_new_store(pg_url):
+def test_admission_plans_stay_on_their_indexes_on_a_new_store(pg_engine):
     """On a new store (`active_calls` empty, never analyzed) PostgreSQL would fix the prepared
     admission statement's plan as a scan of every open call: each batch then reads the whole
     table as it fills (measured: 2,100 instead of 7,300 auth/s with limits). The plan the batcher
     keeps must look the batch's legs up by their key."""
-    from radiusd.db import create_schema, make_engine, make_sessionmaker
-    from radiusd.store.capacity import _store_for
 
-    engine = make_engine(pg_url)
-    create_schema(engine)
+    engine = pg_engine
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=1000, balance="100000")
     snap = snapshot_of(sessions)
@@ -210,6 +203,5 @@ def test_admission_plans_stay_on_their_indexes_on_a_new_store(pg_url):
             plan = "\n".join(row[0] for row in cur.fetchall())
     finally:
         store.close()
-        engine.dispose()
     assert "Seq Scan on active_calls" not in plan, plan
     assert "uq_active_calls_leg_key" in plan and "ix_active_calls_nas_open" not in plan, plan
