@@ -115,17 +115,25 @@ def with_db(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def recreate_db(admin: str, name: str) -> str:
+def _admin_sql(admin: str, *statements: str) -> None:
     import psycopg2
 
     conn = psycopg2.connect(libpq(admin))
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
+            for statement in statements:
+                cur.execute(statement)
     finally:
         conn.close()
+
+
+def drop_db(admin: str, name: str) -> None:
+    _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def recreate_db(admin: str, name: str) -> str:
+    _admin_sql(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', f'CREATE DATABASE "{name}"')
     return with_db(admin, name)
 
 

@@ -37,7 +37,7 @@ from benchmarks.run import (  # noqa: E402
     Radiusd,
     admin_url,
     bench,
-    libpq,
+    drop_db,
     recreate_db,
     say,
     wait_answering,
@@ -105,18 +105,6 @@ def reload_peak(server: Radiusd, url: str, users, workers: int) -> dict:
     return {"replaced_after_s": done_after, "peak_pss_total_mb": round(peak_pss, 1),
             "peak_rss_total_mb": round(peak_rss, 1), "samples": samples,
             "after": server_memory(server.proc.pid)}
-
-
-def drop_db(admin: str, name: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(libpq(admin))
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 def one_size(n: int, args, admin: str, work: Path) -> dict:

@@ -13,9 +13,7 @@ def register(subparsers) -> None:
     calls = subparsers.add_parser("calls", help="calls in progress and capacity reservations")
     calls_sub = calls.add_subparsers(dest="calls_command", metavar="ACTION", required=True)
     listing = calls_sub.add_parser("list", parents=[common], help="list open calls and reservations")
-    listing.add_argument("--account", help="account name")
-    listing.add_argument("--client", help="client name")
-    listing.add_argument("--nas", help="NAS name")
+    _owner_filters(listing)
     listing.set_defaults(func=calls_list)
     remove = calls_sub.add_parser("remove", parents=[common],
                                   help="end one call by hand: writes its CDR as if stopped now (audited)")
@@ -25,9 +23,7 @@ def register(subparsers) -> None:
     cdr = subparsers.add_parser("cdr", help="call detail records")
     cdr_sub = cdr.add_subparsers(dest="cdr_command", metavar="ACTION", required=True)
     cdr_list = cdr_sub.add_parser("list", parents=[common], help="list CDRs, newest first")
-    cdr_list.add_argument("--account", help="account name")
-    cdr_list.add_argument("--client", help="client name")
-    cdr_list.add_argument("--nas", help="NAS name")
+    _owner_filters(cdr_list)
     cdr_list.add_argument("--call-id", help="call id (h323-conf-id / SIP Call-ID): all legs of one call; "
                           "the first word of an h323-conf-id is enough (3D3C5E4A)")
     cdr_list.add_argument("--since", help="disconnect time from (ISO-8601; UTC if no offset)")
@@ -36,6 +32,12 @@ def register(subparsers) -> None:
                           "(times or durations not billed as the switch sent them), or only clean ones")
     cdr_list.add_argument("--limit", default="100", help="at most this many rows, the newest (default 100)")
     cdr_list.set_defaults(func=cdr_list_command)
+
+
+def _owner_filters(parser) -> None:
+    parser.add_argument("--account", help="account name")
+    parser.add_argument("--client", help="client name")
+    parser.add_argument("--nas", help="NAS name")
 
 
 def _json(args) -> bool:

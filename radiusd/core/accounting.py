@@ -61,6 +61,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Iterable, Protocol
@@ -514,7 +515,7 @@ class Plan:
     inserts: list[Leg]           # new open calls
     cdrs: list[CdrRecord]        # each written only if its leg key's claim is new
 
-    @property
+    @functools.cached_property
     def clients(self) -> list[int]:
         """The clients whose rows the write changes (usage counters, debits), in id order: the order
         every transaction takes client locks in (radiusd.store.capacity)."""

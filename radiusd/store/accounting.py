@@ -385,7 +385,7 @@ class _Pg(_Lite):
         with self._errors():
             sql.prepare(sql.pool_connection(self.conn), cursor, "accounting")
             parts = []
-            if plan.clients and (plan.deletes or plan.updates or plan.inserts or plan.cdrs):
+            if plan.clients:
                 parts.append(cursor.mogrify(st["lock_clients"].execute, (plan.clients,)))
             if plan.deletes:
                 parts.append(cursor.mogrify(st["delete"].execute, (plan.deletes,)))
