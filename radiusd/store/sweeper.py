@@ -1,29 +1,26 @@
 """Housekeeping of open calls: expired reservations and calls nobody reports on any more.
 
-- A reservation made at Access-Accept that no Start took over within `reservation_ttl` stops
-  counting at once (admission deletes the expired reservations of the clients it locks before
-  it reads their counters) and is deleted here.
+- A reservation that no Start took over within `reservation_ttl` stops counting at once
+  (admission deletes the expired reservations of the clients it locks) and is deleted here.
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
   Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
   charged for the time proven up (radiusd.core.accounting), balance debited.
-- The usage counters (radiusd.core.admission: open calls and money held per client, open calls
-  per account, kept by triggers) are checked against a recount of the legs; a counter that
-  drifted (a bug, a hand edit of the store) is recomputed under its client's lock, which makes
-  the recount exact, and logged (`usage_drift`, one line each) and counted (`usage_drift` in the
-  result: the server's radiusd_usage_drift_total{kind}).
-- On PostgreSQL, the monthly CDR partitions of this month and the next
-  `cdr_partitions_ahead` (default 2) exist (radiusd.store.partitions.ensure_cdr_partitions; a
-  catalog query when none is missing; a month whose CDRs sit in the default partition is skipped
-  and counted, never moved here).
+- The usage counters (radiusd.core.admission, kept by triggers) are checked against a recount of
+  the legs; a counter that drifted (a bug, a hand edit of the store) is recomputed under its
+  client's lock, which makes the recount exact, logged (`usage_drift`, one line each) and counted
+  (`usage_drift` in the result: the server's radiusd_usage_drift_total{kind}).
+- On PostgreSQL, the monthly CDR partitions of this month and the next `cdr_partitions_ahead`
+  exist (radiusd.store.partitions.ensure_cdr_partitions).
 
 The server runs `sweep` every few seconds; running it in several processes at once is safe (each
 call is closed once: its leg key is claimed once in cdr_legs and rows are locked). Its
 transactions lock in the store's one order (radiusd.store.sql) and, on PostgreSQL, run under
-`lock_timeout`/`statement_timeout` = `store_timeout` (SET LOCAL, once per transaction): a sweep
-never holds a lock queue behind a stuck store; what it could not do is done by the next sweep.
+`lock_timeout`/`statement_timeout` = `store_timeout`: a sweep never holds a lock queue behind a
+stuck store; what it could not do is done by the next sweep.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
 import structlog
@@ -49,20 +46,15 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
         skipped = len(ensure_cdr_partitions(sessions, now, settings.cdr_partitions_ahead).skipped)
     except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
         log.warning("cdr_partitions_failed", error=repr(exc)[:300])
-    with sessions() as session, session.begin():
-        _bounded(session, settings)
+    with _bounded(sessions, settings) as session:
         expired = expire_reservations(session, now)
     cutoff = now - dt.timedelta(seconds=settings.stale_call_after)
-    closed = 0
-    while True:
-        with sessions() as session, session.begin():
-            _bounded(session, settings)
+    closed, looked_at = 0, BATCH
+    while looked_at >= BATCH:
+        with _bounded(sessions, settings) as session:
             looked_at, written = close_stale(session, cutoff, BATCH, now, settings.accounting_limits)
         closed += written
-        if looked_at < BATCH:
-            break
-    with sessions() as session, session.begin():
-        _bounded(session, settings)
+    with _bounded(sessions, settings) as session:
         drift = repair_usage(session)
     return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped,
             "usage_drift": drift}
@@ -96,9 +88,12 @@ def repair_usage(session: Session) -> dict[str, int]:
     return fixed
 
 
-def _bounded(session: Session, settings: Settings) -> None:
-    """This transaction's lock waits and statements end after `store_timeout` (PostgreSQL)."""
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
-                             {"ms": max(1, int(settings.store_timeout * 1000))})
+@contextlib.contextmanager
+def _bounded(sessions: sessionmaker[Session], settings: Settings):
+    """A transaction whose lock waits and statements end after `store_timeout` (PostgreSQL)."""
+    with sessions() as session, session.begin():
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
+                                 {"ms": max(1, int(settings.store_timeout * 1000))})
+        yield session

@@ -46,9 +46,7 @@ def usage(lock: str) -> dict:
             " GROUP BY account_id) AS d GROUP BY account_id")
         .bindparams(_ids()).columns(id=Integer(), open_calls=Integer(), calls=Integer()),
         "set_client": text("UPDATE clients SET open_calls = :calls, money_held = :held WHERE id = :id")
-        .bindparams(bindparam("calls", type_=Integer()), bindparam("held", type_=Money()),
-                    bindparam("id", type_=Integer())),
+        .bindparams(bindparam("held", type_=Money())),   # (integers need no conversion)
         "set_account": text("INSERT INTO account_usage (account_id, open_calls) VALUES (:id, :calls)"
-                            " ON CONFLICT (account_id) DO UPDATE SET open_calls = excluded.open_calls")
-        .bindparams(bindparam("calls", type_=Integer()), bindparam("id", type_=Integer())),
+                            " ON CONFLICT (account_id) DO UPDATE SET open_calls = excluded.open_calls"),
     }
