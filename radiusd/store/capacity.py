@@ -259,11 +259,9 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     stuck: BaseException | None = None   # the store is too slow: don't wait store_timeout per client
     for client_id in sorted(by_client):
         indexes = by_client[client_id]
-        try:
-            decided = [stuck] * len(indexes) if stuck else _run(store, [items[i] for i in indexes], settings, False)
-        except Exception as exc:
-            decided = [exc] * len(indexes)
-            stuck = exc if _pgcode(exc) in _TOO_SLOW else None
+        decided = [stuck] * len(indexes) if stuck else _decide_items(store, [items[i] for i in indexes], settings)
+        if _pgcode(decided[0]) in _TOO_SLOW:
+            stuck = decided[0]
         for i, result in zip(indexes, decided):
             results[i] = result
     return results
@@ -359,13 +357,12 @@ class ReservationBatcher:
         if self.stalled():
             self.refused["store_stuck"] += 1
             return "store_stuck"
-        nas = plan.nas_id
         with self._ready:
-            mine = waiting.waiting(nas)
+            mine = waiting.waiting(plan.nas_id)
             if mine >= fair_share(self.queue_max, waiting.keys() + (0 if mine else 1)):
                 self.refused["nas_share"] += 1
                 return "nas_share"
-            waiting.put(nas, (plan, now, token))
+            waiting.put(plan.nas_id, (plan, now, token))
             if self._idle:
                 self._idle = False
                 self._ready.notify()
@@ -395,20 +392,17 @@ class ReservationBatcher:
                 self._ready.notify()
             self._thread.join(timeout)
 
-    def _next_batch(self) -> list:
-        """The next batch, round robin across NAS; [] once stopping with nothing left."""
-        with self._ready:
-            while not self._waiting and not self._stopping:
-                self._idle = True
-                self._ready.wait()
-            self._idle = False
-            batch = self._waiting.take_many(self.max_batch)
-            if batch:
-                self._busy_since = time.monotonic()
-            return batch
-
     def _run(self) -> None:
-        while batch := self._next_batch():
+        while True:
+            with self._ready:
+                while not self._waiting and not self._stopping:
+                    self._idle = True
+                    self._ready.wait()
+                self._idle = False
+                batch = self._waiting.take_many(self.max_batch)   # round robin across NAS
+                if not batch:   # stopping, nothing left
+                    break
+                self._busy_since = time.monotonic()
             try:
                 results = self._decide([(plan, now) for plan, now, _ in batch])
             finally:

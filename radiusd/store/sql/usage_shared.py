@@ -10,8 +10,8 @@ from radiusd.models import Money
 _COUNTED = "leg = 'orig'"
 
 
-def _ids():
-    return bindparam("ids", expanding=True, type_=Integer())
+def _ids(name: str = "ids"):
+    return bindparam(name, expanding=True, type_=Integer())
 
 
 def usage(lock: str) -> dict:
@@ -30,8 +30,7 @@ def usage(lock: str) -> dict:
         # stored and as recounted.
         "lock": text("SELECT id FROM clients WHERE id IN :clients OR id IN (SELECT client_id FROM accounts"
                      f" WHERE id IN :accounts) ORDER BY id{lock}")
-        .bindparams(bindparam("clients", expanding=True, type_=Integer()),
-                    bindparam("accounts", expanding=True, type_=Integer())),
+        .bindparams(_ids("clients"), _ids("accounts")),
         "clients": text(
             "SELECT c.id, c.open_calls, c.money_held, coalesce(l.calls, 0) AS calls, coalesce(l.held, 0) AS held"
             " FROM clients AS c LEFT JOIN (SELECT client_id, count(*) AS calls, sum(max_cost) AS held"

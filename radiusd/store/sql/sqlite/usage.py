@@ -1,6 +1,4 @@
 """Repair of the usage counters (radiusd.store.sweeper) on SQLite: BEGIN IMMEDIATE holds the database."""
-from __future__ import annotations
-
 from radiusd.store.sql.usage_shared import usage
 
 STATEMENTS = usage(lock="")
