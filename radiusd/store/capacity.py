@@ -74,9 +74,8 @@ def _loaded(items: list[Request], usage=(), existing=None) -> Loaded:
         else:   # 'replaced'
             loaded.replaced[key] = Replaced(client_id, account_id, Decimal(amount or 0))
     if existing is not None:   # rare: after a foreign-key failure
-        loaded.existing_clients, loaded.existing_accounts = set(), set()
-        for kind, found in existing:
-            (loaded.existing_clients if kind == "client" else loaded.existing_accounts).add(found)
+        loaded.existing_clients = {found for kind, found in existing if kind == "client"}
+        loaded.existing_accounts = {found for kind, found in existing if kind == "account"}
     return loaded
 
 

@@ -1,22 +1,18 @@
 """Housekeeping of open calls: expired reservations and calls nobody reports on any more.
 
-- A reservation that no Start took over within `reservation_ttl` stops counting at once
-  (admission deletes the expired reservations of the clients it locks) and is deleted here.
+- A reservation that no Start took over within `reservation_ttl` is deleted (admission already
+  stops counting it: it deletes the expired reservations of the clients it locks).
 - An active call with no Interim or Stop for `stale_call_after` seconds is closed the way an
-  Accounting-Off closes it: a CDR with cause 'stale', disconnect time = the last time it was seen,
-  charged for the time proven up (radiusd.core.accounting), balance debited.
-- The usage counters (radiusd.core.admission, kept by triggers) are checked against a recount of
-  the legs; a counter that drifted (a bug, a hand edit of the store) is recomputed under its
-  client's lock, which makes the recount exact, logged (`usage_drift`, one line each) and counted
-  (`usage_drift` in the result: the server's radiusd_usage_drift_total{kind}).
-- On PostgreSQL, the monthly CDR partitions of this month and the next `cdr_partitions_ahead`
-  exist (radiusd.store.partitions.ensure_cdr_partitions).
+  Accounting-Off closes it: a CDR with cause 'stale', disconnected when last seen, charged for the
+  time proven up (radiusd.core.accounting), balance debited.
+- A usage counter (radiusd.core.admission) that differs from a recount of the legs (a bug, a hand
+  edit of the store) is recomputed under its client's lock, which makes the recount exact, logged
+  (`usage_drift`, one line each) and counted (the server's radiusd_usage_drift_total{kind}).
+- On PostgreSQL, the CDR partitions of this month and the next `cdr_partitions_ahead` exist.
 
-The server runs `sweep` every few seconds; running it in several processes at once is safe (each
-call is closed once: its leg key is claimed once in cdr_legs and rows are locked). Its
-transactions lock in the store's one order (radiusd.store.sql) and, on PostgreSQL, run under
-`lock_timeout`/`statement_timeout` = `store_timeout`: a sweep never holds a lock queue behind a
-stuck store; what it could not do is done by the next sweep.
+Several processes may sweep at once: each call is closed once (its leg key is claimed once in
+cdr_legs, rows are locked). The transactions lock in the store's one order (radiusd.store.sql)
+and, on PostgreSQL, end after `store_timeout`: what a sweep could not do, the next one does.
 """
 from __future__ import annotations
 

@@ -15,11 +15,10 @@ from radiusd.models import ActiveCall
 from radiusd.store.sql import Prepared, sql_type
 from radiusd.store.sql.shared import OPEN_LEG, constant
 
-_CONSTANT = tuple(RESERVED)
 # sent as arrays; the times are computed here from the batch's one `now` ($1) and the ttl ($2)
 SENT = tuple(n for n in RESERVATION_FIELDS if n not in ("created_at", "expires_at", "last_seen_at"))
 _TIMES = {"created_at": "$1", "expires_at": "$1 + make_interval(secs => $2)", "last_seen_at": "$1"}
-_COLUMNS = SENT + tuple(_TIMES) + _CONSTANT
+_COLUMNS = SENT + tuple(_TIMES) + tuple(RESERVED)
 
 
 def _type(name: str) -> str:
@@ -66,7 +65,7 @@ STATEMENTS = {
         "radiusd_admit_upsert", ("timestamptz", "int", "json"),
         "INSERT INTO active_calls (" + ", ".join(_COLUMNS) + ") SELECT "
         + ", ".join([f"(r->>{i})::{_type(n)}" for i, n in enumerate(SENT)] + list(_TIMES.values())
-                    + [constant(RESERVED[n]) for n in _CONSTANT])
+                    + [constant(v) for v in RESERVED.values()])
         + " FROM json_array_elements($3) WITH ORDINALITY AS e (r, n) ORDER BY n"
         " ON CONFLICT (leg_key) DO UPDATE SET " + ", ".join(f"{n} = excluded.{n}" for n in _COLUMNS if n != "leg_key"),
         names=SENT),
