@@ -63,8 +63,8 @@ def _ids(items: list[Request]) -> dict[str, list[int]]:
             "accounts": sorted({i.plan.account.id for i in items})}
 
 
-def _loaded(items: list[Request], usage=(), existing=None) -> Loaded:
-    """What the `usage` and `existing` statements read (the same rows on both dialects)."""
+def _admit(items: list[Request], settings: Settings, usage, existing) -> tuple[list[Decision], list]:
+    """`admit_batch` over what the `usage` and `existing` statements read (same rows on both dialects)."""
     loaded = Loaded(accounts=dict.fromkeys(counted_accounts(items), 0))   # no counter row: 0
     for kind, client_id, account_id, key, calls, amount, held in usage:
         if kind == "client":
@@ -76,7 +76,7 @@ def _loaded(items: list[Request], usage=(), existing=None) -> Loaded:
     if existing is not None:   # rare: after a foreign-key failure
         loaded.existing_clients = {found for kind, found in existing if kind == "client"}
         loaded.existing_accounts = {found for kind, found in existing if kind == "account"}
-    return loaded
+    return admit_batch(items, loaded, settings.max_call_duration, settings.reservation_ttl)
 
 
 class _SqliteStore:
@@ -98,8 +98,7 @@ class _SqliteStore:
                 usage = conn.execute(st["usage"], {"clients": limited, "accounts": counted_accounts(items),
                                                    "now": now, "keys": [i.key for i in items]}).all()
             existing = conn.execute(st["existing"], _ids(items)).all() if check_existence else None
-            decisions, reservations = admit_batch(items, _loaded(items, usage, existing),
-                                                  settings.max_call_duration, settings.reservation_ttl)
+            decisions, reservations = _admit(items, settings, usage, existing)
             if reservations:
                 conn.execute(st["upsert"], [{n: getattr(r, n) for n in RESERVATION_FIELDS} for r in reservations])
         return decisions
@@ -138,8 +137,8 @@ class _PgStore:
             raise
         return cur
 
-    def _load(self, cur, items: list[Request], lock_wait: bool, check_existence: bool) -> Loaded:
-        """The first round trip: opens the transaction, locks, reads."""
+    def _read(self, cur, items: list[Request], lock_wait: bool, check_existence: bool) -> tuple[list, list | None]:
+        """The first round trip: opens the transaction, locks, reads (the `usage`, `existing` rows)."""
         st = self.st
         parts = [st["begin"], st["sync_off"]]
         if lock_wait:
@@ -154,7 +153,7 @@ class _PgStore:
         usage = cur.fetchall() if limited else []
         if check_existence:
             cur.execute(st["existing"], _ids(items))
-        return _loaded(items, usage, cur.fetchall() if check_existence else None)
+        return usage, cur.fetchall() if check_existence else None
 
     def decide(self, items: list[Request], settings: Settings, *, lock_wait: bool,
                check_existence: bool) -> list[Decision]:
@@ -165,9 +164,8 @@ class _PgStore:
         sent = "(load)" if in_block else "(connect)"
         with self._cursor() as cur:
             try:
-                loaded = self._load(cur, items, lock_wait, check_existence) if in_block else Loaded()
-                decisions, reservations = admit_batch(items, loaded, settings.max_call_duration,
-                                                      settings.reservation_ttl)
+                usage, existing = self._read(cur, items, lock_wait, check_existence) if in_block else ([], None)
+                decisions, reservations = _admit(items, settings, usage, existing)
                 if reservations:
                     # in leg-key order: two batches re-authorizing the same calls (a switch retrying
                     # through two workers) take the key index's locks in one order, never a cycle
