@@ -248,7 +248,7 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     except Exception as exc:
         if not several or _pgcode(exc) not in _RETRY_ONE_BY_ONE:
             return [exc] * len(items)
-    # A lock wait too long (maybe a deadlock with an accounting group): one client per transaction.
+    # A lock wait too long (maybe a deadlock with an accounting group): each client a batch of its own.
     by_client: dict[int, list[int]] = {}
     for index, item in enumerate(items):
         by_client.setdefault(item.plan.client.id, []).append(index)
