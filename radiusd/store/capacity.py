@@ -202,8 +202,7 @@ class _PgStore:
     def reset(self) -> None:
         fairy, self._fairy = self._fairy, None
         if fairy is not None:
-            with contextlib.suppress(Exception):
-                fairy.invalidate()
+            fairy.invalidate()   # (SQLAlchemy logs a failing close, never raises)
 
     def close(self) -> None:
         fairy, self._fairy = self._fairy, None
