@@ -329,19 +329,16 @@ class _Pg(_Lite):
     def write(self, plan: Plan) -> set[str]:
         st = self.st
         committing = self.own and self.final
-        # the CDRs last before COMMIT: their result (or the setting they leave) is returned
         steps = (("lock_clients", plan.clients), ("delete", plan.deletes), ("update", plan.updates),
-                 ("insert", plan.inserts), ("ended", plan.touched), ("cdrs_noted" if committing else "cdrs", plan.cdrs))
+                 ("insert", plan.inserts), ("ended", plan.touched), ("cdrs_noted", plan.cdrs))
         parts = [self.cursor.mogrify(st[name].execute, st[name].column_arrays(rows) if st[name].names else (rows,))
                  for name, rows in steps if rows]
-        if committing:
-            parts += [st["commit"].encode()] + ([st["written"].encode()] if plan.cdrs else [])
+        parts += [st["commit"].encode()] if committing else []
+        parts += [st["written"].encode()] if plan.cdrs else []   # the leg keys `cdrs_noted` kept
         result = self._send(parts)
         if committing:
             self.begun = False
-        if not plan.cdrs:
-            return set()
-        return set(json.loads(result[0][0])) if committing else {key for (key,) in result}
+        return set(json.loads(result[0][0])) if plan.cdrs else set()
 
     @contextlib.contextmanager
     def _errors(self):

@@ -1,38 +1,30 @@
 """The accounting writer: group commit to the store, the spool when the store is away, replay.
 
-The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only when
-`on_done(True)` comes back; `on_done(False)` means the record is stored nowhere, so the edge must
-not answer (the switch retransmits) — RFC 2866 §4.1.
-
-One writer thread owns every accounting write of the process:
-- **Group commit**: it takes what queued up while the last group was written (up to `batch_max`;
-  when idle, what arrives within `linger` of the first), applies it in ONE transaction and
-  acknowledges each record after COMMIT: one fsync of the store's log covers the group. On
-  PostgreSQL the group is two round trips on a connection the writer keeps (`apply_group`:
-  `BEGIN; load`, then the writes with the COMMIT); a broken one is replaced once before the store
-  counts as away.
-- A group that fails for a reason other than the store being away is redone with a SAVEPOINT per
-  record (then, if that COMMIT fails, record by record), so one bad record doesn't sink the
-  others. A record the store refuses for data reasons goes to the spool's dead-letter file
-  (fsync'ed) and is then acknowledged; if even that fails it is not acknowledged.
-- **Store away** (connection refused/lost, database locked) or **slow** (past `store_timeout`:
-  PostgreSQL's lock_timeout/statement_timeout, SQLSTATE 55P03/57014; SQLite's busy_timeout): the
-  group goes to the spool journal (append + fsync) and is then acknowledged; new records follow
-  it there, order kept, until the replay has emptied it. After a timeout the replay probes with a
-  short lock wait so that arrivals are not held up behind it.
-- **Deadlocks** (40P01) and serialization failures (40001) are retried up to `_CONFLICT_RETRIES`
-  times after a random pause, counted in `counters["conflicts"]`; never taken for an outage.
-- **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once
-  (`on_done(False)`, counted `queue_full`); once it is half full, a NAS holding its share
-  (`accounting_queue / (n + 1)`, n = other NAS with records waiting) is refused the same way
-  (`nas_share`): one switch's flood cannot fill it for the others. `lag()` is the age of the
-  oldest record not yet acknowledged (/health is "degraded" past `degraded_after`).
-- **Replay**: every `retry_interval` while the spool is not empty the journal is renamed to a
-  work file and applied in order, in groups, new arrivals spooled and acknowledged in between.
-  The work file is deleted after its last group commits; a crash mid-replay replays it again,
-  which duplicates nothing (every event is idempotent per leg key). A spool in a sub-directory
-  (`<spool>/worker-<i>`, left by a run with more workers) whose flock nobody holds is replayed
-  too, once ours is empty.
+The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only after
+`on_done(True)`; `on_done(False)` means the record is stored nowhere, so the edge must not answer
+(the switch retransmits) — RFC 2866 §4.1. One writer thread owns every accounting write:
+- **Group commit**: what queued up while the last group was written (up to `batch_max`; when
+  idle, what arrives within `linger` of the first) is applied in ONE transaction, each record
+  acknowledged after the COMMIT (one fsync for the group). On PostgreSQL two round trips
+  (`apply_group`) on a connection the writer keeps; a broken one is replaced once before the
+  store counts as away. A group that fails otherwise is redone with a SAVEPOINT per record; a
+  record refused for data reasons goes to the spool's dead-letter file (fsync'ed), then is
+  acknowledged (not if even that fails).
+- **Store away or slow** (connection lost, database locked, past `store_timeout`: lock_timeout/
+  statement_timeout, SQLSTATE 55P03/57014, or SQLite's busy_timeout): the group is appended to
+  the spool journal (fsync) and acknowledged; new records follow it there, order kept, until the
+  replay has emptied it. After a timeout the replay probes with a short lock wait, so that
+  arrivals are not held up behind it. Deadlocks (40P01) and serialization failures (40001) are
+  retried (`_CONFLICT_RETRIES`, counted `conflicts`), never taken for an outage.
+- **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once (counted
+  `queue_full`); once it is half full, a NAS holding its share (`accounting_queue / (n + 1)`, n =
+  other NAS waiting) is refused too (`nas_share`): one switch's flood cannot starve the others.
+  `lag()`: the age of the oldest record not yet acknowledged (/health "degraded" past a bound).
+- **Replay**: every `retry_interval` while the spool is not empty its journal, renamed to a work
+  file, is applied in order in groups, new arrivals spooled and acknowledged in between. The work
+  file is deleted after its last group commits; replayed again after a crash, it duplicates
+  nothing (every event is idempotent per leg key). Spools in sub-directories (`worker-<i>`, left
+  by a run with more workers) whose flock nobody holds are replayed once ours is empty.
 """
 from __future__ import annotations
 
@@ -66,32 +58,6 @@ _CONFLICT_RETRIES = 6
 _CONFLICT_PAUSE = 0.02      # seconds; the n-th retry waits a random 0..n times this
 _PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was found stuck
 SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do not hold yet
-
-
-class _QueueByNas(collections.deque):
-    """The writer's queue of (facts, on_done, time.monotonic() at submit), knowing how many records
-    of each NAS wait in it. Appended by the event loop, taken by the writer thread; each side
-    writes only its own tally, so no lock is needed."""
-
-    def __init__(self):
-        super().__init__()
-        self.added: collections.Counter = collections.Counter()     # NAS id -> appended (submit's thread)
-        self.removed: collections.Counter = collections.Counter()   # NAS id -> taken (writer thread)
-
-    def append(self, item) -> None:
-        self.added[item[0].nas_id] += 1
-        super().append(item)
-
-    def popleft(self):
-        item = super().popleft()
-        self.removed[item[0].nas_id] += 1
-        return item
-
-    def over_share(self, nas_id: int, limit: int) -> bool:
-        """The NAS holds its share of `limit` already (radiusd.core.round_robin.fair_share)."""
-        removed = self.removed
-        others = sum(1 for nas, added in list(self.added.items()) if added > removed[nas] and nas != nas_id)
-        return self.added[nas_id] - removed[nas_id] >= fair_share(limit, others + 1)
 
 
 class StoreUnavailable(Exception):
@@ -142,8 +108,12 @@ class AccountingWriter:
         self.spool: Spool | None = None
         self._next_spool_try = 0.0
         # submit() runs on the event loop: a deque append, and a wake-up only when the writer is
-        # idle (a queue.Queue would wake the writer thread for every record it is lingering for)
-        self._queue = _QueueByNas()
+        # idle (a queue.Queue would wake the writer thread for every record it is lingering for).
+        # Items: (facts, on_done, time.monotonic() at submit). Records of each NAS queued and taken
+        # are counted by either side in its own tally, so no lock is needed.
+        self._queue: collections.deque = collections.deque()
+        self._queued: collections.Counter = collections.Counter()   # NAS id -> queued (submit's thread)
+        self._taken: collections.Counter = collections.Counter()    # NAS id -> taken (writer thread)
         self._working_since: float | None = None   # submit time of the oldest record being written
         self._wake = threading.Event()
         self._idle = False
@@ -191,8 +161,7 @@ class AccountingWriter:
         if self._stopping or self._thread is None:
             return _call(on_done, False)
         queued = len(self._queue)
-        if queued >= self.queue_max or (queued >= self.queue_max // 2
-                                        and self._queue.over_share(facts.nas_id, self.queue_max)):
+        if queued >= self.queue_max or (queued >= self.queue_max // 2 and self._over_share(facts.nas_id)):
             # bounded: the switch retransmits, by then the writer may have caught up; and once the
             # queue is half full one NAS may not fill it for the others
             self._count("queue_full" if queued >= self.queue_max else "nas_share")
@@ -200,9 +169,16 @@ class AccountingWriter:
         if facts.event_time is None:
             # a replay hours later must still know when the switch told us
             facts = dataclasses.replace(facts, event_time=dt.datetime.now(dt.timezone.utc))
+        self._queued[facts.nas_id] += 1
         self._queue.append((facts, on_done, time.monotonic()))
         if self._idle:
             self._wake.set()
+
+    def _over_share(self, nas_id: int) -> bool:
+        """The NAS holds its share of the queue already (radiusd.core.round_robin.fair_share)."""
+        taken = self._taken
+        others = sum(1 for nas, queued in list(self._queued.items()) if queued > taken[nas] and nas != nas_id)
+        return self._queued[nas_id] - taken[nas_id] >= fair_share(self.queue_max, others + 1)
 
     def spool_depth(self) -> int:
         """Records in the spool waiting for the store."""
@@ -278,7 +254,9 @@ class AccountingWriter:
         return self._pop(most)
 
     def _pop(self, most: int) -> list:
-        return [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
+        batch = [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
+        self._taken.update(facts.nas_id for facts, _, _ in batch)
+        return batch
 
     def _settle(self, batch: list, spooling: bool) -> None:
         """Commit or spool records taken from the queue (spooled behind the spool's records waiting)."""
@@ -286,10 +264,7 @@ class AccountingWriter:
             return
         self._working_since = batch[0][2]
         try:
-            if spooling:
-                self._spool(batch)
-            else:
-                self._commit_or_spool(batch)
+            (self._spool if spooling else self._commit_or_spool)(batch)
         finally:
             self._working_since = None
 
@@ -361,8 +336,9 @@ class AccountingWriter:
             except Exception as exc:  # already broken: nothing to give back
                 log.debug("accounting_connection_close_failed", error=repr(exc))
 
-    def _fast(self, records: list[AcctFacts], probe: bool) -> list:
-        """The group without savepoints; a conflict retried, a broken kept connection replaced once."""
+    def _store(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]]:
+        """Commit records: the group in one go; if that fails, again with a savepoint per record.
+        Returns the records refused for data reasons; raises StoreUnavailable."""
         reconnected = False
         for attempt in itertools.count(1):
             try:
@@ -387,53 +363,45 @@ class AccountingWriter:
                 self._count("conflicts")
                 log.info("accounting_group_conflict_retry", attempt=attempt, error=str(exc)[:200])
                 time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))   # let the other one finish
+            except Exception as exc:  # a record the fast path can't take: find it with savepoints
+                log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
+                self.counters["group_retries"] += 1
+                return self._savepoints(records)
 
-    def _store(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]]:
-        """Commit records: the group in one go; if that fails, again with a savepoint per record;
-        if that fails at commit, one by one. Raises StoreUnavailable."""
-        try:
-            return self._fast(records, probe)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # a record the fast path can't take: find it with savepoints
-            log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
-            self.counters["group_retries"] += 1
+    def _savepoints(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
         try:
             return self._transaction(records)
         except StoreUnavailable:
             raise
-        except Exception as exc:  # the group failed at commit: find the record(s) to blame
+        except Exception as exc:
+            if len(records) == 1:
+                return [(records[0], repr(exc))]
+            # the group failed at commit: find the record(s) to blame, one by one
             log.warning("accounting_group_failed", error=repr(exc), records=len(records))
-        refused = []
-        for facts in records:
-            try:
-                refused += self._transaction([facts])
-            except StoreUnavailable:
-                raise
-            except Exception as one:
-                refused.append((facts, repr(one)))
-        return refused
+            return [bad for facts in records for bad in self._savepoints([facts])]
 
-    def _commit_or_spool(self, batch: list) -> None:
+    def _stored(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]] | None:
+        """`_store`, noting whether the store is there: None when it is away (tried again after
+        `retry_interval`), else the records refused."""
         try:
-            refused = self._store([item[0] for item in batch])
+            refused = self._store(records, probe)
         except StoreUnavailable as exc:
             if self.store_ok:
                 log.error("store_unavailable_spooling", error=str(exc).splitlines()[0][:200] if str(exc) else "",
                           slow=is_timeout(exc.__cause__))
-            self._store_away()
-            return self._spool(batch, try_store=False)
-        self._store_back()
-        self.counters["groups"] += 1
-        self._answer(batch, refused)
-
-    def _store_away(self) -> None:
-        self.store_ok = False
-        self._next_replay = time.monotonic() + self.retry_interval
-
-    def _store_back(self) -> None:
+            self.store_ok = False
+            self._next_replay = time.monotonic() + self.retry_interval
+            return None
         self.store_ok = True
         self._store_stuck = False
+        return refused
+
+    def _commit_or_spool(self, batch: list) -> None:
+        refused = self._stored([item[0] for item in batch])
+        if refused is None:
+            return self._spool(batch, try_store=False)
+        self.counters["groups"] += 1
+        self._answer(batch, refused)
 
     def _answer(self, batch: list, refused: list[tuple[AcctFacts, str]]) -> None:
         """Acknowledge a committed batch; its refused records once they are in the dead-letter file."""
@@ -481,10 +449,10 @@ class AccountingWriter:
         except OSError as exc:
             log.error("spool_write_failed", error=repr(exc), records=len(batch))
             ok = False
-        if not ok and try_store:
-            # the spool is full or gone but the store may be back: better out of order than unanswered
-            with contextlib.suppress(StoreUnavailable):
-                return self._answer(batch, self._store(records))
+        # the spool is full or gone but the store may be back: better out of order than unanswered
+        refused = self._stored(records) if not ok and try_store else None
+        if refused is not None:
+            return self._answer(batch, refused)
         self.counters["spooled" if ok else "refused"] += len(batch)
         for _, on_done, _ in batch:
             _call(on_done, ok)
@@ -544,15 +512,12 @@ class AccountingWriter:
         return True
 
     def _replay_group(self, spool: Spool, group: list[AcctFacts], end: int) -> bool:
-        try:
-            refused = self._store(group, probe=self._store_stuck)
-        except StoreUnavailable:
-            self._store_away()
+        refused = self._stored(group, probe=self._store_stuck)
+        if refused is None:
             return False
         if refused and not self._dead_letter(refused):
             self._next_replay = time.monotonic() + self.retry_interval
             return False
-        self._store_back()
         self._offsets[str(spool.path)] = end
         spool.replayed(len(group))
         self.counters["replayed"] += len(group) - len(refused)
