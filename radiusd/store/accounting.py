@@ -98,12 +98,9 @@ def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, 
     """Apply records in order in the caller's transaction (no savepoints: any error fails the group).
 
     `limits`: the sanity bounds (radiusd.core.sanity); `on_anomaly(kind)` is called once per
-    anomaly of each CDR written (the server counts them). A run of packets loads its legs in one
-    round trip and writes in one (on PostgreSQL); each Accounting-On/Off loads its NAS's rows.
-
-    `commit=True` (PostgreSQL, a connection in autocommit mode: the writer's): the group is its
-    own transaction, BEGIN sent with its first statement and COMMIT with its last write (two
-    round trips), `lock_ms` its lock wait; rolled back on any failure, committed on return."""
+    anomaly of each CDR written. `commit=True` (PostgreSQL, a connection in autocommit mode: the
+    writer's): the group is its own transaction, BEGIN sent with its first statement and COMMIT
+    with its last write, `lock_ms` its lock wait; rolled back on any failure."""
     view = SnapshotView(snapshot)
     units = []
     for reset, run in itertools.groupby(records, key=lambda facts: facts.status in ("on", "off")):
@@ -283,10 +280,9 @@ class _Pg(_Lite):
         self.cursor = sql.driver_connection(conn).cursor()
         self.own = own
         self.begun = False   # own: BEGIN sent, COMMIT/ROLLBACK not yet
-        self.opening = [self.st["begin"].encode()] if own else []   # sent ahead of the first statement
+        self.opening = [(self.st["begin"], None)] if own else []   # sent ahead of the first statement
         if own and lock_ms is not None:
-            self.opening.append(self.cursor.mogrify(sql.statement("postgresql", "timeouts", "local_lock"),
-                                                    {"ms": lock_ms}))
+            self.opening.append((sql.statement("postgresql", "timeouts", "local_lock"), {"ms": lock_ms}))
 
     def __exit__(self, *exc) -> None:
         if self.begun:   # failed in the middle: leave no transaction (and no locks) behind
@@ -298,25 +294,37 @@ class _Pg(_Lite):
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.cursor.close()
 
-    def _send(self, parts: list[bytes]) -> list[tuple]:
-        """One round trip (after BEGIN, when owning and not sent yet); the last statement's rows."""
-        with self._errors():
+    def _send(self, statements: list[tuple[str, object]]) -> list[tuple]:
+        """(statement, parameters) in one round trip (after BEGIN, when owning and not sent yet);
+        the last statement's rows. Driver errors are raised as SQLAlchemy's (OperationalError: the
+        store is away), a dead connection invalidated (it must not go back to the pool)."""
+        dialect = self.conn.dialect
+        try:
             sql.prepare(sql.pool_connection(self.conn), self.cursor, "accounting")
             if self.opening:
                 self.begun = True
-                parts = self.opening + parts
+                statements = self.opening + statements
                 self.opening = []
-            if not parts:
+            if not statements:
                 return []
-            self.cursor.execute(b"; ".join(parts))
+            self.cursor.execute(b"; ".join(self.cursor.mogrify(text, params) for text, params in statements))
             return self.cursor.fetchall() if self.cursor.description else []
+        except dialect.loaded_dbapi.Error as exc:
+            if getattr(exc, "pgcode", None) == "26000":
+                # our prepared statements are gone (a pooler moved the session): prepare again next time
+                sql.forget_prepared(sql.pool_connection(self.conn))
+            lost = dialect.is_disconnect(exc, sql.driver_connection(self.conn), self.cursor)
+            if lost:
+                self.conn.invalidate(exc)
+            raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
+                                             connection_invalidated=lost) from exc
 
     def load(self, name: str, legs: list[str] | None = None, **params) -> tuple[list[Leg], set[str]]:
         if name != "legs":   # the rare loads: typed statements sent by SQLAlchemy, after our BEGIN
             self._send([])
             return super().load(name, legs, **params)
         rows, closed = [], set()
-        for done, *values in self._send([self.cursor.mogrify(self.st["load"].execute, (params["keys"], legs))]):
+        for done, *values in self._send([(self.st["load"].execute, (params["keys"], legs))]):
             closed = set(done or ())
             if values[0] is None:
                 continue  # no open call: the one row the outer join gives
@@ -331,28 +339,11 @@ class _Pg(_Lite):
         committing = self.own and self.final
         steps = (("lock_clients", plan.clients), ("delete", plan.deletes), ("update", plan.updates),
                  ("insert", plan.inserts), ("ended", plan.touched), ("cdrs_noted", plan.cdrs))
-        parts = [self.cursor.mogrify(st[name].execute, st[name].column_arrays(rows) if st[name].names else (rows,))
-                 for name, rows in steps if rows]
-        parts += [st["commit"].encode()] if committing else []
-        parts += [st["written"].encode()] if plan.cdrs else []   # the leg keys `cdrs_noted` kept
-        result = self._send(parts)
+        statements = [(st[name].execute, st[name].column_arrays(rows) if st[name].names else (rows,))
+                      for name, rows in steps if rows]
+        statements += [(st["commit"], None)] if committing else []
+        statements += [(st["written"], None)] if plan.cdrs else []   # the leg keys `cdrs_noted` kept
+        result = self._send(statements)
         if committing:
             self.begun = False
         return set(json.loads(result[0][0])) if plan.cdrs else set()
-
-    @contextlib.contextmanager
-    def _errors(self):
-        """Driver errors as SQLAlchemy reports them: its class (OperationalError = store away) and
-        whether the connection is dead (then it must not go back to the pool)."""
-        dialect = self.conn.dialect
-        try:
-            yield
-        except dialect.loaded_dbapi.Error as exc:
-            if getattr(exc, "pgcode", None) == "26000":
-                # our prepared statements are gone (a pooler moved the session): prepare again next time
-                sql.forget_prepared(sql.pool_connection(self.conn))
-            lost = dialect.is_disconnect(exc, sql.driver_connection(self.conn), self.cursor)
-            if lost:
-                self.conn.invalidate(exc)
-            raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
-                                             connection_invalidated=lost) from exc
