@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from radiusd.core.accounting import (
-    Close, Effects, Event, Leg, LegState, Plan, SnapshotView, View, call_id_of, fold, normalised,
+    Close, Event, Leg, LegState, Plan, SnapshotView, View, call_id_of, fold, normalised,
 )
 from radiusd.core.facts import AcctFacts
 from radiusd.core.sanity import DEFAULT_LIMITS, Limits
@@ -102,14 +102,13 @@ def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, 
     writer's): the group is its own transaction, BEGIN sent with its first statement and COMMIT
     with its last write, `lock_ms` its lock wait; rolled back on any failure."""
     view = SnapshotView(snapshot)
-    units = []
+    units = []   # runs of packets (their legs loaded together), each Accounting-On/Off alone
     for reset, run in itertools.groupby(records, key=lambda facts: facts.status in ("on", "off")):
-        units += [[facts] for facts in run] if reset else [list(run)]
+        units += [(_nas_reset, [facts]) for facts in run] if reset else [(_packets, list(run))]
     outcomes: list[Outcome] = []
     with _io(session, own=commit, lock_ms=lock_ms) as io:
-        for unit in units:
-            io.final = unit is units[-1]   # its write carries the COMMIT
-            step = _nas_reset if unit[0].status in ("on", "off") else _packets
+        for step, unit in units:
+            io.final = unit is units[-1][1]   # its write carries the COMMIT
             outcomes += step(io, unit, now, view, limits, on_anomaly)
     return outcomes
 
@@ -121,7 +120,9 @@ def _packets(io, records: list[AcctFacts], now: dt.datetime, view: View, limits:
     reservations = dict.fromkeys(reservation_key(f.nas_id, call_id_of(f)) for f in records if f.leg == "orig")
     plan, claimed = _settle(io, io.load("legs", legs, keys=legs + list(reservations)), records, now, view,
                             limits, on_anomaly)
-    return [_outcome(effects, claimed) for effects in plan.effects]
+    return [Outcome(e.action) if e.cdr is None
+            else Outcome("duplicate") if e.cdr.leg_key not in claimed   # a concurrent duplicate wrote (and debited) it
+            else Outcome(e.action, cdrs=1, debited=e.cdr.debit) for e in plan.effects]
 
 
 def _nas_reset(io, records: list[AcctFacts], now: dt.datetime, view: View, limits: Limits,
@@ -204,15 +205,6 @@ def _settle(io, loaded: tuple[list[Leg], set[str]], events: list, now: dt.dateti
             for kind in cdr.flags.split(",") if on_anomaly is not None else ():
                 on_anomaly(kind)
     return plan, claimed
-
-
-def _outcome(effects: Effects, claimed: set[str]) -> Outcome:
-    cdr = effects.cdr
-    if cdr is None:
-        return Outcome(effects.action)
-    if cdr.leg_key not in claimed:
-        return Outcome("duplicate")  # a concurrent duplicate wrote it first: it also debited
-    return Outcome(effects.action, cdrs=1, debited=cdr.debit)
 
 
 # -- one implementation per dialect: load the state, write the plan ----------------------------

@@ -17,9 +17,8 @@ UPDATED = ("leg_key", "state", "acct_session_id", "caller", "expires_at", "start
 INSERTED = tuple(n for n in CALL_FIELDS if n != "id")
 
 
-def _typed(sql: str, table, names, **extra):
-    return text(sql).bindparams(*[bindparam(n, type_=table.c[n].type) for n in names],
-                                *[bindparam(n, type_=t) for n, t in extra.items()])
+def _typed(sql: str, table, names):
+    return text(sql).bindparams(*[bindparam(n, type_=table.c[n].type) for n in names])
 
 
 def _select(where: str, lock: str, *params):

@@ -61,8 +61,7 @@ STATEMENTS = {
     "ended": Prepared("radiusd_acct_ended", (_KEY,),
                       "DELETE FROM active_calls AS a USING cdr_legs AS l WHERE l.leg_key = a.leg_key "
                       "AND a.leg_key = ANY($1)"),
-    "cdrs_noted": Prepared.from_columns(
-        "radiusd_acct_cdrs_noted", CDRS, CDR_FIELDS, _CDRS),
+    "cdrs_noted": Prepared.from_columns("radiusd_acct_cdrs_noted", CDRS, CDR_FIELDS, _CDRS),
     "written": f"SELECT current_setting('{_WRITTEN}')",
     "begin": "BEGIN",
     "commit": "COMMIT",
