@@ -58,24 +58,20 @@ class StoreCatalog:
         self._currencies: dict[int, str] = {}
 
     def rate_table(self, table_id: int | None) -> RateTableInfo | None:
-        if table_id is None:
-            return None
-        if table_id not in self._tables:
+        if table_id is not None and table_id not in self._tables:
             table = self.session.get(RateTable, table_id)
             rates = self.session.scalars(select(Rate).where(Rate.rate_table_id == table_id)).all()
             self._tables[table_id] = None if table is None else build_rate_table(table.id, table.name, table.currency, [
                 RateInfo(r.rate_table_id, r.prefix, r.price_per_minute, r.connection_fee, r.minimum_seconds,
                          r.interval_seconds, r.grace_seconds, r.effective_from, r.effective_until, r.description)
                 for r in rates])
-        return self._tables[table_id]
+        return self._tables.get(table_id)
 
     def currency(self, client_id: int | None) -> str:
-        if client_id is None:
-            return "USD"
-        if client_id not in self._currencies:
+        if client_id is not None and client_id not in self._currencies:
             self._currencies[client_id] = self.session.scalar(
                 select(Client.currency).where(Client.id == client_id)) or "USD"
-        return self._currencies[client_id]
+        return self._currencies.get(client_id, "USD")
 
     def account(self, account_id: int | None) -> AccountInfo | None:
         return None  # only packets read accounts, and packets come with the server's snapshot
