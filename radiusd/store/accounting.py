@@ -1,26 +1,20 @@
 """Accounting in the store: load what a group of events needs, let the core decide, write the plan.
 
 Every rule (which leg, which account, duration, cause, rate, cost, idempotency, the leg states)
-lives in radiusd.core.accounting. Here, for each kind of caller:
-
-- `apply_group(session, records, snapshot, now)`: Accounting-Requests in order, in the caller's
-  transaction (the writer, radiusd.store.accounting_writer, groups many per transaction). Loads
-  the open rows and reservations of the group's legs and which of its leg keys have a CDR (one
-  round trip), folds the events over them, writes the plan (one round trip on PostgreSQL).
-  Accounting-On/Off loads every row of its NAS instead. `apply` is a group of one.
-- `close_stale` / `expire_reservations`: the sweeper (radiusd.store.sweeper).
-- `remove_call`: `radiusd calls remove`.
-- `forget_references`: a NAS or rate table deleted (the hot tables have no foreign keys to them).
+lives in radiusd.core.accounting; the statements are the SQL layer's (radiusd.store.sql, area
+`accounting`). Callers: `apply_group`/`apply` (the writer, radiusd.store.accounting_writer),
+`close_stale`/`expire_reservations` (the sweeper), `remove_call` (`radiusd calls remove`),
+`forget_references` (a NAS or rate table deleted: the hot tables have no foreign keys to them).
 
 Idempotent against other writers too: the CDR is written only when its leg key's claim in
 `cdr_legs` is new (a concurrent duplicate claims nothing and debits nothing), and a row opened
-for a leg another writer closed meanwhile is dropped. The statements are the SQL layer's
-(radiusd.store.sql, area `accounting`), one set per dialect.
+for a leg another writer closed meanwhile is dropped.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from radiusd.core.accounting import (
-    Close, Effects, Event, Leg, LegState, Plan, SnapshotView, View, call_id_of, fold, normalised,
+    Close, Event, Leg, LegState, Plan, SnapshotView, View, call_id_of, fold, normalised,
 )
 from radiusd.core.facts import AcctFacts
 from radiusd.core.sanity import DEFAULT_LIMITS, Limits
@@ -64,24 +58,20 @@ class StoreCatalog:
         self._currencies: dict[int, str] = {}
 
     def rate_table(self, table_id: int | None) -> RateTableInfo | None:
-        if table_id is None:
-            return None
-        if table_id not in self._tables:
+        if table_id is not None and table_id not in self._tables:
             table = self.session.get(RateTable, table_id)
             rates = self.session.scalars(select(Rate).where(Rate.rate_table_id == table_id)).all()
             self._tables[table_id] = None if table is None else build_rate_table(table.id, table.name, table.currency, [
                 RateInfo(r.rate_table_id, r.prefix, r.price_per_minute, r.connection_fee, r.minimum_seconds,
                          r.interval_seconds, r.grace_seconds, r.effective_from, r.effective_until, r.description)
                 for r in rates])
-        return self._tables[table_id]
+        return self._tables.get(table_id)
 
     def currency(self, client_id: int | None) -> str:
-        if client_id is None:
-            return "USD"
-        if client_id not in self._currencies:
+        if client_id is not None and client_id not in self._currencies:
             self._currencies[client_id] = self.session.scalar(
                 select(Client.currency).where(Client.id == client_id)) or "USD"
-        return self._currencies[client_id]
+        return self._currencies.get(client_id, "USD")
 
     def account(self, account_id: int | None) -> AccountInfo | None:
         return None  # only packets read accounts, and packets come with the server's snapshot
@@ -104,56 +94,43 @@ def apply_group(session: Session, records: list[AcctFacts], snapshot: Snapshot, 
     """Apply records in order in the caller's transaction (no savepoints: any error fails the group).
 
     `limits`: the sanity bounds (radiusd.core.sanity); `on_anomaly(kind)` is called once per
-    anomaly of each CDR written (the server counts them).
-
-    `commit=True` (PostgreSQL only; no transaction open on the session's connection): the group
-    is its own transaction, begun with its first statement and committed with its last write
-    (`BEGIN; load` and `writes; COMMIT`: two round trips), `lock_ms` its lock wait. Rolled back
-    on any failure. Returns once committed. Cheapest on a connection kept in autocommit mode
-    (the writer's)."""
+    anomaly of each CDR written. `commit=True` (PostgreSQL, a connection in autocommit mode: the
+    writer's): the group is its own transaction, BEGIN sent with its first statement and COMMIT
+    with its last write, `lock_ms` its lock wait; rolled back on any failure."""
     view = SnapshotView(snapshot)
+    units = []   # runs of packets (their legs loaded together), each Accounting-On/Off alone
+    for reset, run in itertools.groupby(records, key=lambda facts: facts.status in ("on", "off")):
+        units += [(_nas_reset, [facts]) for facts in run] if reset else [(_packets, list(run))]
     outcomes: list[Outcome] = []
-    units: list[list[AcctFacts] | AcctFacts] = []   # runs of packets, and each Accounting-On/Off alone
-    for facts in records:
-        if facts.status in ("on", "off"):
-            units.append(facts)
-        elif units and isinstance(units[-1], list):
-            units[-1].append(facts)
-        else:
-            units.append([facts])
     with _io(session, own=commit, lock_ms=lock_ms) as io:
-        for n, unit in enumerate(units):
-            io.final = n == len(units) - 1   # its write carries the COMMIT
-            if isinstance(unit, list):
-                outcomes += _packets(io, unit, now, view, limits, on_anomaly)
-            else:
-                outcomes.append(_nas_reset(io, unit, now, view, limits, on_anomaly))
-        io.finish()
+        for step, unit in units:
+            io.final = unit is units[-1][1]   # its write carries the COMMIT
+            outcomes += step(io, unit, now, view, limits, on_anomaly)
     return outcomes
 
 
-def _packets(io, records: list[AcctFacts], now: dt.datetime, view: View, limits: Limits = DEFAULT_LIMITS,
-             on_anomaly=None) -> list[Outcome]:
+def _packets(io, records: list[AcctFacts], now: dt.datetime, view: View, limits: Limits,
+             on_anomaly) -> list[Outcome]:
     records = [normalised(facts) for facts in records]
     legs = list(dict.fromkeys(facts.leg_key for facts in records))
-    keys = legs + list(dict.fromkeys(reservation_key(facts.nas_id, call_id_of(facts))
-                                     for facts in records if facts.leg == "orig"))
-    rows, closed = io.load_group(keys, legs)
-    plan, claimed = _write(io, fold(rows, closed, records, now, view, limits), on_anomaly)
-    return [_outcome(effects, claimed) for effects in plan.effects]
+    reservations = dict.fromkeys(reservation_key(f.nas_id, call_id_of(f)) for f in records if f.leg == "orig")
+    plan, claimed = _settle(io, io.load("legs", legs, keys=legs + list(reservations)), records, now, view,
+                            limits, on_anomaly)
+    return [Outcome(e.action) if e.cdr is None
+            else Outcome("duplicate") if e.cdr.leg_key not in claimed   # a concurrent duplicate wrote (and debited) it
+            else Outcome(e.action, cdrs=1, debited=e.cdr.debit) for e in plan.effects]
 
 
-def _nas_reset(io, facts: AcctFacts, now: dt.datetime, view: View, limits: Limits = DEFAULT_LIMITS,
-               on_anomaly=None) -> Outcome:
+def _nas_reset(io, records: list[AcctFacts], now: dt.datetime, view: View, limits: Limits,
+               on_anomaly) -> list[Outcome]:
     """Accounting-On/Off: every call the NAS had open ended at its time; its reservations are void."""
-    rows = io.rows("nas", nas_id=facts.nas_id)
-    plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), [facts], now, view, limits),
-                           on_anomaly)
+    [facts] = records
+    plan, claimed = _settle(io, io.load("nas", nas_id=facts.nas_id), records, now, view, limits, on_anomaly)
     written = [cdr for cdr in plan.cdrs if cdr.leg_key in claimed]
     dropped = sum(1 for e in plan.effects if e.action == "released")
     log.info("nas_reset", nas_id=facts.nas_id, closed=len(written), reservations_dropped=dropped)
-    return Outcome("nas_reset", cdrs=len(written), debited=sum((c.debit for c in written), Decimal(0)),
-                   detail=f"{dropped} reservations dropped")
+    return [Outcome("nas_reset", cdrs=len(written), debited=sum((c.debit for c in written), Decimal(0)),
+                    detail=f"{dropped} reservations dropped")]
 
 
 def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datetime,
@@ -162,10 +139,9 @@ def close_stale(session: Session, cutoff: dt.datetime, limit: int, now: dt.datet
 
     Returns (rows looked at, CDRs written)."""
     with _io(session) as io:
-        rows = io.rows("stale", cutoff=cutoff, limit=limit)
+        rows, closed = io.load("stale", cutoff=cutoff, limit=limit)
         events = [(row.leg_key, Close(Event.EXPIRE, now)) for row in rows]
-        plan, claimed = _write(io, fold(rows, io.closed([r.leg_key for r in rows]), events, now,
-                                        StoreCatalog(session), limits))
+        _, claimed = _settle(io, (rows, closed), events, now, StoreCatalog(session), limits)
     return len(rows), len(claimed)
 
 
@@ -182,12 +158,12 @@ def remove_call(session: Session, row_id: int, now: dt.datetime) -> tuple[Leg, d
 
     Returns (the row as it was, what was done: {'id', 'removed', 'cdr' | 'duration', 'cost'})."""
     with _io(session) as io:
-        rows = io.rows("row", id=row_id)
+        rows, closed = io.load("row", id=row_id)
         if not rows:
             return None
         [row] = rows
-        plan, claimed = _write(io, fold(rows, io.closed([row.leg_key]), [(row.leg_key, Close(Event.REMOVE, now))],
-                                        now, StoreCatalog(session)))
+        plan, claimed = _settle(io, (rows, closed), [(row.leg_key, Close(Event.REMOVE, now))], now,
+                                StoreCatalog(session))
     if row.state == LegState.RESERVED.value:
         return row, {"id": row_id, "removed": "reservation", "cdr": None}
     cdr = plan.effects[0].cdr
@@ -204,31 +180,27 @@ def forget_references(session: Session, *, nas_id: int | None = None, rate_table
                 session.execute(update(model).where(getattr(model, column) == value).values({column: None}))
 
 
-def _write(io, plan: Plan, on_anomaly=None) -> tuple[Plan, set[str]]:
+def _settle(io, loaded: tuple[list[Leg], set[str]], events: list, now: dt.datetime, view: View,
+            limits: Limits = DEFAULT_LIMITS, on_anomaly=None) -> tuple[Plan, set[str]]:
+    """Fold the events over the loaded rows and write the plan; returns it and the leg keys whose
+    CDR this write claimed (the others were written, and debited, before)."""
+    plan = fold(*loaded, events, now, view, limits)
     claimed = io.write(plan)
     for effects in plan.effects:
         if effects.unassigned:
-            row = effects.row
-            log.info("accounting_leg_unassigned", leg_key=row.leg_key, leg=row.leg, nas_id=row.nas_id)
+            log.info("accounting_leg_unassigned", leg_key=effects.row.leg_key, leg=effects.row.leg,
+                     nas_id=effects.row.nas_id)
     for cdr in plan.cdrs:
-        if cdr.unrated and cdr.leg_key in claimed:
+        if cdr.leg_key not in claimed:
+            continue
+        if cdr.unrated:
             log.warning("cdr_unrated", leg_key=cdr.leg_key, account_id=cdr.account_id, called=cdr.called)
-        if cdr.flags and cdr.leg_key in claimed:
+        if cdr.flags:
             log.warning("cdr_anomaly", leg_key=cdr.leg_key, nas_id=cdr.nas_id, flags=cdr.flags,
                         duration=cdr.duration, billed_seconds=cdr.billed_seconds)
-            if on_anomaly is not None:
-                for kind in cdr.flags.split(","):
-                    on_anomaly(kind)
+            for kind in cdr.flags.split(",") if on_anomaly is not None else ():
+                on_anomaly(kind)
     return plan, claimed
-
-
-def _outcome(effects: Effects, claimed: set[str]) -> Outcome:
-    cdr = effects.cdr
-    if cdr is None:
-        return Outcome(effects.action)
-    if cdr.leg_key not in claimed:
-        return Outcome("duplicate")  # a concurrent duplicate wrote it first: it also debited
-    return Outcome(effects.action, cdrs=1, debited=cdr.debit)
 
 
 # -- one implementation per dialect: load the state, write the plan ----------------------------
@@ -242,10 +214,12 @@ def _io(session: Session, own: bool = False, lock_ms: int | None = None):
     return _Lite(conn)
 
 
-class _Lite:
-    """SQLite (and the typed loads on every dialect): statements through SQLAlchemy, row at a time."""
+def _values(record) -> dict:
+    return {name: getattr(record, name) for name in record.__slots__}
 
-    final = False
+
+class _Lite:
+    """SQLite (and the rare loads on every dialect): typed statements through SQLAlchemy, row at a time."""
 
     def __init__(self, conn):
         self.conn = conn
@@ -257,17 +231,11 @@ class _Lite:
     def __exit__(self, *exc) -> None:
         return None
 
-    def finish(self) -> None:
-        """The caller commits."""
-
-    def rows(self, name: str, **params) -> list[Leg]:
-        return [Leg(**row._mapping) for row in self.conn.execute(self.st[name], params)]
-
-    def closed(self, keys: list[str]) -> set[str]:
-        return {key for (key,) in self.conn.execute(self.st["closed"], {"keys": keys})} if keys else set()
-
-    def load_group(self, keys: list[str], legs: list[str]) -> tuple[list[Leg], set[str]]:
-        return self.rows("legs", keys=keys), self.closed(legs)
+    def load(self, name: str, legs: list[str] | None = None, **params) -> tuple[list[Leg], set[str]]:
+        """The rows statement `name` picks, and which of `legs` (default: theirs) have a CDR already."""
+        rows = [Leg(**row._mapping) for row in self.conn.execute(self.st[name], params)]
+        legs = [row.leg_key for row in rows] if legs is None else legs
+        return rows, {key for (key,) in self.conn.execute(self.st["closed"], {"keys": legs})} if legs else set()
 
     def write(self, plan: Plan) -> set[str]:
         run, st = self.conn.execute, self.st
@@ -287,136 +255,48 @@ class _Lite:
         return claimed
 
 
-def _values(record) -> dict:
-    return {name: getattr(record, name) for name in record.__slots__}
-
-
 class _Pg(_Lite):
-    """PostgreSQL: the group's load and its writes are one round trip each, prepared statements
-    fed arrays, through psycopg2's own cursor (no per-statement overhead).
+    """PostgreSQL: a group's load and its writes are one round trip each, prepared statements fed
+    arrays, through psycopg2's own cursor (no per-statement overhead).
 
-    Owning the transaction (`own`), the driver connection is put in autocommit mode for the
-    group and the transaction block is spelled out: BEGIN travels with the first statement,
-    COMMIT with the last write (psycopg2 would send each as a round trip of its own)."""
+    Owning the transaction (`own`, the connection in autocommit mode) the transaction block is
+    spelled out: BEGIN travels with the first statement, COMMIT with the last unit's write
+    (psycopg2 would send each as a round trip of its own)."""
 
     def __init__(self, conn, own: bool = False, lock_ms: int | None = None):
         super().__init__(conn)
+        self.cursor = sql.driver_connection(conn).cursor()
         self.own = own
-        self.lock_ms = lock_ms
         self.begun = False   # own: BEGIN sent, COMMIT/ROLLBACK not yet
-
-    def __enter__(self):
-        driver = sql.driver_connection(self.conn)
-        self.cursor = driver.cursor()
-        # a caller that keeps its connection in autocommit mode (the writer) saves psycopg2's
-        # `SET default_transaction_isolation` round trip that each switch may send
-        self.switched = self.own and not driver.autocommit
-        if self.switched:
-            driver.autocommit = True
-        return self
+        self.opening = [(self.st["begin"], None)] if own else []   # sent ahead of the first statement
+        if own and lock_ms is not None:
+            self.opening.append((sql.statement("postgresql", "timeouts", "local_lock"), {"ms": lock_ms}))
 
     def __exit__(self, *exc) -> None:
-        if self.own and self.begun:   # failed in the middle: leave no transaction (and no locks) behind
+        if self.begun:   # failed in the middle: leave no transaction (and no locks) behind
             try:
                 self.cursor.execute(self.st["rollback"])
             except Exception:
                 with contextlib.suppress(Exception):   # state unknown: never reuse it
                     self.conn.invalidate()
-        if self.switched:
-            with contextlib.suppress(Exception):
-                sql.driver_connection(self.conn).autocommit = False
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.cursor.close()
 
-    def _opening(self) -> list:
-        """What must precede the next statement: BEGIN (and the lock wait) once, when owning."""
-        if not self.own or self.begun:
-            return []
-        self.begun = True
-        parts = [self.st["begin"].encode()]
-        if self.lock_ms is not None:
-            parts.append(self.cursor.mogrify(sql.statement("postgresql", "timeouts", "local_lock"),
-                                             {"ms": self.lock_ms}))
-        return parts
-
-    def _begin_alone(self) -> None:
-        """Before a statement sent through SQLAlchemy (Accounting-On/Off loads)."""
-        opening = self._opening()
-        if opening:
-            with self._errors():
-                self.cursor.execute(b"; ".join(opening))
-
-    def rows(self, name: str, **params) -> list[Leg]:
-        self._begin_alone()
-        return super().rows(name, **params)
-
-    def closed(self, keys: list[str]) -> set[str]:
-        self._begin_alone()
-        return super().closed(keys)
-
-    def finish(self) -> None:
-        """Owning: COMMIT if the last write did not carry it."""
-        if self.own and self.begun:
-            with self._errors():
-                self.cursor.execute(self.st["commit"])
-            self.begun = False
-
-    def load_group(self, keys: list[str], legs: list[str]) -> tuple[list[Leg], set[str]]:
-        with self._errors():
-            sql.prepare(sql.pool_connection(self.conn), self.cursor, "accounting")
-            opening = self._opening()
-            load = self.cursor.mogrify(self.st["load"].execute, (keys, legs))
-            self.cursor.execute(b"; ".join(opening + [load]))
-            fetched = self.cursor.fetchall()
-        rows, closed = [], set()
-        for done, *values in fetched:
-            closed = set(done or ())
-            if values[0] is None:
-                continue  # no open call: the one row the outer join gives
-            row = dict(zip(CALL_FIELDS, values))
-            for name in _TIMES:  # aware UTC, as the models return them
-                if row[name] is not None:
-                    row[name] = row[name].astimezone(dt.timezone.utc)
-            rows.append(Leg(**row))
-        return rows, closed
-
-    def write(self, plan: Plan) -> set[str]:
-        st, cursor = self.st, self.cursor
-        with self._errors():
-            sql.prepare(sql.pool_connection(self.conn), cursor, "accounting")
-            parts = []
-            if plan.clients:
-                parts.append(cursor.mogrify(st["lock_clients"].execute, (plan.clients,)))
-            if plan.deletes:
-                parts.append(cursor.mogrify(st["delete"].execute, (plan.deletes,)))
-            for name, rows in (("update", plan.updates), ("insert", plan.inserts)):
-                if rows:
-                    parts.append(cursor.mogrify(st[name].execute, st[name].column_arrays(rows)))
-            if plan.touched:
-                parts.append(cursor.mogrify(st["ended"].execute, (plan.touched,)))
-            committing = self.own and self.final
-            if plan.cdrs:  # last before COMMIT: its result (or the setting it leaves) is returned
-                cdrs = st["cdrs_noted" if committing else "cdrs"]
-                parts.append(cursor.mogrify(cdrs.execute, cdrs.column_arrays(plan.cdrs)))
-            if committing:
-                parts = self._opening() + parts + [st["commit"].encode()]
-                if plan.cdrs:
-                    parts.append(st["written"].encode())
-            if not parts:
-                return set()
-            cursor.execute(b"; ".join(parts))
-            if committing:
-                self.begun = False
-                return set(json.loads(cursor.fetchone()[0])) if plan.cdrs else set()
-            return {key for (key,) in cursor.fetchall()} if plan.cdrs else set()
-
-    @contextlib.contextmanager
-    def _errors(self):
-        """Driver errors as SQLAlchemy reports them: its class (OperationalError = store away) and
-        whether the connection is dead (then it must not go back to the pool)."""
+    def _send(self, statements: list[tuple[str, object]]) -> list[tuple]:
+        """(statement, parameters) in one round trip (after BEGIN, when owning and not sent yet);
+        the last statement's rows. Driver errors are raised as SQLAlchemy's (OperationalError: the
+        store is away), a dead connection invalidated (it must not go back to the pool)."""
         dialect = self.conn.dialect
         try:
-            yield
+            sql.prepare(sql.pool_connection(self.conn), self.cursor, "accounting")
+            if self.opening:
+                self.begun = True
+                statements = self.opening + statements
+                self.opening = []
+            if not statements:
+                return []
+            self.cursor.execute(b"; ".join(self.cursor.mogrify(text, params) for text, params in statements))
+            return self.cursor.fetchall() if self.cursor.description else []
         except dialect.loaded_dbapi.Error as exc:
             if getattr(exc, "pgcode", None) == "26000":
                 # our prepared statements are gone (a pooler moved the session): prepare again next time
@@ -426,3 +306,32 @@ class _Pg(_Lite):
                 self.conn.invalidate(exc)
             raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
                                              connection_invalidated=lost) from exc
+
+    def load(self, name: str, legs: list[str] | None = None, **params) -> tuple[list[Leg], set[str]]:
+        if name != "legs":   # the rare loads: typed statements sent by SQLAlchemy, after our BEGIN
+            self._send([])
+            return super().load(name, legs, **params)
+        rows, closed = [], set()
+        for done, *values in self._send([(self.st["load"].execute, (params["keys"], legs))]):
+            closed = set(done or ())
+            if values[0] is None:
+                continue  # no open call: the one row the outer join gives
+            row = dict(zip(CALL_FIELDS, values))
+            # aware UTC, as the models return them
+            row.update({name: row[name].astimezone(dt.timezone.utc) for name in _TIMES if row[name] is not None})
+            rows.append(Leg(**row))
+        return rows, closed
+
+    def write(self, plan: Plan) -> set[str]:
+        st = self.st
+        committing = self.own and self.final
+        steps = (("lock_clients", plan.clients), ("delete", plan.deletes), ("update", plan.updates),
+                 ("insert", plan.inserts), ("ended", plan.touched), ("cdrs_noted", plan.cdrs))
+        statements = [(st[name].execute, st[name].column_arrays(rows) if st[name].names else (rows,))
+                      for name, rows in steps if rows]
+        statements += [(st["commit"], None)] if committing else []
+        statements += [(st["written"], None)] if plan.cdrs else []   # the leg keys `cdrs_noted` kept
+        result = self._send(statements)
+        if committing:
+            self.begun = False
+        return set(json.loads(result[0][0])) if plan.cdrs else set()

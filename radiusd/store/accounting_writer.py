@@ -1,51 +1,30 @@
 """The accounting writer: group commit to the store, the spool when the store is away, replay.
 
-The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only when
-`on_done(True)` comes back; `on_done(False)` means the record is stored nowhere, so the edge must
-not answer (the switch retransmits) — RFC 2866 §4.1.
-
-One writer thread owns every accounting write of the process:
-- **Group commit**: it takes what queued up while the last group was written (up to
-  `batch_max`; when idle, what arrives within `linger` seconds of the first) and applies it in
-  ONE transaction; after COMMIT it acknowledges each record. One fsync of the store's log covers
-  the whole group.
-- **Fast path first**: the group is applied without savepoints by `apply_group`
-  (radiusd.store.accounting: load the group's legs, fold its events through the core, write; on
-  PostgreSQL two round trips whatever its size: `BEGIN; load`, then the writes with the COMMIT).
-  Only if that fails for a reason other than the store being away is the group redone with a
-  SAVEPOINT per record, so one bad record doesn't sink the others (then, if the COMMIT itself
-  fails, record by record). A deadlock
-  with another writer is retried, not spooled.
-- The writer keeps its own PostgreSQL connection between groups (no pool checkout and ping per
-  group); a broken one is replaced once before the store counts as away.
-- A record the store refuses for data reasons (a bug, a value the schema can't hold) is written
-  to the spool's dead-letter file (fsync'ed) and then acknowledged: kept, not lost, not retried
-  forever. If even that fails it is not acknowledged.
-- **Store unreachable** (connection refused/lost, database locked): the group goes to the spool
-  journal (append + fsync) and is then acknowledged. From then on new records are appended to the
-  spool too — behind the ones waiting, so order is kept — until the replay has emptied it.
-- **A slow store is an unavailable store**: on PostgreSQL the writer's connection runs with
-  `lock_timeout` and `statement_timeout` = `store_timeout` (set once per connection, no cost per
-  group). A group stuck behind a lock held by someone else, or a stalled server, fails within that
-  time (SQLSTATE 55P03 / 57014) and is spooled at once — no reconnect-and-wait-again; the replay
-  then probes the store with a short lock wait so that arrivals are not held up behind it.
-  On SQLite the lock wait is PRAGMA busy_timeout = `store_timeout` ("database is locked": spooled).
-- **Deadlocks** (40P01) and serialization failures (40001) are retried up to `_CONFLICT_RETRIES`
-  times after a random pause, counted in `counters["conflicts"]`; they never mark the store away.
-- **Bounded queue**: at most `settings.accounting_queue` records wait for the writer; past that
-  `submit` refuses at once (`on_done(False)`, no answer: the switch retransmits) and counts
-  `counters["queue_full"]`. Once the queue is half full, a NAS already holding its share
-  (`accounting_queue / (n + 1)`, n = NAS with records waiting) is refused the same way and counted
-  `counters["nas_share"]`: one switch's flood cannot fill the queue for the others. `lag()` is
-  the age of the oldest record not yet acknowledged: the server's /health turns 503 "degraded"
-  when it exceeds `degraded_after`.
-- **Replay**: every `retry_interval` seconds while the spool is not empty the thread renames the
-  journal to a work file and applies it in order, in groups; between groups it keeps spooling and
-  acknowledging new arrivals. The work file is deleted only after its last group commits; a crash
-  (kill -9) mid-replay leaves it to be replayed from the start, which duplicates nothing because
-  every accounting event is idempotent per leg key.
-- **Orphans**: a spool in a sub-directory of ours (`<spool>/worker-<i>`, a worker of a previous
-  run with more workers) whose flock nobody holds is replayed too, once ours is empty.
+The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only after
+`on_done(True)`; `on_done(False)` means the record is stored nowhere, so the edge must not answer
+(the switch retransmits) — RFC 2866 §4.1. One writer thread owns every accounting write:
+- **Group commit**: what queued up while the last group was written (up to `batch_max`; when
+  idle, what arrives within `linger` of the first) is applied in ONE transaction, each record
+  acknowledged after the COMMIT (one fsync for the group). On PostgreSQL two round trips
+  (`apply_group`) on a connection the writer keeps; a broken one is replaced once before the
+  store counts as away. A group that fails otherwise is redone with a SAVEPOINT per record; a
+  record refused for data reasons goes to the spool's dead-letter file (fsync'ed), then is
+  acknowledged (not if even that fails).
+- **Store away or slow** (connection lost, database locked, past `store_timeout`: lock_timeout/
+  statement_timeout, SQLSTATE 55P03/57014, or SQLite's busy_timeout): the group is appended to
+  the spool journal (fsync) and acknowledged; new records follow it there, order kept, until the
+  replay has emptied it. After a timeout the replay probes with a short lock wait, so that
+  arrivals are not held up behind it. Deadlocks (40P01) and serialization failures (40001) are
+  retried (`_CONFLICT_RETRIES`, counted `conflicts`), never taken for an outage.
+- **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once (counted
+  `queue_full`); once it is half full, a NAS holding its share (`accounting_queue / (n + 1)`, n =
+  other NAS waiting) is refused too (`nas_share`): one switch's flood cannot starve the others.
+  `lag()`: the age of the oldest record not yet acknowledged (/health "degraded" past a bound).
+- **Replay**: every `retry_interval` while the spool is not empty its journal, renamed to a work
+  file, is applied in order in groups, new arrivals spooled and acknowledged in between. The work
+  file is deleted after its last group commits; replayed again after a crash, it duplicates
+  nothing (every event is idempotent per leg key). Spools in sub-directories (`worker-<i>`, left
+  by a run with more workers) whose flock nobody holds are replayed once ours is empty.
 """
 from __future__ import annotations
 
@@ -53,6 +32,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import random
 import threading
 import time
@@ -74,60 +54,18 @@ from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
 log = structlog.get_logger("radiusd.accounting_writer")
 
 OnDone = Callable[[bool], None]
-_STOP = object()
-
-
-class _QueueByNas(collections.deque):
-    """The writer's queue, knowing how many records of each NAS wait in it (the NAS's share,
-    radiusd.core.round_robin.fair_share). Records are appended by the event loop and taken by the
-    writer thread; each side writes only its own tally, so no lock is needed."""
-
-    def __init__(self):
-        super().__init__()
-        self.added: collections.Counter = collections.Counter()     # NAS id -> appended (submit's thread)
-        self.removed: collections.Counter = collections.Counter()   # NAS id -> taken (writer thread)
-
-    def append(self, item) -> None:
-        if item is not _STOP:
-            self.added[item[0].nas_id] += 1
-        super().append(item)
-
-    def appendleft(self, item) -> None:
-        if item is not _STOP:
-            self.removed[item[0].nas_id] -= 1
-        super().appendleft(item)
-
-    def popleft(self):
-        item = super().popleft()
-        if item is not _STOP:
-            self.removed[item[0].nas_id] += 1
-        return item
-
-    def waiting(self, nas_id: int) -> int:
-        return self.added[nas_id] - self.removed[nas_id]
-
-    def nas_waiting(self) -> int:
-        removed = self.removed
-        return sum(1 for nas_id, added in list(self.added.items()) if added > removed[nas_id])
-
-
-class StoreUnavailable(Exception):
-    """The store could not take the group: spool it."""
-
-
 _CONFLICT_RETRIES = 6
 _CONFLICT_PAUSE = 0.02      # seconds; the n-th retry waits a random 0..n times this
 _PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was found stuck
 SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do not hold yet
 
 
+class StoreUnavailable(Exception):
+    """The store could not take the group: spool it."""
+
+
 def _pgcode(exc: BaseException | None) -> str | None:
     return getattr(getattr(exc, "orig", None), "pgcode", None)
-
-
-def _is_conflict(exc: BaseException | None) -> bool:
-    """PostgreSQL chose this transaction as a deadlock victim (40P01) or serialization failure (40001)."""
-    return _pgcode(exc) in ("40P01", "40001")
 
 
 def is_timeout(exc: BaseException | None) -> bool:
@@ -138,11 +76,10 @@ def is_timeout(exc: BaseException | None) -> bool:
 
 def is_unavailable(exc: BaseException) -> bool:
     """Errors that say the store is away (retry later), not that the record is bad."""
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)):
-        return True
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, (ConnectionError, sa_exc.DisconnectionError))
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                            ConnectionError, sa_exc.DisconnectionError))
 
 
 class AccountingWriter:
@@ -152,14 +89,11 @@ class AccountingWriter:
                  spool_path: str | None = None):
         self.sessions = sessions
         self.snapshot_getter = snapshot_getter
-        # PostgreSQL: the writer keeps one connection between groups (a pool checkout would
-        # ping it every time: one more round trip per group); it is replaced when it breaks.
         with sessions() as probe:  # (no connection is made: only the bind is read)
             engine = probe.get_bind()
         self._engine = engine if engine.dialect.name == "postgresql" else None
         sql.limit_sqlite_waits(engine, settings.store_timeout)   # SQLite: "database is locked" after it
-        self._connection = None
-        self.settings = settings
+        self._connection = None   # PostgreSQL: kept between groups (a pool checkout pings: a round trip)
         self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)
         self.on_anomaly: Callable[[str], None] | None = None   # the server counts CDR anomalies
         self.timeout_ms = max(1, int(settings.store_timeout * 1000))
@@ -174,9 +108,12 @@ class AccountingWriter:
         self.spool: Spool | None = None
         self._next_spool_try = 0.0
         # submit() runs on the event loop: a deque append, and a wake-up only when the writer is
-        # idle (a queue.Queue would wake the writer thread for every record it is lingering for)
-        # items: (facts, on_done, time.monotonic() at submit)
-        self._queue: _QueueByNas = _QueueByNas()
+        # idle (a queue.Queue would wake the writer thread for every record it is lingering for).
+        # Items: (facts, on_done, time.monotonic() at submit). Records of each NAS queued and taken
+        # are counted by either side in its own tally, so no lock is needed.
+        self._queue: collections.deque = collections.deque()
+        self._queued: collections.Counter = collections.Counter()   # NAS id -> queued (submit's thread)
+        self._taken: collections.Counter = collections.Counter()    # NAS id -> taken (writer thread)
         self._working_since: float | None = None   # submit time of the oldest record being written
         self._wake = threading.Event()
         self._idle = False
@@ -202,11 +139,8 @@ class AccountingWriter:
         on a reload starts before its predecessor stops, so that no request finds nobody
         serving): the thread takes the spool once the predecessor lets it go; until then a group
         the store cannot take is not acknowledged (counted as refused; the switch retransmits)."""
-        if take_over:
-            if not self._open_spool():
-                log.info("spool_waiting", path=str(self.spool_path), detail="held by the process this one replaces")
-        else:
-            self._open_spool(raise_busy=True)
+        if not self._open_spool(raise_busy=not take_over) and take_over:
+            log.info("spool_waiting", path=str(self.spool_path), detail="held by the process this one replaces")
         self._thread = threading.Thread(target=self._run, name="accounting-writer", daemon=True)
         self._thread.start()
 
@@ -215,7 +149,6 @@ class AccountingWriter:
         if self._thread is None:
             return
         self._stopping = True
-        self._queue.append(_STOP)
         self._wake.set()
         self._thread.join(timeout)
         self._thread = None
@@ -226,29 +159,26 @@ class AccountingWriter:
     def submit(self, facts: AcctFacts, on_done: OnDone) -> None:
         """Queue one record; `on_done(True)` once it is committed or spooled, else `on_done(False)`."""
         if self._stopping or self._thread is None:
-            _call(on_done, False)
-            return
-        if len(self._queue) >= self.queue_max:
-            # bounded: the switch retransmits, by then the writer may have caught up
-            self._count("queue_full")
-            _call(on_done, False)
-            return
-        if len(self._queue) >= self.queue_max // 2 and self._over_share(facts.nas_id):
-            # one NAS may not fill the queue for the others (checked once it is half full)
-            self._count("nas_share")
-            _call(on_done, False)
-            return
+            return _call(on_done, False)
+        queued = len(self._queue)
+        if queued >= self.queue_max or (queued >= self.queue_max // 2 and self._over_share(facts.nas_id)):
+            # bounded: the switch retransmits, by then the writer may have caught up; and once the
+            # queue is half full one NAS may not fill it for the others
+            self._count("queue_full" if queued >= self.queue_max else "nas_share")
+            return _call(on_done, False)
         if facts.event_time is None:
             # a replay hours later must still know when the switch told us
             facts = dataclasses.replace(facts, event_time=dt.datetime.now(dt.timezone.utc))
+        self._queued[facts.nas_id] += 1
         self._queue.append((facts, on_done, time.monotonic()))
         if self._idle:
             self._wake.set()
 
     def _over_share(self, nas_id: int) -> bool:
-        queued = self._queue
-        mine = queued.waiting(nas_id)
-        return mine >= fair_share(self.queue_max, queued.nas_waiting() + (0 if mine > 0 else 1))
+        """The NAS holds its share of the queue already (radiusd.core.round_robin.fair_share)."""
+        taken = self._taken
+        others = sum(1 for nas, queued in list(self._queued.items()) if queued > taken[nas] and nas != nas_id)
+        return self._queued[nas_id] - taken[nas_id] >= fair_share(self.queue_max, others + 1)
 
     def spool_depth(self) -> int:
         """Records in the spool waiting for the store."""
@@ -259,15 +189,11 @@ class AccountingWriter:
 
     def lag(self, now: float | None = None) -> float:
         """Seconds the oldest record not yet acknowledged has waited (0 when none waits)."""
-        now = time.monotonic() if now is None else now
-        oldest = self._working_since
-        try:
-            head = self._queue[0]
-        except IndexError:
-            head = None
-        if head is not None and head is not _STOP and (oldest is None or head[2] < oldest):
-            oldest = head[2]
-        return 0.0 if oldest is None else max(0.0, now - oldest)
+        since = [self._working_since]
+        with contextlib.suppress(IndexError):   # the writer may take the head meanwhile
+            since.append(self._queue[0][2])
+        since = [t for t in since if t is not None]
+        return max(0.0, (time.monotonic() if now is None else now) - min(since)) if since else 0.0
 
     def _count(self, event: str) -> None:
         self.counters[event] += 1
@@ -293,103 +219,85 @@ class AccountingWriter:
 
     def _step(self) -> bool:
         """One round: take a group, commit or spool it, replay if due. True when stopping."""
+        stopping = self._stopping   # read first: all that was queued before stop() is taken now
         pending = self.spool is not None and self.spool.has_pending()
-        wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
-        batch, stop = self._take(wait, self.batch_max * 10 if pending else self.batch_max)
-        if batch:
-            self._working_since = batch[0][2]
-            try:
-                if pending:
-                    self._spool(batch)
-                else:
-                    self._commit_or_spool(batch)
-            finally:
-                self._working_since = None
-        if stop:
+        if stopping:
+            self._settle(self._pop(len(self._queue)), pending)
             return True
+        wait = max(0.0, self._next_replay - time.monotonic()) if pending else 0.5
+        self._settle(self._take(wait, self.batch_max * 10 if pending else self.batch_max), pending)
         if self.spool is None and time.monotonic() >= self._next_spool_try:
             self._next_spool_try = time.monotonic() + SPOOL_RETRY
             self._open_spool()   # the predecessor has let it go, or the directory is writable again
         if self.spool is not None and self.spool.has_pending() and time.monotonic() >= self._next_replay:
-            self._replay()
+            if self._replay_spool(self.spool):
+                self._adopt_orphans()
         elif self.spool is not None and self.store_ok and time.monotonic() >= self._next_orphan_scan:
             self._adopt_orphans()
         return False
 
-    def _take(self, wait: float, most: int) -> tuple[list, bool]:
+    def _take(self, wait: float, most: int) -> list:
         """Up to `most` queued records, waiting up to `wait` for the first.
 
         Records that queued up while the last group was being written go at once; when the
-        writer was idle it waits `linger` after the first so that a burst shares one commit.
-        """
-        queued = self._queue
-        if not queued:
-            if not self._wait_for_work(wait):
-                return [], False
-            if self.linger > 0:
+        writer was idle it waits `linger` after the first so that a burst shares one commit."""
+        if not self._queue and wait > 0:
+            self._idle = True  # set before the check: a submit() after it sees _idle and wakes us
+            try:
+                if not self._queue and not self._stopping:
+                    self._wake.wait(wait)
+            finally:
+                self._idle = False
+                self._wake.clear()
+            if self._queue and self.linger > 0:
                 time.sleep(self.linger)
-        batch = []
-        while queued and len(batch) < most:
-            item = queued.popleft()
-            if item is _STOP:
-                return batch + self._drain(), True
-            batch.append(item)
-        return batch, False
+        return self._pop(most)
 
-    def _wait_for_work(self, timeout: float) -> bool:
-        """Sleep until submit() queues something (or `timeout`); True when something is queued."""
-        if timeout <= 0:
-            return bool(self._queue)
-        self._idle = True  # set before the check: a submit() after it sees _idle and wakes us
+    def _pop(self, most: int) -> list:
+        batch = [self._queue.popleft() for _ in range(min(most, len(self._queue)))]
+        self._taken.update(facts.nas_id for facts, _, _ in batch)
+        return batch
+
+    def _settle(self, batch: list, spooling: bool) -> None:
+        """Commit or spool records taken from the queue (spooled behind the spool's records waiting)."""
+        if not batch:
+            return
+        self._working_since = batch[0][2]
         try:
-            if not self._queue:
-                self._wake.wait(timeout)
+            (self._spool if spooling else self._commit_or_spool)(batch)
         finally:
-            self._idle = False
-            self._wake.clear()
-        return bool(self._queue)
-
-    def _drain(self) -> list:
-        items = []
-        while self._queue:
-            item = self._queue.popleft()
-            if item is not _STOP:
-                items.append(item)
-        return items
+            self._working_since = None
 
     # -- store ---------------------------------------------------------------------------------
 
-    def _apply_in_one_transaction(self, records: list[AcctFacts], savepoints: bool = True,
-                                  probe: bool = False) -> list[tuple[AcctFacts, str]]:
+    def _transaction(self, records: list[AcctFacts], savepoints: bool = True,
+                     probe: bool = False) -> list[tuple[AcctFacts, str]]:
         """Apply records in one transaction; returns those refused for data reasons.
 
         Without savepoints (the fast path, `apply_group`) any error fails the whole group; with
-        them a record that fails is rolled back alone and returned as refused.
-        """
-        refused: list[tuple[AcctFacts, str]] = []
+        them a record that fails is rolled back alone and returned as refused."""
         try:
             snapshot = self.snapshot_getter()
         except Exception as exc:  # no snapshot yet (store down at startup): not the records' fault
             raise StoreUnavailable(f"no snapshot: {exc!r}") from exc
-        now = dt.datetime.now(dt.timezone.utc)
+        args = (snapshot, dt.datetime.now(dt.timezone.utc), self.limits, self.on_anomaly)
+        refused: list[tuple[AcctFacts, str]] = []
         try:
             if not savepoints and self._engine is not None:
-                # PostgreSQL: the group begins with its load and commits with its write
+                # PostgreSQL: on the kept connection, the group begins with its load and commits with its write
                 with self._session() as session:
-                    apply_group(session, records, snapshot, now, self.limits, self.on_anomaly, commit=True,
-                                lock_ms=_PROBE_LOCK_MS if probe else None)
+                    apply_group(session, records, *args, commit=True, lock_ms=_PROBE_LOCK_MS if probe else None)
                 return refused
-            with self._session() as session, self._driver_transactions(), session.begin():
-                if probe and self._engine is not None:
-                    session.connection().exec_driver_sql(
-                        sql.statement("postgresql", "timeouts", "local_lock"), {"ms": _PROBE_LOCK_MS})
+            with self.sessions() as session, session.begin():
+                if self._engine is not None:   # a pooled connection: the writer's time limits, for this transaction
+                    session.connection().exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
+                                                         {"ms": self.timeout_ms})
                 if not savepoints:
-                    apply_group(session, records, snapshot, now, self.limits, self.on_anomaly)
-                    return refused
-                for facts in records:
+                    apply_group(session, records, *args)
+                for facts in records if savepoints else ():
                     try:
                         with session.begin_nested():
-                            apply(session, facts, snapshot, now, self.limits, self.on_anomaly)
+                            apply(session, facts, *args)
                     except Exception as exc:
                         if is_unavailable(exc):
                             raise
@@ -400,26 +308,7 @@ class AccountingWriter:
             raise
         return refused
 
-    @contextlib.contextmanager
-    def _driver_transactions(self):
-        """The kept PostgreSQL connection lives in autocommit mode (the fast path spells out its
-        transaction block); the savepoint paths (rare) use SQLAlchemy's, which needs the
-        driver's implicit BEGIN. (After _session(), which makes the kept connection.)"""
-        kept = self._connection
-        driver = sql.driver_connection(kept) if self._engine is not None and kept is not None else None
-        if driver is None or not driver.autocommit:
-            yield
-            return
-        driver.autocommit = False
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):   # a dropped connection is replaced anyway
-                driver.autocommit = True
-
     def _session(self) -> Session:
-        if self._engine is None:
-            return self.sessions()
         kept = self._connection
         if kept is None or kept.closed or kept.invalidated or kept.in_transaction():
             # (a transaction left open by a failure we did not see end: start clean)
@@ -431,7 +320,7 @@ class AccountingWriter:
                 connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "session"),
                                            {"ms": self.timeout_ms})
                 connection.commit()
-                sql.driver_connection(connection).autocommit = True   # see _driver_transactions
+                sql.driver_connection(connection).autocommit = True   # apply_group spells out BEGIN/COMMIT
             except BaseException:
                 connection.close()
                 raise
@@ -448,27 +337,28 @@ class AccountingWriter:
                 log.debug("accounting_connection_close_failed", error=repr(exc))
 
     def _store(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]]:
-        """Commit records: the group in one go; if that fails, again with a savepoint per record;
-        if that fails at commit, one by one. Raises StoreUnavailable."""
+        """Commit records: the group in one go; if that fails, again with a savepoint per record.
+        Returns the records refused for data reasons; raises StoreUnavailable."""
         reconnected = False
-        for attempt in range(1, _CONFLICT_RETRIES + 1):
+        for attempt in itertools.count(1):
             try:
-                return self._apply_in_one_transaction(records, savepoints=False, probe=probe)
+                return self._transaction(records, savepoints=False, probe=probe)
             except StoreUnavailable as exc:
+                # a deadlock / serialization failure with another writer is no outage: try again
+                conflict = _pgcode(exc.__cause__) in ("40P01", "40001")
                 if is_timeout(exc.__cause__):
                     # a lock held by someone else or a stalled server: waiting again would only
                     # hold up every record behind this group; spool, and probe later
                     self._count("timeouts")
                     self._store_stuck = True
                     raise
-                if self._connection is not None and not reconnected and not _is_conflict(exc.__cause__):
+                if not conflict and self._connection is not None and not reconnected:
                     # our kept connection broke (store restarted, idle timeout): the store is only
                     # away if a new connection (pinged at checkout) fails too
                     self._drop_connection()
                     reconnected = True
                     continue
-                # a deadlock / serialization failure with another writer is no outage: try again
-                if not (_is_conflict(exc.__cause__) and attempt < _CONFLICT_RETRIES):
+                if not conflict or attempt >= _CONFLICT_RETRIES:
                     raise
                 self._count("conflicts")
                 log.info("accounting_group_conflict_retry", attempt=attempt, error=str(exc)[:200])
@@ -476,37 +366,40 @@ class AccountingWriter:
             except Exception as exc:  # a record the fast path can't take: find it with savepoints
                 log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
                 self.counters["group_retries"] += 1
-                break
+                return self._savepoints(records)
+
+    def _savepoints(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
         try:
-            return self._apply_in_one_transaction(records, savepoints=True)
+            return self._transaction(records)
         except StoreUnavailable:
             raise
-        except Exception as exc:  # the group failed at commit: find the record(s) to blame
+        except Exception as exc:
+            if len(records) == 1:
+                return [(records[0], repr(exc))]
+            # the group failed at commit: find the record(s) to blame, one by one
             log.warning("accounting_group_failed", error=repr(exc), records=len(records))
-            refused = []
-            for facts in records:
-                try:
-                    refused += self._apply_in_one_transaction([facts])
-                except StoreUnavailable:
-                    raise
-                except Exception as one:
-                    refused.append((facts, repr(one)))
-            return refused
+            return [bad for facts in records for bad in self._savepoints([facts])]
 
-    def _commit_or_spool(self, batch: list) -> None:
-        records = [item[0] for item in batch]
+    def _stored(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]] | None:
+        """`_store`, noting whether the store is there: None when it is away (tried again after
+        `retry_interval`), else the records refused."""
         try:
-            refused = self._store(records)
+            refused = self._store(records, probe)
         except StoreUnavailable as exc:
             if self.store_ok:
                 log.error("store_unavailable_spooling", error=str(exc).splitlines()[0][:200] if str(exc) else "",
                           slow=is_timeout(exc.__cause__))
             self.store_ok = False
             self._next_replay = time.monotonic() + self.retry_interval
-            self._spool(batch, try_store=False)
-            return
+            return None
         self.store_ok = True
         self._store_stuck = False
+        return refused
+
+    def _commit_or_spool(self, batch: list) -> None:
+        refused = self._stored([item[0] for item in batch])
+        if refused is None:
+            return self._spool(batch, try_store=False)
         self.counters["groups"] += 1
         self._answer(batch, refused)
 
@@ -523,69 +416,51 @@ class AccountingWriter:
             return True
         for facts, error in refused:
             log.error("accounting_record_refused", leg_key=facts.leg_key, status=facts.status, error=error[:300])
-        if self.spool is None and not self._open_spool():
-            self.counters["refused"] += len(refused)
-            return False
         try:
-            self.spool.dead_letter(refused)
+            if self._open_spool():
+                self.spool.dead_letter(refused)
+                self.counters["dead_lettered"] += len(refused)
+                return True
         except OSError as exc:
             log.error("dead_letter_write_failed", error=repr(exc))
-            self.counters["refused"] += len(refused)
-            return False
-        self.counters["dead_lettered"] += len(refused)
-        return True
+        self.counters["refused"] += len(refused)
+        return False
 
     # -- spool ---------------------------------------------------------------------------------
 
     def _open_spool(self, raise_busy: bool = False) -> bool:
-        if self.spool is not None:
-            return True
-        try:
-            self.spool = Spool(self.spool_path)
-            return True
-        except SpoolBusy:
-            if raise_busy:
-                raise
-            return False
-        except OSError as exc:
-            # Run on: the store alone can still take records; we retry the spool when needed.
-            log.error("spool_unavailable", path=str(self.spool_path), error=repr(exc))
-            return False
+        if self.spool is None:
+            try:
+                self.spool = Spool(self.spool_path)
+            except SpoolBusy:
+                if raise_busy:
+                    raise
+            except OSError as exc:
+                # Run on: the store alone can still take records; we retry the spool when needed.
+                log.error("spool_unavailable", path=str(self.spool_path), error=repr(exc))
+        return self.spool is not None
 
     def _spool(self, batch: list, try_store: bool = True) -> None:
-        ok = False
-        if self.spool is not None or self._open_spool():
-            try:
-                self.spool.append([item[0] for item in batch])
-                ok = True
-            except OSError as exc:
-                log.error("spool_write_failed", error=repr(exc), records=len(batch))
-        if not ok and try_store:
-            # the spool is full or gone but the store may be back: better out of order than unanswered
-            try:
-                refused = self._store([item[0] for item in batch])
-            except StoreUnavailable:
-                refused = None
-            if refused is not None:
-                self._answer(batch, refused)
-                return
-        if ok:
-            self.counters["spooled"] += len(batch)
-        else:
-            self.counters["refused"] += len(batch)
+        records = [item[0] for item in batch]
+        ok = self._open_spool()
+        try:
+            if ok:
+                self.spool.append(records)
+        except OSError as exc:
+            log.error("spool_write_failed", error=repr(exc), records=len(batch))
+            ok = False
+        # the spool is full or gone but the store may be back: better out of order than unanswered
+        refused = self._stored(records) if not ok and try_store else None
+        if refused is not None:
+            return self._answer(batch, refused)
+        self.counters["spooled" if ok else "refused"] += len(batch)
         for _, on_done, _ in batch:
             _call(on_done, ok)
-
-    def _replay(self) -> None:
-        """Feed our spool to the store, oldest first, until it is empty or the store fails again."""
-        if self._replay_spool(self.spool):
-            self._adopt_orphans()
 
     def _adopt_orphans(self) -> None:
         """Replay spools left in sub-directories by processes that are gone (fewer workers now).
 
-        A spool directory is owned through its flock: one we can lock has no live owner.
-        """
+        A spool directory is owned through its flock: one we can lock has no live owner."""
         self._next_orphan_scan = time.monotonic() + 30
         try:
             candidates = sorted(p for p in Path(self.spool_path).iterdir() if p.is_dir())
@@ -606,19 +481,21 @@ class AccountingWriter:
                 orphan.close()
 
     def _replay_spool(self, spool: Spool) -> bool:
-        """Replay one spool completely. False when interrupted (store away, stopping)."""
+        """Feed a spool to the store, oldest first, until it is empty (True) or the store fails
+        again or the writer stops (False)."""
         key = str(spool.path)
-        while True:
-            path = spool.claim()
-            if path is None:
-                return True
+        while (path := spool.claim()) is not None:
             group: list[AcctFacts] = []
-            start = end = self._offsets.get(key, 0)
-            for offset, _seq, facts, raw in spool.read(path, start):
-                if facts is None:
-                    if group and not self._replay_group(spool, group, end):
+            end = self._offsets.get(key, 0)
+            for offset, _seq, facts, raw in spool.read(path, end):
+                if facts is not None:
+                    group.append(facts)
+                    end = offset
+                if group and (facts is None or len(group) >= self.replay_batch):
+                    if not self._replay_group(spool, group, end):
                         return False
                     group = []
+                if facts is None:   # an unreadable line: kept in the dead-letter file
                     try:
                         spool.dead_letter_raw(raw, "unreadable spool line")
                     except OSError:
@@ -627,31 +504,20 @@ class AccountingWriter:
                     self.counters["dead_lettered"] += 1
                     spool.replayed(1)
                     self._offsets[key] = offset
-                    continue
-                group.append(facts)
-                end = offset
-                if len(group) >= self.replay_batch:
-                    if not self._replay_group(spool, group, end):
-                        return False
-                    group = []
             if group and not self._replay_group(spool, group, end):
                 return False
             spool.finish(path)
             self._offsets.pop(key, None)
             log.info("spool_replayed", file=str(path))
+        return True
 
     def _replay_group(self, spool: Spool, group: list[AcctFacts], end: int) -> bool:
-        try:
-            refused = self._store(group, probe=self._store_stuck)
-        except StoreUnavailable:
-            self.store_ok = False
-            self._next_replay = time.monotonic() + self.retry_interval
+        refused = self._stored(group, probe=self._store_stuck)
+        if refused is None:
             return False
         if refused and not self._dead_letter(refused):
             self._next_replay = time.monotonic() + self.retry_interval
             return False
-        self.store_ok = True
-        self._store_stuck = False
         self._offsets[str(spool.path)] = end
         spool.replayed(len(group))
         self.counters["replayed"] += len(group) - len(refused)
@@ -660,27 +526,8 @@ class AccountingWriter:
         if self._stopping:
             return False  # the rest waits for the next start (replaying it again is harmless)
         # keep acknowledging what arrived meanwhile; behind our own spool if it has records waiting
-        arrived = self._drain_nowait()
-        if arrived:
-            self._working_since = arrived[0][2]
-            try:
-                if self.spool is not None and self.spool.has_pending():
-                    self._spool(arrived)
-                else:
-                    self._commit_or_spool(arrived)
-            finally:
-                self._working_since = None
+        self._settle(self._pop(self.batch_max * 10), self.spool is not None and self.spool.has_pending())
         return True
-
-    def _drain_nowait(self) -> list:
-        items = []
-        while self._queue and len(items) < self.batch_max * 10:
-            item = self._queue.popleft()
-            if item is _STOP:
-                self._queue.appendleft(_STOP)  # let the main loop see it after the replay
-                break
-            items.append(item)
-        return items
 
 
 def _call(on_done: OnDone, ok: bool) -> None:

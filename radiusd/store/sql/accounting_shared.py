@@ -1,10 +1,6 @@
-"""Accounting statements both dialects run word for word (radiusd.store.accounting).
-
-Typed `text()` statements: the models' column types convert values (money as integer
-micro-units and naive UTC times on SQLite) both ways. `lock` and `client_lock` are PostgreSQL's
-row-lock clauses for legs and clients ('' on SQLite, whose writers hold the database lock from
-BEGIN IMMEDIATE).
-"""
+"""Accounting statements (radiusd.store.accounting) both dialects share: typed `text()`, the
+models' column types converting values (money as integer micro-units and naive UTC times on
+SQLite). `lock`/`client_lock`: PostgreSQL's row locks ('' on SQLite, whose BEGIN IMMEDIATE locks all)."""
 from __future__ import annotations
 
 from sqlalchemy import Integer, String, bindparam, text
@@ -21,9 +17,8 @@ UPDATED = ("leg_key", "state", "acct_session_id", "caller", "expires_at", "start
 INSERTED = tuple(n for n in CALL_FIELDS if n != "id")
 
 
-def _typed(sql: str, table, names, **extra):
-    return text(sql).bindparams(*[bindparam(n, type_=table.c[n].type) for n in names],
-                                *[bindparam(n, type_=t) for n, t in extra.items()])
+def _typed(sql: str, table, names):
+    return text(sql).bindparams(*[bindparam(n, type_=table.c[n].type) for n in names])
 
 
 def _select(where: str, lock: str, *params):

@@ -1,16 +1,12 @@
 """Accounting (radiusd.store.accounting) on PostgreSQL.
 
-A group of Start/Interim/Stop/Failed records costs two round trips whatever its size (the
-writer's connection in autocommit mode, the transaction block spelled out): `BEGIN; EXECUTE load`,
-then every write and the COMMIT (`delete`; `update`; `insert`; `ended`; `cdrs_noted`; `COMMIT`;
-`written`, joined by `;`, run in order; a failing statement skips the rest, COMMIT included).
-The leg keys the group wrote survive its COMMIT in a session setting (`cdrs_noted` stores them,
-`written` reads them back), since a multi-statement query returns only its last result.
-Callers that commit through SQLAlchemy (sweeper, removal by hand) use `cdrs`, which returns them.
-Each is PREPAREd once per connection and fed one array per column, so PostgreSQL plans it once. Idempotent against other writers:
-the leg claim and the active-call insert are ON CONFLICT DO NOTHING, and only legs whose claim
-is new get a CDR and a debit. The rare loads (Accounting-On/Off, sweeper, removal by hand) are
-typed text statements that lock their rows.
+A group of packets costs two round trips whatever its size: `BEGIN; EXECUTE load`, then the
+writes and the COMMIT joined by `;` (a failing statement skips the rest, COMMIT included). Each is
+PREPAREd once per connection and fed one array per column, so PostgreSQL plans it once. A
+multi-statement query returns only its last result: `cdrs_noted` keeps the leg keys it wrote in a
+session setting (rolled back with the transaction, kept by its COMMIT), `written` reads them back.
+Idempotent against other writers: the leg claim and the active-call insert are ON CONFLICT DO
+NOTHING, and only legs whose claim is new get a CDR and a debit.
 """
 from __future__ import annotations
 
@@ -24,8 +20,8 @@ _CDR_COLS = ", ".join(CDR_FIELDS)
 
 _WRITTEN = "radiusd.acct_written"
 # Claim each leg key (ON CONFLICT: claimed before, here or by another writer, claims nothing),
-# write the CDR of each new claim, debit the orig legs' costs summed per client; `written` holds
-# the leg keys written.
+# write the CDR of each new claim, debit the orig legs' costs summed per client; the leg keys
+# written as a JSON array in the setting `written` reads.
 _CDRS = (
     f"WITH v AS (SELECT * FROM {{unnest}} AS v ({_CDR_COLS})), "
     "claim AS (INSERT INTO cdr_legs (leg_key, disconnect_time, cdr_id) "
@@ -37,7 +33,8 @@ _CDRS = (
     "debit AS (UPDATE clients AS c SET balance = c.balance - owed.amount FROM "
     "(SELECT client_id, sum(cost) AS amount FROM written "
     " WHERE leg = 'orig' AND client_id IS NOT NULL AND cost <> 0 GROUP BY client_id) AS owed "
-    "WHERE c.id = owed.client_id) ")
+    "WHERE c.id = owed.client_id) "
+    f"SELECT set_config('{_WRITTEN}', (SELECT coalesce(json_agg(leg_key), '[]')::text FROM written), false)")
 
 STATEMENTS = {
     **loads(lock=" FOR UPDATE", skip_locked=" SKIP LOCKED", client_lock=" FOR NO KEY UPDATE"),
@@ -64,12 +61,7 @@ STATEMENTS = {
     "ended": Prepared("radiusd_acct_ended", (_KEY,),
                       "DELETE FROM active_calls AS a USING cdr_legs AS l WHERE l.leg_key = a.leg_key "
                       "AND a.leg_key = ANY($1)"),
-    "cdrs": Prepared.from_columns("radiusd_acct_cdrs", CDRS, CDR_FIELDS, _CDRS + "SELECT leg_key FROM written"),
-    # the same, the leg keys written kept as a JSON array in a session setting (survives COMMIT;
-    # rolled back with the transaction), read back by `written` after the COMMIT
-    "cdrs_noted": Prepared.from_columns(
-        "radiusd_acct_cdrs_noted", CDRS, CDR_FIELDS,
-        _CDRS + f"SELECT set_config('{_WRITTEN}', (SELECT coalesce(json_agg(leg_key), '[]')::text FROM written), false)"),
+    "cdrs_noted": Prepared.from_columns("radiusd_acct_cdrs_noted", CDRS, CDR_FIELDS, _CDRS),
     "written": f"SELECT current_setting('{_WRITTEN}')",
     "begin": "BEGIN",
     "commit": "COMMIT",
