@@ -14,6 +14,7 @@ here (radiusd.store.sealing): the clear values live only in this in-memory snaps
 from __future__ import annotations
 
 import gc
+from dataclasses import fields
 from itertools import chain
 from sys import intern
 
@@ -114,19 +115,9 @@ def _nas(session: Session) -> list[NasInfo]:
 
 def _clients(session: Session) -> list[ClientInfo]:
     t = Client.__table__
-    rows = session.execute(select(
-        t.c.id, t.c.name, t.c.active, t.c.credit_limit, t.c.currency, t.c.orig_rate_table_id,
-        t.c.term_rate_table_id, t.c.routing_plan_id, t.c.capacity, t.c.max_call_duration,
-    ).order_by(t.c.id)).all()
-    return [
-        ClientInfo(
-            id=r.id, name=r.name, active=bool(r.active), credit_limit=r.credit_limit,
-            currency=r.currency or "USD", orig_rate_table_id=r.orig_rate_table_id,
-            term_rate_table_id=r.term_rate_table_id, routing_plan_id=r.routing_plan_id, capacity=r.capacity,
-            max_call_duration=r.max_call_duration,
-        )
-        for r in rows
-    ]
+    # ClientInfo's fields are the client columns of the same names
+    rows = session.execute(select(*(t.c[f.name] for f in fields(ClientInfo))).order_by(t.c.id)).all()
+    return [ClientInfo(**{**r._mapping, "active": bool(r.active), "currency": r.currency or "USD"}) for r in rows]
 
 
 def _accounts(session: Session) -> list[AccountInfo]:
@@ -219,10 +210,8 @@ def _routing_plans(session: Session) -> list[RoutingPlanInfo]:
     for row in session.execute(select(
         r.c.routing_plan_id, r.c.priority, r.c.prefix, r.c.terminator_account_id, r.c.share,
     ).order_by(r.c.routing_plan_id, r.c.priority, r.c.id)).all():
-        rules.setdefault(row.routing_plan_id, []).append(RoutingRuleInfo(
-            priority=row.priority, prefix=row.prefix or "", terminator_account_id=row.terminator_account_id,
-            share=row.share,
-        ))
+        rules.setdefault(row.routing_plan_id, []).append(
+            RoutingRuleInfo(row.priority, row.prefix or "", row.terminator_account_id, row.share))
     t = RoutingPlan.__table__
     return [
         RoutingPlanInfo(row.id, row.name, tuple(rules.get(row.id, ())))

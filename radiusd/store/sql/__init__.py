@@ -41,6 +41,7 @@ from __future__ import annotations
 import importlib
 import re
 import weakref
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 DIALECTS = ("postgresql", "sqlite")
@@ -49,6 +50,7 @@ _cache: dict[tuple[str, str], Mapping[str, Any]] = {}
 _sqlite_limited: "weakref.WeakSet" = weakref.WeakSet()   # engines with limit_sqlite_waits applied
 
 
+@dataclass(slots=True, eq=False)
 class Prepared:
     """A PostgreSQL statement PREPAREd once per connection and run with EXECUTE.
 
@@ -57,15 +59,11 @@ class Prepared:
     list of NULLs still has a type); pass the values as a sequence (`params(...)`).
     """
 
-    __slots__ = ("name", "types", "body", "names", "processors")
-
-    def __init__(self, name: str, types: Sequence[str], body: str, names: Sequence[str] = (),
-                 processors: Sequence = ()):
-        self.name = name
-        self.types = tuple(types)
-        self.body = body
-        self.names = tuple(names)            # column names, for from_columns statements
-        self.processors = tuple(processors)
+    name: str
+    types: Sequence[str]
+    body: str
+    names: Sequence[str] = ()      # column names, for from_columns statements
+    processors: Sequence = ()
 
     @property
     def prepare(self) -> str:
@@ -98,9 +96,10 @@ class Prepared:
         """One list per column of a from_columns statement for `rows` (dicts or objects), through
         the columns' bind processors; psycopg2 adapts each list to an ARRAY (never hand-escaped)."""
         out: list[list] = [[] for _ in self.names]
+        processors = self.processors or [None] * len(self.names)
         for row in rows:
             get = row.get if isinstance(row, dict) else row.__getattribute__
-            for column, name, process in zip(out, self.names, self.processors):
+            for column, name, process in zip(out, self.names, processors):
                 value = get(name)
                 column.append(process(value) if process is not None else value)
         return out
