@@ -106,8 +106,10 @@ class Opener:
         self.session = session
         self.ring: KeyRing | None = None
 
-    def open(self, what: str, name: str, value: str, place: str) -> str | None:
-        """The clear value, or None (logged, naming the row) when it does not open for this row."""
+    def open(self, what: str, name: str, value: str) -> str | None:
+        """The clear value of a "nas" secret or an "account" password, or None (logged, naming the
+        row) when it does not open for this row."""
+        place = (nas_secret_place if what == "nas" else account_password_place)(name)
         ring = self.ring = self.ring or load_key_file(key_path(self.session))
         key_id = key_id_of(value)
         if key_id is not None and key_id not in ring.keys:
@@ -122,12 +124,6 @@ class Opener:
                       fix="set it again (radiusd nas|account update), or `radiusd secrets seal-existing` "
                           "for a store made before sealing")
             return None
-
-    def nas_secret(self, name: str, value: str | None) -> str | None:
-        return self.open("nas", name, value or "", nas_secret_place(name))
-
-    def account_password(self, name: str, value: str) -> str | None:
-        return self.open("account", name, value, account_password_place(name))
 
 
 # --- re-sealing everything ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import fields
+from functools import partial
 from itertools import chain
 from sys import intern
 
@@ -52,20 +53,15 @@ _MISSING = object()
 
 
 class _Shared:
-    """One object per distinct value of a column, converted by the column's own type once.
+    """One object per distinct value of a column, converted by the column's own type once: the
+    rows carry the column's raw driver value (select `raw(column)`) and the first sight of each
+    distinct value runs the type's result processing (Money: SQLite micro-units or PostgreSQL
+    numeric -> Decimal; UTCDateTime: aware UTC). `types`: the driver's type code of each column."""
 
-    `column` given: the rows carry the column's raw driver value (select `raw(column)`) and the
-    first sight of each distinct value runs the type's result processing (Money: SQLite micro-units
-    or PostgreSQL numeric -> Decimal; UTCDateTime: aware UTC). Without: plain values (strings,
-    ids) are only deduplicated.
-    """
-
-    def __init__(self, session: Session | None = None, column=None, types: dict | None = None):
+    def __init__(self, session: Session, column, types: dict):
         self.known: dict = {}
-        self.process = None
-        if column is not None:   # types: the driver's type code of each selected column (`_streamed`)
-            dialect = session.get_bind().dialect
-            self.process = column.type.dialect_impl(dialect).result_processor(dialect, types[column.name])
+        dialect = session.get_bind().dialect
+        self.process = column.type.dialect_impl(dialect).result_processor(dialect, types[column.name])
 
     def __call__(self, raw):
         value = self.known.get(raw, _MISSING)
@@ -100,7 +96,6 @@ def _nas(session: Session) -> list[NasInfo]:
         t.c.dialect, t.c.caller_address_source, t.c.active,
     ).order_by(t.c.id)).all()
     opener = Opener(session)  # a NAS whose secret does not open is left out (logged, naming it)
-    opened = [(r, opener.nas_secret(r.name, r.secret)) for r in rows]
     return [
         NasInfo(
             id=r.id, name=r.name, address=r.address, secret=secret.encode("utf-8"),
@@ -109,7 +104,7 @@ def _nas(session: Session) -> list[NasInfo]:
             dialect=r.dialect or "cisco", caller_address_source=r.caller_address_source or "h323-remote-address",
             active=bool(r.active),
         )
-        for r, secret in opened if secret is not None
+        for r in rows if (secret := opener.open("nas", r.name, r.secret or "")) is not None
     ]
 
 
@@ -139,13 +134,12 @@ def _accounts(session: Session) -> list[AccountInfo]:
         t.c.term_enabled, t.c.term_rate_table_id, t.c.term_tag, t.c.term_capacity, t.c.term_protocol,
         t.c.term_proxy, t.c.term_port,
     ).order_by(t.c.id))
-    open_password = Opener(session).account_password  # clear only in this RAM snapshot
+    open_password = partial(Opener(session).open, "account")  # clear only in this RAM snapshot
     empty_gateways: frozenset[int] = frozenset()
     no_networks: tuple[str, ...] = ()
     accounts = []
     append = accounts.append
-    clients = _Shared()
-    client_of = clients.known.get
+    client_of = {}.setdefault   # one int object per client id
     # Positional arguments in AccountInfo's field order: this loop runs once per account.
     for (id_, client_id, name, ident_by, tech_prefix, password, ani, active, max_call_duration, orig_enabled,
          orig_rate_table_id,
@@ -154,7 +148,7 @@ def _accounts(session: Session) -> list[AccountInfo]:
         nets = networks.get(id_)
         gws = gateways.get(id_)
         append(AccountInfo(
-            id_, client_of(client_id) or clients(client_id), name, intern(ident_by),
+            id_, client_of(client_id, client_id), name, intern(ident_by),
             tuple(nets) if nets else no_networks,
             intern(tech_prefix) if tech_prefix else "", open_password(name, password) if password else password, ani,
             frozenset(gws) if gws else empty_gateways,

@@ -46,13 +46,11 @@ class SpoolBusy(RuntimeError):
 
 
 def facts_from_dict(data: dict) -> AcctFacts:
-    values = {k: v for k, v in data.items() if k in _FIELDS}
+    # JSON has no tuples: the facts' sequences are tuples
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in _FIELDS}
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = dt.datetime.fromisoformat(values[name])
-    for name, value in values.items():
-        if isinstance(value, list):   # JSON has no tuples: the facts' sequences are tuples
-            values[name] = tuple(value)
     return AcctFacts(**values)
 
 
@@ -153,8 +151,6 @@ class Spool:
         self._depth = self._journal_lines + work_lines
         self._seq = max(journal_top, work_top, _count_lines(self.dead)[1])
 
-    # -- writing -------------------------------------------------------------------------------
-
     def append(self, records: list[AcctFacts]) -> list[int]:
         """Append records and fsync; returns their sequence numbers. Raises OSError on failure."""
         if not records:
@@ -176,8 +172,6 @@ class Spool:
             _append(self.dead, b"".join(encode(first + i, facts, error=error[:500])
                                         for i, (facts, error) in enumerate(items)))
             self._seq += len(items)
-
-    # -- replaying -----------------------------------------------------------------------------
 
     def depth(self) -> int:
         """Records waiting to be replayed."""

@@ -15,25 +15,19 @@ connection's dialect and run it. A statement is one of
 Lock order and time limits
 --------------------------
 Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
-order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
-statement that locks several rows says `ORDER BY id`). Admission locks the clients of its batch
-(id order) before it touches their legs; the sweeper's expiry locks the clients of the expired
-reservations (id order) before it deletes them. The usage triggers on `active_calls`
-(radiusd.store.sql.postgresql.ddl) lock the clients whose counters a statement changes, in id
-order, at the end of that statement; a statement that comes after its clients are locked takes
-no new lock there. The one exception: an accounting group (and the stale-call sweep) loads and
-locks its legs first — it cannot know whose they are before — then locks every client its writes
-will change, in id order, in the first statement of its write round trip (`lock_clients`,
-`core.accounting.Plan.clients`). A cycle with admission then needs the same leg in both (a re-auth
-of a call whose Start is being written): PostgreSQL aborts one transaction (SQLSTATE 40P01,
-or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
-a random pause (radiusd.store.accounting_writer); it is counted
-(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions also
-runs under `lock_timeout`/`statement_timeout` = `store_timeout` (statements in `timeouts`): a
-lock held longer by someone else (an admin UPDATE, a LOCK TABLE) or a stalled server fails the
-transaction within that time (SQLSTATE 55P03 / 57014), and the caller spools (accounting) or
-answers code 8 (admission) instead of queueing behind it. `store_timeout` stays above PostgreSQL's
-`deadlock_timeout` (1 s by default): a deadlock must be found (and retried) before the lock wait
+order: `clients` rows by ascending id, then `active_calls` rows by ascending id (`ORDER BY id`).
+Admission and the sweeper's expiry lock their clients before the legs; the usage triggers
+(radiusd.store.sql.postgresql.ddl) lock the clients a statement changes at its end (no new lock
+once they are held). The one exception: an accounting group (and the stale-call sweep) cannot
+know whose its legs are before it locks them, then locks their clients in the first statement of
+its write round trip (`lock_clients`). A cycle with admission then needs the same leg in both (a
+re-auth of a call whose Start is being written): PostgreSQL aborts one (SQLSTATE 40P01/40001), and
+the victim is retried a bounded number of times after a random pause and counted
+(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions runs
+under `lock_timeout`/`statement_timeout` = `store_timeout` (`timeouts`): a lock held longer by
+someone else or a stalled server fails it within that time (55P03/57014), and the caller spools
+(accounting) or answers code 8 (admission) instead of queueing. `store_timeout` stays above
+PostgreSQL's `deadlock_timeout` (1 s): a deadlock must be found and retried before the lock wait
 runs out, or it would be taken for a stuck store.
 """
 from __future__ import annotations

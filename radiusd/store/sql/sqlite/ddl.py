@@ -1,9 +1,7 @@
-"""The usage triggers every SQLite store has (see radiusd.store.sql.postgresql.ddl for what they
-keep). Pure text, no imports: radiusd.db runs them when it creates `active_calls`.
-
-Row-level triggers: SQLite has no transition tables, and its writers are serialised on the whole
-database (BEGIN IMMEDIATE), so there are no row locks to order. Money is integer micro-units on
-both sides (radiusd.models.Money), so the sums stay exact.
+"""The usage triggers every SQLite store has (see radiusd.store.sql.postgresql.ddl), run by
+radiusd.db when it creates `active_calls`. Row-level: SQLite has no transition tables, and its
+writers are serialised (BEGIN IMMEDIATE), so there are no row locks to order. Money is integer
+micro-units (radiusd.models.Money), so the sums stay exact.
 """
 from __future__ import annotations
 
