@@ -90,13 +90,6 @@ def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, in
 
 # -- loading ---------------------------------------------------------------------------------
 
-def _engine(bind) -> Engine:
-    """The engine of an Engine, Connection, Session or sessionmaker."""
-    if isinstance(bind, sessionmaker):
-        return bind.kw["bind"]
-    return bind.get_bind() if isinstance(bind, Session) else bind.engine
-
-
 def _run(conn: Connection, name: str, params: dict | None = None, **names):
     text = sql.statement(conn, "partitions", name)
     return conn.exec_driver_sql(text.format(**names) if names else text, params or {})
@@ -112,24 +105,26 @@ def _in_default(conn: Connection) -> dict[str, int]:
             for month, rows in _run(conn, "default_rows_by_month").all()}
 
 
-def _partitioned(bind) -> Engine | None:
-    """The engine of a store with monthly CDR partitions; None on SQLite or for a `cdrs` made
-    before partitioning."""
-    engine = _engine(bind)
-    if engine.dialect.name != "postgresql":
-        return None
-    with engine.connect() as conn:
-        return engine if _run(conn, "is_partitioned").first() is not None else None
+def _engine_if(bind, check: str, params: dict | None = None) -> Engine | None:
+    """The engine of `bind` (Engine, Connection, Session or sessionmaker) if it is PostgreSQL and
+    the `check` statement finds something there (`is_partitioned`: None for a `cdrs` made before
+    partitioning); None on SQLite."""
+    if isinstance(bind, sessionmaker):
+        bind = bind.kw["bind"]
+    engine = bind.get_bind() if isinstance(bind, Session) else bind.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            if _run(conn, check, params).scalar():
+                return engine
+    return None
 
 
 def default_partition_rows(bind) -> int | None:
     """Rows in cdrs_default (CDRs dated outside every monthly partition); None without one."""
-    engine = _engine(bind)
-    if engine.dialect.name != "postgresql":
+    engine = _engine_if(bind, "exists", {"name": DEFAULT})
+    if engine is None:
         return None
     with engine.connect() as conn:
-        if not _run(conn, "exists", {"name": DEFAULT}).scalar():
-            return None
         return sum(_in_default(conn).values())
 
 
@@ -201,7 +196,7 @@ def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONT
     per partition), never in a caller's. Idempotent. A month whose CDRs sit in the default
     partition is skipped (a warning at most every 15 minutes), never moved here.
     """
-    engine = _partitioned(bind)
+    engine = _engine_if(bind, "is_partitioned")
     if engine is None:
         return PartitionReport(partitioned=False)
     report = PartitionReport()
@@ -229,7 +224,7 @@ def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20
     month per transaction, oldest first (or only `month`). Each month's transaction blocks inserts
     into the default partition while it runs; a lock wait past LOCK_TIMEOUT_MS gives the month up
     and tries again later (`attempts` tries)."""
-    engine = _partitioned(bind)
+    engine = _engine_if(bind, "is_partitioned")
     if engine is None:
         return PartitionReport(partitioned=False)
     report = PartitionReport()
