@@ -97,13 +97,10 @@ def _nas(session: Session) -> list[NasInfo]:
     ).order_by(t.c.id)).all()
     opener = Opener(session)  # a NAS whose secret does not open is left out (logged, naming it)
     return [
-        NasInfo(
-            id=r.id, name=r.name, address=r.address, secret=secret.encode("utf-8"),
-            message_authenticator=r.message_authenticator or "auto",
-            message_authenticator_learned=r.message_authenticator_seen_at is not None,
-            dialect=r.dialect or "cisco", caller_address_source=r.caller_address_source or "h323-remote-address",
-            active=bool(r.active),
-        )
+        NasInfo(id=r.id, name=r.name, address=r.address, secret=secret.encode("utf-8"),
+                message_authenticator=r.message_authenticator,
+                message_authenticator_learned=r.message_authenticator_seen_at is not None,
+                dialect=r.dialect, caller_address_source=r.caller_address_source, active=r.active)
         for r in rows if (secret := opener.open("nas", r.name, r.secret or "")) is not None
     ]
 
@@ -112,7 +109,7 @@ def _clients(session: Session) -> list[ClientInfo]:
     t = Client.__table__
     # ClientInfo's fields are the client columns of the same names
     rows = session.execute(select(*(t.c[f.name] for f in fields(ClientInfo))).order_by(t.c.id)).all()
-    return [ClientInfo(**{**r._mapping, "active": bool(r.active), "currency": r.currency or "USD"}) for r in rows]
+    return [ClientInfo(**r._mapping) for r in rows]
 
 
 def _accounts(session: Session) -> list[AccountInfo]:
@@ -193,7 +190,7 @@ def _rate_tables(session: Session):
             intern(description) if description else ""))
     t = RateTable.__table__
     return [
-        build_rate_table(row.id, row.name, row.currency or "USD", rates.get(row.id, ()))
+        build_rate_table(row.id, row.name, row.currency, rates.get(row.id, ()))
         for row in session.execute(select(t.c.id, t.c.name, t.c.currency).order_by(t.c.id)).all()
     ]
 
@@ -205,7 +202,7 @@ def _routing_plans(session: Session) -> list[RoutingPlanInfo]:
         r.c.routing_plan_id, r.c.priority, r.c.prefix, r.c.terminator_account_id, r.c.share,
     ).order_by(r.c.routing_plan_id, r.c.priority, r.c.id)).all():
         rules.setdefault(row.routing_plan_id, []).append(
-            RoutingRuleInfo(row.priority, row.prefix or "", row.terminator_account_id, row.share))
+            RoutingRuleInfo(row.priority, row.prefix, row.terminator_account_id, row.share))
     t = RoutingPlan.__table__
     return [
         RoutingPlanInfo(row.id, row.name, tuple(rules.get(row.id, ())))
