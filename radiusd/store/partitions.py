@@ -1,23 +1,20 @@
-"""Monthly partitions of the CDR table (PostgreSQL only).
+"""Monthly partitions of the CDR table (PostgreSQL only; SQLite reports `partitioned=False`).
 
-`cdrs` is partitioned by RANGE (disconnect_time) with a DEFAULT partition `cdrs_default` (created
-with the schema) so that an insert never fails; `cdrs_YYYY_MM` hold one month each (UTC bounds).
-They are made ahead, never under the traffic they serve: `radiusd db init` creates this month and
-the next, the sweeper (`ensure_cdr_partitions`, a catalog query when nothing is missing) keeps this
-month and the next `months_ahead` (default 2).
+`cdrs` is partitioned by RANGE (disconnect_time), `cdrs_YYYY_MM` holding one month each (UTC), with
+a DEFAULT partition `cdrs_default` so that an insert never fails. Months are made ahead, never under
+their traffic: `radiusd db init` makes this month and the next, the sweeper (`ensure_cdr_partitions`,
+a catalog query when nothing is missing) keeps this month and the next `months_ahead`.
 
 A month some of whose CDRs already sit in the default partition (partitions made late, an old spool
-replayed) is NOT created by the sweeper: PostgreSQL refuses to attach a partition while the default
-one holds rows of its range, and moving them locks the default partition exclusively for as long as
-the move lasts. The sweeper skips the month (`cdr_partition_skipped`, reported); an operator moves
-the rows with `radiusd db partitions --move-default` (`move_default_rows`), one month per transaction.
+replayed) is skipped by the sweeper (`cdr_partition_skipped`): PostgreSQL refuses to attach it while
+the default holds rows of its range, and moving them locks the default partition for as long as
+the move lasts. An operator moves them with `radiusd db partitions --move-default`.
 
 Locks, in the order an insert takes them: SHARE UPDATE EXCLUSIVE on the parent (inserts go on),
 ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys, so ATTACH locks no row an
 accounting transaction may hold). Every lock wait is cut at LOCK_TIMEOUT_MS, shorter than
-PostgreSQL's deadlock_timeout (1 s): should a cycle form, this side gives up first and tries again
-(next sweep, or the command's next attempt). Several hosts may run this at once: each re-checks
-under the locks. SQLite stores have no partitioning: every function reports `partitioned=False`.
+PostgreSQL's deadlock_timeout (1 s): in a cycle this side gives up first and tries again later.
+Several hosts may run this at once: each re-checks under the locks.
 """
 from __future__ import annotations
 
