@@ -18,17 +18,15 @@ def _add(row: str, sign: str) -> str:
             f" WHERE account_id = {row}.account_id AND {row}.leg = 'orig';\n")
 
 
-USAGE_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_insert AFTER INSERT ON active_calls WHEN NEW.leg = 'orig' BEGIN\n"
-    f"    {_add('NEW', '+')}END;\n"
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_delete AFTER DELETE ON active_calls WHEN OLD.leg = 'orig' BEGIN\n"
-    f"    {_add('OLD', '-')}END;\n"
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_update AFTER UPDATE ON active_calls"
-    f" WHEN (OLD.leg = 'orig' OR NEW.leg = 'orig') AND ({_CHANGED}) BEGIN\n"
-    f"    {_add('OLD', '-')}    {_add('NEW', '+')}END;\n"
-)
-
 STATEMENTS = {
     # one statement each (sqlite3 runs one at a time)
-    "usage_triggers": [part + "END;" for part in USAGE_TRIGGERS.split("END;\n") if part.strip()],
+    "usage_triggers": [
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_insert AFTER INSERT ON active_calls WHEN NEW.leg = 'orig' BEGIN\n"
+        f"    {_add('NEW', '+')}END;",
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_delete AFTER DELETE ON active_calls WHEN OLD.leg = 'orig' BEGIN\n"
+        f"    {_add('OLD', '-')}END;",
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_update AFTER UPDATE ON active_calls"
+        f" WHEN (OLD.leg = 'orig' OR NEW.leg = 'orig') AND ({_CHANGED}) BEGIN\n"
+        f"    {_add('OLD', '-')}    {_add('NEW', '+')}END;",
+    ],
 }
