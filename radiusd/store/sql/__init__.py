@@ -137,9 +137,7 @@ def prepare(pool_connection, cursor, area: str) -> None:
     done = pool_connection.info.setdefault(_PREPARED_KEY, set())
     if area in done:
         return
-    texts = [st.prepare for st in statements("postgresql", area).values() if isinstance(st, Prepared)]
-    if texts:
-        cursor.execute("; ".join(texts))
+    cursor.execute("; ".join(st.prepare for st in statements("postgresql", area).values() if isinstance(st, Prepared)))
     done.add(area)
 
 
