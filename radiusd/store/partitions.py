@@ -1,17 +1,11 @@
 """Monthly partitions of the CDR table (PostgreSQL only; SQLite reports `partitioned=False`).
+What they are and when they are made: docs/operations.md ("CDR partitions").
 
-`cdrs` is partitioned by RANGE (disconnect_time), `cdrs_YYYY_MM` holding one month each (UTC), with
-a DEFAULT partition `cdrs_default` so that an insert never fails. Months are made ahead, never under
-their traffic: `radiusd db init` makes this month and the next, the sweeper (`ensure_cdr_partitions`,
-a catalog query when nothing is missing) keeps this month and the next `months_ahead`.
-
-A month some of whose CDRs already sit in the default partition (partitions made late, an old spool
-replayed) is skipped by the sweeper (`cdr_partition_skipped`): PostgreSQL refuses to attach it while
-the default holds rows of its range, and moving them locks the default partition for as long as
-the move lasts. An operator moves them with `radiusd db partitions --move-default`.
-
+A month whose CDRs already sit in the default partition is skipped by the sweeper, never moved
+behind the operator's back: moving them locks the default partition for as long as the move lasts
+(`move_default_rows`, i.e. `radiusd db partitions --move-default`, one month per transaction).
 Locks, in the order an insert takes them: SHARE UPDATE EXCLUSIVE on the parent (inserts go on),
-ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys, so ATTACH locks no row an
+ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys: ATTACH locks no row an
 accounting transaction may hold). Every lock wait is cut at LOCK_TIMEOUT_MS, shorter than
 PostgreSQL's deadlock_timeout (1 s): in a cycle this side gives up first and tries again later.
 Several hosts may run this at once: each re-checks under the locks.

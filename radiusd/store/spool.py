@@ -3,21 +3,9 @@
 RFC 2866 §4.1: an Accounting-Response may only be sent once the record is stored. When the store
 is unreachable the writer appends the records here, fsyncs, and only then acknowledges; the
 replayer feeds them to the store in order when it is back (the FreeRADIUS detail-file /
-buffered-sql pattern).
-
-Layout of the spool directory (`[spool] path`, default `./spool`):
-
-    journal.jsonl      records waiting, oldest first, appended and fsync'ed before any ack
-    journal.work       a journal being replayed (renamed from journal.jsonl), deleted once every
-                       record in it is committed; after a crash replayed again from the start,
-                       which is harmless: accounting is idempotent per leg key
-    dead-letter.jsonl  records the store refused for data reasons (kept, never silently dropped)
-    .lock              flock held by the one process that owns this spool
-
-Each line is one JSON object: {"seq": N, "facts": {AcctFacts fields, times as ISO-8601 UTC}};
-dead letters add "error". The server reports the records waiting as `radiusd_spool_depth`.
-A record half-written when the process died (no trailing newline) was never acknowledged: it is
-cut off when the spool is opened again.
+buffered-sql pattern). The files (journal, work file, dead letters, lock) are described in the
+README ("Durability"). A record half-written when the process died (no trailing newline) was never
+acknowledged: it is cut off when the spool is opened again.
 """
 from __future__ import annotations
 
