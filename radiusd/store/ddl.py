@@ -1,8 +1,5 @@
-"""PostgreSQL DDL generated from the models: what `schema/postgresql.sql` must contain.
-
-`radiusd db schema > schema/postgresql.sql` regenerates the file; tests/test_schema.py fails
-when the file and the models drift apart.
-"""
+"""PostgreSQL DDL generated from the models: what `schema/postgresql.sql` must contain
+(`radiusd db schema > schema/postgresql.sql`; tests/test_schema.py fails when they drift apart)."""
 from __future__ import annotations
 
 from sqlalchemy.dialects import postgresql
@@ -27,6 +24,4 @@ def postgresql_ddl() -> str:
             # the usage counters of clients and accounts (created with the table by radiusd.db)
             parts.append(fixed["usage_triggers"])
         parts.append("\n")
-    parts.append(fixed["store_version"])
-    parts.append(fixed["footer"])
-    return "".join(parts)
+    return "".join(parts) + fixed["store_version"] + fixed["footer"]

@@ -1,35 +1,18 @@
-"""Monthly partitions of the CDR table (PostgreSQL only).
+"""Monthly partitions of the CDR table (PostgreSQL only; SQLite reports `partitioned=False`).
+What they are and when they are made: docs/operations.md ("CDR partitions").
 
-`cdrs` is partitioned by RANGE (disconnect_time) with a DEFAULT partition `cdrs_default` (created
-with the schema) so that an insert never fails; `cdrs_YYYY_MM` hold one month each (UTC bounds).
-
-Made ahead, never under the traffic they serve:
-- `radiusd db init` creates the current and the next month;
-- the sweeper (`ensure_cdr_partitions`, every sweep; a catalog query when nothing is missing)
-  keeps the current month and the next `months_ahead` (default 2) in place, so a month's
-  partition exists long before its first CDR.
-
-A month some of whose CDRs already sit in the DEFAULT partition (partitions made late, an old
-spool replayed) is NOT created by the sweeper: PostgreSQL refuses to attach a partition while the
-default one holds rows of its range, and moving them takes an exclusive lock on the default
-partition for as long as the move lasts. The sweeper skips that month, logs
-`cdr_partition_skipped` and reports it; an operator moves the rows with
-`radiusd db partitions --move-default` (`move_default_rows`), one month per transaction.
-
+A month whose CDRs already sit in the default partition is skipped by the sweeper, never moved
+behind the operator's back: moving them locks the default partition for as long as the move lasts
+(`move_default_rows`, i.e. `radiusd db partitions --move-default`, one month per transaction).
 Locks, in the order an insert takes them: SHARE UPDATE EXCLUSIVE on the parent (inserts go on),
-ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys, so ATTACH locks no
-`clients`/`accounts` row an accounting transaction may hold). Every lock wait is cut at
-LOCK_TIMEOUT_MS, shorter than PostgreSQL's deadlock_timeout (1 s), so should a cycle form this side
-gives up first (the accounting transaction goes on, delayed by at most that much) and tries again:
-the next sweep, or the command's next attempt. Several hosts may run this at once: each re-checks under the locks.
-
-The SQL is in radiusd/store/sql/postgresql/partitions.py. SQLite stores have no partitioning:
-every function here reports `partitioned=False` and does nothing there.
+ACCESS EXCLUSIVE on the default partition (CDRs have no foreign keys: ATTACH locks no row an
+accounting transaction may hold). Every lock wait is cut at LOCK_TIMEOUT_MS, shorter than
+PostgreSQL's deadlock_timeout (1 s): in a cycle this side gives up first and tries again later.
+Several hosts may run this at once: each re-checks under the locks.
 """
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -49,7 +32,6 @@ INIT_MONTHS_AHEAD = 1          # `db init`: this month and the next
 SWEEP_MONTHS_AHEAD = 2         # the sweeper: this month and the next two
 MAX_MONTHS_AHEAD = 120
 _BUSY = {"55P03", "40P01"}      # lock_not_available (our lock_timeout), deadlock_detected
-_NAME = re.compile(r"^cdrs_(\d{4})_(\d{2})$")
 _WARN_EVERY = 900.0             # seconds between two warnings about the same skipped month
 _warned: dict[tuple[str, str], float] = {}   # (store, partition) -> when last warned
 
@@ -80,27 +62,6 @@ def partition_name(start: dt.datetime) -> str:
     return f"{PARENT}_{start.year:04d}_{start.month:02d}"
 
 
-def partition_month(name: str) -> dt.datetime:
-    """cdrs_YYYY_MM -> first instant of that month (UTC)."""
-    found = _NAME.match(name)
-    if not found:
-        raise ValueError(f"not a monthly CDR partition name: {name!r}")
-    return dt.datetime(int(found[1]), int(found[2]), 1, tzinfo=dt.timezone.utc)
-
-
-def wanted_months(now: dt.datetime, months_ahead: int) -> list[dt.datetime]:
-    """First instants (UTC) of the current month and the next `months_ahead` months."""
-    months = [month_start(now)]
-    for _ in range(months_ahead):
-        months.append(next_month(months[-1]))
-    return months
-
-
-def skip_reason(rows: int) -> str:
-    return (f"{rows} CDRs of this month are in {DEFAULT}: not attached under traffic; "
-            f"move them with `radiusd db partitions --move-default`")
-
-
 def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, int]
          ) -> tuple[list[dt.datetime], list[str], dict[str, str]]:
     """(months to create, partitions present, partitions skipped -> why) for the wanted months:
@@ -111,7 +72,8 @@ def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, in
         if name in attached:
             present.append(name)
         elif in_default.get(name):
-            skipped[name] = skip_reason(in_default[name])
+            skipped[name] = (f"{in_default[name]} CDRs of this month are in {DEFAULT}: not attached under "
+                             f"traffic; move them with `radiusd db partitions --move-default`")
         else:
             create.append(start)
     return create, present, skipped
@@ -119,25 +81,9 @@ def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, in
 
 # -- loading ---------------------------------------------------------------------------------
 
-def _engine(bind) -> Engine:
-    if isinstance(bind, Engine):
-        return bind
-    if isinstance(bind, Connection):
-        return bind.engine
-    if isinstance(bind, Session):
-        return bind.get_bind()
-    if isinstance(bind, sessionmaker):
-        return bind.kw["bind"]
-    raise TypeError(f"engine, connection, session or sessionmaker expected, not {type(bind).__name__}")
-
-
 def _run(conn: Connection, name: str, params: dict | None = None, **names):
     text = sql.statement(conn, "partitions", name)
     return conn.exec_driver_sql(text.format(**names) if names else text, params or {})
-
-
-def _is_partitioned(conn: Connection) -> bool:
-    return _run(conn, "is_partitioned").first() is not None
 
 
 def _attached(conn: Connection) -> set[str]:
@@ -150,35 +96,40 @@ def _in_default(conn: Connection) -> dict[str, int]:
             for month, rows in _run(conn, "default_rows_by_month").all()}
 
 
-def _bounds(start: dt.datetime) -> dict:
-    return {"lower": start.isoformat(), "upper": next_month(start).isoformat()}
+def _engine_if(bind, check: str, params: dict | None = None) -> Engine | None:
+    """The engine of `bind` (Engine, Connection, Session or sessionmaker) if it is PostgreSQL and
+    the `check` statement finds something there (`is_partitioned`: None for a `cdrs` made before
+    partitioning); None on SQLite."""
+    if isinstance(bind, sessionmaker):
+        bind = bind.kw["bind"]
+    engine = bind.get_bind() if isinstance(bind, Session) else bind.engine
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            if _run(conn, check, params).scalar():
+                return engine
+    return None
 
 
 def default_partition_rows(bind) -> int | None:
     """Rows in cdrs_default (CDRs dated outside every monthly partition); None without one."""
-    engine = _engine(bind)
-    if engine.dialect.name != "postgresql":
+    engine = _engine_if(bind, "exists", {"name": DEFAULT})
+    if engine is None:
         return None
     with engine.connect() as conn:
-        if not _run(conn, "exists", {"name": DEFAULT}).scalar():
-            return None
         return sum(_in_default(conn).values())
 
 
 # -- writing ---------------------------------------------------------------------------------
 
-class _Busy(Exception):
-    """A lock wait ran past LOCK_TIMEOUT_MS."""
-
-
 def _attach_month(engine: Engine, start: dt.datetime, move: bool) -> tuple[str, int]:
     """Create and attach one month's partition in one transaction -> (outcome, rows moved).
 
     outcome: 'created' | 'present' (another host was first) | 'name_taken' | 'rows_in_default'
-    (without `move`: rows of the month turned up in the default partition meanwhile).
+    (without `move`: rows of the month turned up in the default partition meanwhile) | 'busy'
+    (a lock wait ran past LOCK_TIMEOUT_MS).
     """
     name = partition_name(start)
-    bounds = _bounds(start)
+    bounds = {"lower": start.isoformat(), "upper": next_month(start).isoformat()}
     try:
         with engine.begin() as conn:
             _run(conn, "lock_timeout", {"ms": LOCK_TIMEOUT_MS})
@@ -197,23 +148,20 @@ def _attach_month(engine: Engine, start: dt.datetime, move: bool) -> tuple[str, 
             _run(conn, "attach", bounds, partition=name)
             return "created", moved
     except DBAPIError as exc:
-        if getattr(exc.orig, "pgcode", None) in _BUSY:
-            raise _Busy(name) from None
-        raise
+        if getattr(exc.orig, "pgcode", None) not in _BUSY:
+            raise
+        return "busy", 0
 
 
-def _attach_with_retries(engine: Engine, start: dt.datetime, move: bool, attempts: int) -> tuple[str, int]:
-    for attempt in range(1, attempts + 1):
-        try:
-            return _attach_month(engine, start, move)
-        except _Busy:
-            if attempt == attempts:
-                return "busy", 0
-            time.sleep(min(2.0, 0.1 * 2 ** attempt))  # let the accounting transactions in the way finish
-    raise AssertionError("unreachable")
-
-
-def _record(report: PartitionReport, name: str, outcome: str, moved: int) -> None:
+def _create(report: PartitionReport, engine: Engine, start: dt.datetime, move: bool, attempts: int) -> None:
+    """Attach one month (`attempts` tries while busy, growing pauses) and record the outcome."""
+    name = partition_name(start)
+    outcome, moved = _attach_month(engine, start, move)
+    for attempt in range(1, attempts):
+        if outcome != "busy":
+            break
+        time.sleep(min(2.0, 0.1 * 2 ** attempt))  # let the accounting transactions in the way finish
+        outcome, moved = _attach_month(engine, start, move)
     if outcome == "created":
         report.created.append(name)
         if moved:
@@ -227,57 +175,38 @@ def _record(report: PartitionReport, name: str, outcome: str, moved: int) -> Non
     elif outcome == "busy":
         report.skipped[name] = f"store busy (a lock wait passed {LOCK_TIMEOUT_MS} ms): try again"
         log.info("cdr_partition_busy", partition=name, lock_timeout_ms=LOCK_TIMEOUT_MS)
-    elif outcome == "rows_in_default":
+    else:
         report.skipped[name] = "CDRs of this month arrived in cdrs_default meanwhile: not attached"
-
-
-def _warn_skipped(engine: Engine, skipped: dict[str, str], in_default: dict[str, int]) -> None:
-    now = time.monotonic()
-    store = engine.url.render_as_string(hide_password=True)
-    for name in skipped:
-        if name in in_default and now - _warned.get((store, name), -_WARN_EVERY) >= _WARN_EVERY:
-            _warned[(store, name)] = now
-            log.warning("cdr_partition_skipped", partition=name, rows_in_default=in_default[name],
-                        detail="move them with `radiusd db partitions --move-default`")
-
-
-def _unpartitioned(engine) -> PartitionReport | None:
-    """The report for a store without monthly CDR partitions (SQLite, or a `cdrs` made before
-    partitioning); None when the store has them."""
-    if engine.dialect.name != "postgresql":
-        return PartitionReport(partitioned=False)
-    with engine.connect() as conn:
-        return None if _is_partitioned(conn) else PartitionReport(partitioned=False)
 
 
 def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONTHS_AHEAD,
                           attempts: int = 1) -> PartitionReport:
     """Create the missing monthly CDR partitions: the month of `now` and `months_ahead` more.
 
-    `bind`: Engine, Connection, Session or sessionmaker; the work runs in its own transactions
-    (one per partition) on the engine, never in a caller's transaction. Idempotent. A month whose
-    CDRs sit in the default partition is skipped (report.skipped, a warning at most every 15
-    minutes), never moved here. A lock wait past LOCK_TIMEOUT_MS skips the month for this call
-    (`attempts` tries). No-op on SQLite.
+    `bind`: Engine, Connection, Session or sessionmaker; the work runs in its own transactions (one
+    per partition), never in a caller's. Idempotent. A month whose CDRs sit in the default
+    partition is skipped (a warning at most every 15 minutes), never moved here.
     """
-    if months_ahead < 0:
-        raise ValueError(f"months_ahead: {months_ahead} must be 0 or more")
-    engine = _engine(bind)
-    unpartitioned = _unpartitioned(engine)
-    if unpartitioned:
-        return unpartitioned
+    engine = _engine_if(bind, "is_partitioned")
+    if engine is None:
+        return PartitionReport(partitioned=False)
     report = PartitionReport()
+    wanted = [month_start(now)]
+    for _ in range(months_ahead):
+        wanted.append(next_month(wanted[-1]))
     with engine.connect() as conn:
         attached = _attached(conn)
-        wanted = wanted_months(now, months_ahead)
-        if all(partition_name(start) in attached for start in wanted):
-            report.present = [partition_name(start) for start in wanted]
-            return report
-        report.in_default = _in_default(conn)
+        if any(partition_name(start) not in attached for start in wanted):
+            report.in_default = _in_default(conn)   # scanned only when a month is missing
     create, report.present, report.skipped = plan(wanted, attached, report.in_default)
-    _warn_skipped(engine, report.skipped, report.in_default)
+    now_mono, store = time.monotonic(), engine.url.render_as_string(hide_password=True)
+    for name in report.skipped:
+        if now_mono - _warned.get((store, name), -_WARN_EVERY) >= _WARN_EVERY:
+            _warned[(store, name)] = now_mono
+            log.warning("cdr_partition_skipped", partition=name, rows_in_default=report.in_default[name],
+                        detail="move them with `radiusd db partitions --move-default`")
     for start in create:
-        _record(report, partition_name(start), *_attach_with_retries(engine, start, False, attempts))
+        _create(report, engine, start, False, attempts)
     return report
 
 
@@ -285,20 +214,18 @@ def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20
     """Move CDRs out of the default partition into their monthly partitions (created here), one
     month per transaction, oldest first (or only `month`). Each month's transaction blocks inserts
     into the default partition while it runs; a lock wait past LOCK_TIMEOUT_MS gives the month up
-    and tries again later (`attempts` tries, growing pauses). No-op on SQLite."""
-    engine = _engine(bind)
-    unpartitioned = _unpartitioned(engine)
-    if unpartitioned:
-        return unpartitioned
+    and tries again later (`attempts` tries)."""
+    engine = _engine_if(bind, "is_partitioned")
+    if engine is None:
+        return PartitionReport(partitioned=False)
     report = PartitionReport()
     with engine.connect() as conn:
         in_default = _in_default(conn)
     names = sorted(in_default) if month is None else [partition_name(month_start(month))]
     for name in names:
-        if not in_default.get(name):
-            continue
-        outcome, moved = _attach_with_retries(engine, partition_month(name), True, attempts)
-        _record(report, name, outcome, moved)
+        if in_default.get(name):
+            start = dt.datetime.strptime(name, f"{PARENT}_%Y_%m").replace(tzinfo=dt.timezone.utc)
+            _create(report, engine, start, True, attempts)
     with engine.connect() as conn:
         report.in_default = _in_default(conn)
     return report

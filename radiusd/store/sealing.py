@@ -1,12 +1,6 @@
-"""Secrets at rest in the store: where the key file is, sealing on write, opening on snapshot load,
-re-sealing every value (rotation, stores made before sealing).
-
-The crypto itself is radiusd.secrets_at_rest. Callers:
-- admin (accounts, NAS): `seal_column` once per create/update, before the flush;
-- the seed loader: `seal_values` on each row before its insert;
-- the snapshot loader: `Opener`, which hands back clear values (kept in RAM only) and refuses a row
-  whose value does not open, with one log line naming it;
-- `radiusd secrets rotate|seal-existing`: `reseal_all`.
+"""Secrets at rest in the store (the crypto is radiusd.secrets_at_rest): where the key file is,
+sealing on write (admin: `seal_column`, seeds: `seal_values`), opening on snapshot load (`Opener`:
+clear values live only in RAM), re-sealing every value (`radiusd secrets rotate|seal-existing`).
 """
 from __future__ import annotations
 
@@ -35,7 +29,7 @@ from radiusd.secrets_at_rest import (
 )
 
 INFO_KEY = "radiusd.key_file"
-# (table, column, name column, place) of every sealed value
+# (table, column, place) of every sealed value
 SEALED_COLUMNS = (
     (Nas.__table__, "secret", nas_secret_place),
     (Account.__table__, "password", account_password_place),
@@ -56,22 +50,13 @@ def key_path(session: Session) -> Path:
     return key_file_path("", session.get_bind().url.render_as_string(hide_password=True))
 
 
-def holds_sealed_values(session: Session) -> bool:
-    for table, column, _place in SEALED_COLUMNS:
-        col = table.c[column]
-        if session.execute(select(table.c.id).where(col.like(PREFIX + "%")).limit(1)).first() is not None:
-            return True
-    return False
-
-
 def sealing_ring(session: Session) -> KeyRing:
     """The key ring to seal with. A missing key file is made (0600) only while the store holds no sealed
     value; otherwise it is an error naming the file, never a second key that the server lacks."""
     path = key_path(session)
-    if path.exists():
-        return load_key_file(path)
-    if holds_sealed_values(session):
-        return load_key_file(path)  # raises: the store's values need the file that is missing
+    if path.exists() or any(session.execute(select(t.c.id).where(t.c[column].like(PREFIX + "%")).limit(1)).first()
+                            for t, column, _place in SEALED_COLUMNS):
+        return load_key_file(path)  # missing, it raises: the store's values need that file
     return create_key_file(path)
 
 
@@ -87,18 +72,17 @@ def seal_column(session: Session, obj, column: str) -> None:
     A value set in this change is clear text from the admin: sealed. A rename re-seals the stored value
     for the new name (the name is part of what the seal binds). Call once per change."""
     place = nas_secret_place if isinstance(obj, Nas) else account_password_place
-    state = inspect(obj)
     value = getattr(obj, column)
     if value in (None, ""):
         return
-    name_history = state.attrs.name.history
-    old_name = name_history.deleted[0] if name_history.deleted else obj.name
+    state = inspect(obj)
+    old_names = state.attrs.name.history.deleted
     if state.attrs[column].history.added or not is_sealed(value):
         setattr(obj, column, seal(value, place(obj.name), sealing_ring(session)))
-    elif old_name != obj.name:
+    elif old_names and old_names[0] != obj.name:
         ring = sealing_ring(session)
         try:
-            clear = open_sealed(value, place(old_name), ring)
+            clear = open_sealed(value, place(old_names[0]), ring)
         except CannotOpen as exc:
             raise UserError(f"{column}: the stored value {exc}; set a new one with this change",
                             field=column) from None
@@ -120,17 +104,13 @@ class Opener:
 
     def __init__(self, session: Session):
         self.session = session
-        self._ring: KeyRing | None = None
-        self.refused = 0
+        self.ring: KeyRing | None = None
 
-    def ring(self) -> KeyRing:
-        if self._ring is None:
-            self._ring = load_key_file(key_path(self.session))
-        return self._ring
-
-    def open(self, what: str, name: str, value: str, place: str) -> str | None:
-        """The clear value, or None (logged, naming the row) when it does not open for this row."""
-        ring = self.ring()
+    def open(self, what: str, name: str, value: str) -> str | None:
+        """The clear value of a "nas" secret or an "account" password, or None (logged, naming the
+        row) when it does not open for this row."""
+        place = (nas_secret_place if what == "nas" else account_password_place)(name)
+        ring = self.ring = self.ring or load_key_file(key_path(self.session))
         key_id = key_id_of(value)
         if key_id is not None and key_id not in ring.keys:
             # not one row's problem: the whole key file is the wrong one
@@ -139,18 +119,11 @@ class Opener:
         try:
             return open_sealed(value, place, ring)
         except CannotOpen as exc:
-            self.refused += 1
             log.error("secrets.refused", row=f"{what} {name!r}", reason=str(exc),
                       detail="row left out of the snapshot" if what == "nas" else "account cannot log in",
                       fix="set it again (radiusd nas|account update), or `radiusd secrets seal-existing` "
                           "for a store made before sealing")
             return None
-
-    def nas_secret(self, name: str, value: str | None) -> str | None:
-        return self.open("nas", name, value or "", nas_secret_place(name))
-
-    def account_password(self, name: str, value: str) -> str | None:
-        return self.open("account", name, value, account_password_place(name))
 
 
 # --- re-sealing everything ----------------------------------------------------------------------
@@ -167,15 +140,12 @@ def reseal_all(session: Session, old: KeyRing, new: KeyRing, *, only_clear: bool
                                .where(col.is_not(None), col != "").order_by(table.c.id).with_for_update()).all()
         changes = []
         for id_, name, value in rows:
-            if is_sealed(value):
-                if only_clear:
-                    continue
-                try:
-                    clear = open_sealed(value, place(name), old)
-                except CannotOpen as exc:
-                    raise UserError(f"{table.name} {name!r}: {column} {exc}; set it again first") from None
-            else:
-                clear = value
+            if is_sealed(value) and only_clear:
+                continue
+            try:
+                clear = open_sealed(value, place(name), old) if is_sealed(value) else value
+            except CannotOpen as exc:
+                raise UserError(f"{table.name} {name!r}: {column} {exc}; set it again first") from None
             changes.append({"_id": id_, "_value": seal(clear, place(name), new)})
         if changes:
             session.execute(update(table).where(table.c.id == bindparam("_id")).values({column: bindparam("_value")}),

@@ -3,24 +3,9 @@
 RFC 2866 §4.1: an Accounting-Response may only be sent once the record is stored. When the store
 is unreachable the writer appends the records here, fsyncs, and only then acknowledges; the
 replayer feeds them to the store in order when it is back (the FreeRADIUS detail-file /
-buffered-sql pattern).
-
-Layout of the spool directory (`[spool] path`, default `./spool`):
-
-    journal.jsonl      records waiting, oldest first, appended and fsync'ed before any ack
-    journal.work       a journal being replayed (renamed from journal.jsonl; deleted only after
-                       every record in it is committed; still there after a crash -> replayed
-                       again from the start on restart, which is harmless: accounting is
-                       idempotent per leg key)
-    dead-letter.jsonl  records the store refused for data reasons (kept, never silently dropped)
-    .lock              flock held by the one process that owns this spool
-
-Each line is one JSON object: {"seq": N, "facts": {AcctFacts fields, times as ISO-8601 UTC}};
-dead letters add "error". Watch it with `wc -l spool/journal.*` or `tail -f spool/journal.jsonl`;
-the server reports the depth (records waiting) as the `radiusd_spool_depth` gauge.
-
-A record half-written when the process died (no trailing newline) was never acknowledged: it is
-cut off when the spool is opened again.
+buffered-sql pattern). The files (journal, work file, dead letters, lock) are described in the
+README ("Durability"). A record half-written when the process died (no trailing newline) was never
+acknowledged: it is cut off when the spool is opened again.
 """
 from __future__ import annotations
 
@@ -48,30 +33,21 @@ class SpoolBusy(RuntimeError):
     """Another process already owns this spool directory."""
 
 
-def facts_to_dict(facts: AcctFacts) -> dict:
-    out = {}
-    for name in _FIELDS:
-        value = getattr(facts, name)
-        if isinstance(value, dt.datetime):
-            value = value.astimezone(dt.timezone.utc).isoformat()
-        out[name] = value
-    return out
-
-
 def facts_from_dict(data: dict) -> AcctFacts:
-    values = {k: v for k, v in data.items() if k in _FIELDS}
+    # JSON has no tuples: the facts' sequences are tuples
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in _FIELDS}
     for name in _TIME_FIELDS:
         if values.get(name) is not None:
             values[name] = dt.datetime.fromisoformat(values[name])
-    for name, value in values.items():
-        if isinstance(value, list):   # JSON has no tuples: the facts' sequences are tuples
-            values[name] = tuple(value)
     return AcctFacts(**values)
 
 
 def encode(seq: int, facts: AcctFacts, **extra) -> bytes:
-    return (json.dumps({"seq": seq, "facts": facts_to_dict(facts), **extra}, separators=(",", ":"),
-                       sort_keys=True) + "\n").encode()
+    data = {name: getattr(facts, name) for name in _FIELDS}
+    for name in _TIME_FIELDS:
+        if data[name] is not None:
+            data[name] = data[name].astimezone(dt.timezone.utc).isoformat()
+    return (json.dumps({"seq": seq, "facts": data, **extra}, separators=(",", ":"), sort_keys=True) + "\n").encode()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,14 +61,10 @@ def _fsync_dir(path: Path) -> None:
 def _make_dirs(path: Path) -> None:
     """mkdir -p, fsync'ing the parent of every directory created: the journal and dead-letter
     files inside hold acknowledged records, so their directory entries must survive a crash too."""
-    if path.is_dir():
-        return
-    _make_dirs(path.parent)
-    try:
-        path.mkdir()
-    except FileExistsError:
-        return
-    _fsync_dir(path.parent)
+    if not path.is_dir():
+        _make_dirs(path.parent)
+        path.mkdir(exist_ok=True)
+        _fsync_dir(path.parent)
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -118,20 +90,14 @@ def _append(path: Path, data: bytes) -> None:
 
 def _cut_partial_tail(path: Path) -> None:
     """Drop bytes after the last newline: a write that died before its fsync, never acked."""
-    if not path.exists():
-        return
-    size = path.stat().st_size
+    size = path.stat().st_size if path.exists() else 0
     if size == 0:
         return
     with open(path, "rb+") as fh:
-        fh.seek(max(0, size - 1))
-        if fh.read(1) == b"\n":
-            return
-        data = path.read_bytes()
-        keep = data.rfind(b"\n") + 1
-        fh.truncate(keep)
-        fh.flush()
-        os.fsync(fh.fileno())
+        fh.seek(size - 1)
+        if fh.read(1) != b"\n":   # the whole file is read only then
+            fh.truncate(path.read_bytes().rfind(b"\n") + 1)
+            os.fsync(fh.fileno())
 
 
 def _count_lines(path: Path) -> tuple[int, int]:
@@ -168,14 +134,10 @@ class Spool:
         self._mutex = threading.Lock()
         _cut_partial_tail(self.journal)
         _cut_partial_tail(self.work)
-        journal_lines, journal_top = _count_lines(self.journal)
+        self._journal_lines, journal_top = _count_lines(self.journal)
         work_lines, work_top = _count_lines(self.work)
-        _, dead_top = _count_lines(self.dead)
-        self._depth = journal_lines + work_lines
-        self._journal_lines = journal_lines
-        self._seq = max(journal_top, work_top, dead_top)
-
-    # -- writing -------------------------------------------------------------------------------
+        self._depth = self._journal_lines + work_lines
+        self._seq = max(journal_top, work_top, _count_lines(self.dead)[1])
 
     def append(self, records: list[AcctFacts]) -> list[int]:
         """Append records and fsync; returns their sequence numbers. Raises OSError on failure."""
@@ -198,8 +160,6 @@ class Spool:
             _append(self.dead, b"".join(encode(first + i, facts, error=error[:500])
                                         for i, (facts, error) in enumerate(items)))
             self._seq += len(items)
-
-    # -- replaying -----------------------------------------------------------------------------
 
     def depth(self) -> int:
         """Records waiting to be replayed."""

@@ -2,83 +2,32 @@
 
 As FreeRADIUS keeps its queries in `queries.conf`, radiusd keeps them in
 `radiusd/store/sql/<dialect>/<area>.py` (dialect: `postgresql`, `sqlite`; area: `admission`,
-`accounting`, `partitions`, `commands`, ...). Each such module defines
-
-    STATEMENTS: dict[str, str | Prepared | sqlalchemy.TextClause]
-
-a mapping NAME -> statement. Logic modules hold no SQL text: they fetch a statement by name for
-their connection's dialect and run it. A statement is one of
-
-- `str`: plain SQL for the driver (`Connection.exec_driver_sql`, `cursor.execute`), psycopg2
-  `%(name)s`/`%s` placeholders on PostgreSQL;
+`accounting`, `partitions`, ...), each defining `STATEMENTS`: NAME -> statement. Logic modules hold
+no SQL text (tests/test_layers.py greps for it): they fetch a statement by name for their
+connection's dialect and run it. A statement is one of
+- `str`: plain SQL for the driver, psycopg2 `%(name)s`/`%s` placeholders on PostgreSQL;
 - `sqlalchemy.text(...)` with typed `bindparams`/`columns` where the models' types must convert
   values (money as integer micro-units and naive UTC times on SQLite);
-- `Prepared`: a statement PREPAREd once per PostgreSQL connection, then run by `EXECUTE` with one
-  bound value per parameter. `Prepared.from_columns` builds one from the models' columns (types
-  follow the models) fed with one array per column through `unnest`, so its text is the same
-  whatever the batch size and PostgreSQL parses and plans it once per connection.
-
-API
----
-`statement(dialect, area, name)`   the statement; `dialect` is a name, a Dialect, an Engine or a
-                                   Connection (anything with `.dialect.name` or `.name`).
-`statements(dialect, area)`        the whole mapping of an area (imported once, cached).
-`prepare(pool_connection, cursor, area)`
-                                   PREPAREs every `Prepared` of the area on this DBAPI connection
-                                   unless done before; remembered in the pool connection's `.info`
-                                   (per DBAPI connection, survives pool check-in/out, dropped
-                                   with the connection). `forget_prepared(pool_connection)` after
-                                   PostgreSQL says they are gone (SQLSTATE 26000: a pooler moved
-                                   the session) so the next call prepares again.
-`arrays(rows, names, processors=None)`
-                                   one Python list per column (rows are dicts or objects),
-                                   values passed through the columns' bind processors when given;
-                                   psycopg2 adapts each list to an ARRAY (never hand-escaped
-                                   literals).
-`raw_connection(engine)`           a pooled DBAPI connection through SQLAlchemy's public API
-                                   (`engine.raw_connection()`); `.driver_connection` is psycopg2's
-                                   own, `.info` is where prepared state lives; `.close()` returns it.
-`pool_connection(conn)` / `driver_connection(conn)`
-                                   for a SQLAlchemy `Connection` (e.g. `session.connection()`): its
-                                   pool connection (`conn.connection`, has `.info`) and the driver's
-                                   connection (`conn.connection.driver_connection`).
-`limit_sqlite_waits(engine, s)`    SQLite: PRAGMA busy_timeout on every checkout (store_timeout)
-`sql_type(column, dialect)`        a column's SQL type without length (an explicit cast to
-                                   VARCHAR(n) silently truncates on PostgreSQL; too long must fail).
-
-Example (PostgreSQL hot path)::
-
-    from radiusd.store import sql
-    fairy = sql.raw_connection(engine)
-    cur = fairy.driver_connection.cursor()
-    sql.prepare(fairy, cur, "admission")
-    upsert = sql.statement("postgresql", "admission", "upsert")
-    cur.execute(upsert.execute, upsert.params(ttl, keys, ...))
-
-No module outside this package contains SQL text (tests/test_layers.py greps for it).
+- `Prepared`: PREPAREd once per PostgreSQL connection, then run by `EXECUTE`. `from_columns`
+  statements take one array per column through `unnest`, so their text is the same whatever the
+  batch size and PostgreSQL parses and plans them once per connection.
 
 Lock order and time limits
 --------------------------
 Every transaction that locks rows for accounting, admission or the sweeper takes them in ONE
-order: `clients` rows by ascending id first, then `active_calls` rows by ascending id (each
-statement that locks several rows says `ORDER BY id`). Admission locks the clients of its batch
-(id order) before it touches their legs; the sweeper's expiry locks the clients of the expired
-reservations (id order) before it deletes them. The usage triggers on `active_calls`
-(radiusd.store.sql.postgresql.ddl) lock the clients whose counters a statement changes, in id
-order, at the end of that statement; a statement that comes after its clients are locked takes
-no new lock there. The one exception: an accounting group (and the stale-call sweep) loads and
-locks its legs first — it cannot know whose they are before — then locks every client its writes
-will change, in id order, in the first statement of its write round trip (`lock_clients`,
-`core.accounting.Plan.clients`). A cycle with admission then needs the same leg in both (a re-auth
-of a call whose Start is being written): PostgreSQL aborts one transaction (SQLSTATE 40P01,
-or 40001 for a serialization failure) and the victim is retried, a bounded number of times with
-a random pause (radiusd.store.accounting_writer); it is counted
-(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions also
-runs under `lock_timeout`/`statement_timeout` = `store_timeout` (statements in `timeouts`): a
-lock held longer by someone else (an admin UPDATE, a LOCK TABLE) or a stalled server fails the
-transaction within that time (SQLSTATE 55P03 / 57014), and the caller spools (accounting) or
-answers code 8 (admission) instead of queueing behind it. `store_timeout` stays above PostgreSQL's
-`deadlock_timeout` (1 s by default): a deadlock must be found (and retried) before the lock wait
+order: `clients` rows by ascending id, then `active_calls` rows by ascending id (`ORDER BY id`).
+Admission and the sweeper's expiry lock their clients before the legs; the usage triggers
+(radiusd.store.sql.postgresql.ddl) lock the clients a statement changes at its end (no new lock
+once they are held). The one exception: an accounting group (and the stale-call sweep) cannot
+know whose its legs are before it locks them, then locks their clients in the first statement of
+its write round trip (`lock_clients`). A cycle with admission then needs the same leg in both (a
+re-auth of a call whose Start is being written): PostgreSQL aborts one (SQLSTATE 40P01/40001), and
+the victim is retried a bounded number of times after a random pause and counted
+(`radiusd_store_conflicts_total`), never taken for an outage. Each of those transactions runs
+under `lock_timeout`/`statement_timeout` = `store_timeout` (`timeouts`): a lock held longer by
+someone else or a stalled server fails it within that time (55P03/57014), and the caller spools
+(accounting) or answers code 8 (admission) instead of queueing. `store_timeout` stays above
+PostgreSQL's `deadlock_timeout` (1 s): a deadlock must be found and retried before the lock wait
 runs out, or it would be taken for a stuck store.
 """
 from __future__ import annotations
@@ -86,6 +35,7 @@ from __future__ import annotations
 import importlib
 import re
 import weakref
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 DIALECTS = ("postgresql", "sqlite")
@@ -94,6 +44,7 @@ _cache: dict[tuple[str, str], Mapping[str, Any]] = {}
 _sqlite_limited: "weakref.WeakSet" = weakref.WeakSet()   # engines with limit_sqlite_waits applied
 
 
+@dataclass(slots=True, eq=False)
 class Prepared:
     """A PostgreSQL statement PREPAREd once per connection and run with EXECUTE.
 
@@ -102,15 +53,11 @@ class Prepared:
     list of NULLs still has a type); pass the values as a sequence (`params(...)`).
     """
 
-    __slots__ = ("name", "types", "body", "names", "processors")
-
-    def __init__(self, name: str, types: Sequence[str], body: str, names: Sequence[str] = (),
-                 processors: Sequence = ()):
-        self.name = name
-        self.types = tuple(types)
-        self.body = body
-        self.names = tuple(names)            # column names, for from_columns statements
-        self.processors = tuple(processors)
+    name: str
+    types: Sequence[str]
+    body: str
+    names: Sequence[str] = ()      # column names, for from_columns statements
+    processors: Sequence = ()
 
     @property
     def prepare(self) -> str:
@@ -140,8 +87,16 @@ class Prepared:
                    body.format(unnest=unnest), names, [_processor(c, dialect) for c in cols])
 
     def column_arrays(self, rows: Iterable) -> list[list]:
-        """The arrays of a from_columns statement for `rows` (dicts or objects)."""
-        return arrays(rows, self.names, self.processors)
+        """One list per column of a from_columns statement for `rows` (dicts or objects), through
+        the columns' bind processors; psycopg2 adapts each list to an ARRAY (never hand-escaped)."""
+        out: list[list] = [[] for _ in self.names]
+        processors = self.processors or [None] * len(self.names)
+        for row in rows:
+            get = row.get if isinstance(row, dict) else row.__getattribute__
+            for column, name, process in zip(out, self.names, processors):
+                value = get(name)
+                column.append(process(value) if process is not None else value)
+        return out
 
     def __repr__(self) -> str:
         return f"Prepared({self.name!r})"
@@ -160,61 +115,41 @@ def _processor(column, dialect):
     return lambda value: None if (value := process(value)) is None else value.isoformat()
 
 
-def _dialect_name(dialect) -> str:
-    if isinstance(dialect, str):
-        return dialect
-    inner = getattr(dialect, "dialect", None)
-    return inner.name if inner is not None else dialect.name
-
-
 def statements(dialect, area: str) -> Mapping[str, Any]:
-    """NAME -> statement of `area` for `dialect` (see the module docstring)."""
-    name = _dialect_name(dialect)
+    """NAME -> statement of `area` for `dialect`: a name, or anything with `.dialect.name` or
+    `.name` (Dialect, Engine, Connection). Imported once, cached."""
+    name = dialect if isinstance(dialect, str) else getattr(dialect, "dialect", dialect).name
     found = _cache.get((name, area))
     if found is None:
         if name not in DIALECTS:
             raise RuntimeError(f"unsupported store dialect {name}")
-        found = importlib.import_module(f"{__name__}.{name}.{area}").STATEMENTS
-        _cache[(name, area)] = found
+        found = _cache[(name, area)] = importlib.import_module(f"{__name__}.{name}.{area}").STATEMENTS
     return found
 
 
 def statement(dialect, area: str, name: str):
-    """One named statement of `area` for `dialect`."""
     return statements(dialect, area)[name]
 
 
 def prepare(pool_connection, cursor, area: str) -> None:
-    """PREPARE the area's statements on this DBAPI connection, once per connection."""
+    """PREPARE the area's statements on this DBAPI connection unless done before: remembered in the
+    pool connection's `.info` (per DBAPI connection, survives check-in/out, dropped with it)."""
     done = pool_connection.info.setdefault(_PREPARED_KEY, set())
     if area in done:
         return
-    texts = [st.prepare for st in statements("postgresql", area).values() if isinstance(st, Prepared)]
-    if texts:
-        cursor.execute("; ".join(texts))
+    cursor.execute("; ".join(st.prepare for st in statements("postgresql", area).values() if isinstance(st, Prepared)))
     done.add(area)
 
 
 def forget_prepared(pool_connection) -> None:
-    """The server lost our prepared statements (SQLSTATE 26000): prepare again next time."""
+    """The server lost our prepared statements (SQLSTATE 26000: a pooler moved the session):
+    prepare again next time."""
     pool_connection.info.pop(_PREPARED_KEY, None)
 
 
-def arrays(rows: Iterable, names: Sequence[str], processors: Sequence | None = None) -> list[list]:
-    """One list per column; psycopg2 adapts each to an ARRAY parameter."""
-    out: list[list] = [[] for _ in names]
-    procs = processors or [None] * len(names)
-    for row in rows:
-        get = row.get if isinstance(row, dict) else row.__getattribute__
-        for column, name, process in zip(out, names, procs):
-            value = get(name)
-            column.append(process(value) if process is not None else value)
-    return out
-
-
 def raw_connection(engine):
-    """A pooled DBAPI connection (SQLAlchemy's PoolProxiedConnection): `.driver_connection`,
-    `.info`, `.invalidate()`, `.close()` (back to the pool)."""
+    """A pooled DBAPI connection through SQLAlchemy's public API: `.driver_connection` (psycopg2's
+    own), `.info` (where prepared state lives), `.invalidate()`, `.close()` (back to the pool)."""
     return engine.raw_connection()
 
 
@@ -244,5 +179,6 @@ def limit_sqlite_waits(engine, seconds: float) -> None:
 
 
 def sql_type(column, dialect) -> str:
-    """The column's SQL type for `dialect`, without length."""
+    """The column's SQL type without length (an explicit cast to VARCHAR(n) silently truncates on
+    PostgreSQL; too long must fail)."""
     return re.sub(r"\(.*\)", "", column.type.compile(dialect=dialect))

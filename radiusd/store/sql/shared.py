@@ -9,10 +9,4 @@ def constant(value) -> str:
     """A SQL literal for one of our own constants (radiusd.core.admission.RESERVED), never user data."""
     if value is None:
         return "NULL"
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise TypeError(f"not a constant for SQL: {value!r}")
-    if isinstance(value, int):
-        return str(value)
-    if "'" in value:
-        raise ValueError(f"not a constant for SQL: {value!r}")
-    return f"'{value}'"
+    return str(value) if isinstance(value, int) else f"'{value}'"

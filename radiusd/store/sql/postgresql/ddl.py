@@ -1,20 +1,15 @@
 """The fixed parts of `schema/postgresql.sql` around the DDL generated from the models
-(radiusd.store.ddl), and the usage triggers every PostgreSQL store has.
-
-Pure text, no imports: radiusd.db (the foundation) runs `usage_triggers` when it creates
-`active_calls` (`radiusd db init`, test fixtures), radiusd.store.ddl writes them into
-schema/postgresql.sql, and schema/upgrades/2026-12-usage-counters.sql holds the same text.
+(radiusd.store.ddl), and the usage triggers every PostgreSQL store has. Pure text, no imports:
+radiusd.db runs `usage_triggers` when it creates `active_calls`; schema/upgrades/
+2026-12-usage-counters.sql holds the same text.
 
 Usage counters (radiusd.core.admission): `clients.open_calls` / `clients.money_held` and
-`account_usage.open_calls` count the originating legs (`leg = 'orig'`, reserved or active) in
-`active_calls` and sum their `max_cost`. Statement-level triggers with transition tables keep
-them in the transaction that writes the legs, whoever writes them (admission, the accounting
-writer, Accounting-On/Off, the sweeper, `calls end/remove`, spool replay): a group of 64 records
-updates each client row once. An INSERT ... ON CONFLICT DO UPDATE fires the INSERT trigger for
-the rows it inserted and the UPDATE trigger for those it updated. A row whose counted columns did
-not change (an Interim, a Start taking its reservation over) touches no client. Client rows are
-locked in id order, as every path locks them (radiusd.store.sql), before any counter changes: the
-client's lock guards its accounts' counters too; `account_usage` rows are upserted in id order.
+`account_usage.open_calls` count the originating legs in `active_calls` and sum their `max_cost`.
+Statement-level triggers with transition tables keep them in the transaction that writes the legs,
+whoever writes them: a group of 64 records updates each client row once. A row whose counted
+columns did not change (an Interim, a Start taking its reservation over) touches no client. Client
+rows are locked in id order, as every path locks them (radiusd.store.sql), before any counter
+changes; the client's lock guards its accounts' counters too.
 """
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Monthly CDR partitions (radiusd.store.partitions) on PostgreSQL.
-
-`{partition}` is a partition name made by radiusd.store.partitions.partition_name (cdrs_YYYY_MM,
-digits only): identifiers cannot be bound parameters.
-"""
+"""Monthly CDR partitions (radiusd.store.partitions) on PostgreSQL. `{partition}` is a name made
+by partition_name (cdrs_YYYY_MM, digits only): identifiers cannot be bound parameters."""
 from __future__ import annotations
-
-PARENT = "cdrs"
-DEFAULT = "cdrs_default"
 
 STATEMENTS = {
     "is_partitioned": "SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass('cdrs')",
@@ -19,8 +13,7 @@ STATEMENTS = {
                              "FROM cdrs_default GROUP BY 1 ORDER BY 1",
     "default_rows_in_range": "SELECT count(*) FROM cdrs_default "
                              "WHERE disconnect_time >= %(lower)s AND disconnect_time < %(upper)s",
-    # shorter than deadlock_timeout (1 s by default): should our locks ever meet an accounting
-    # transaction's in a cycle, we give up first and the accounting transaction goes on
+    # LOCK_TIMEOUT_MS, shorter than deadlock_timeout: in a cycle we give up first
     "lock_timeout": "SET LOCAL lock_timeout = %(ms)s",
     # parent first, then the default partition: the order an insert takes them
     "lock_parent": "LOCK TABLE ONLY cdrs IN SHARE UPDATE EXCLUSIVE MODE",

@@ -1,18 +1,13 @@
-"""Time limits of the store's own transactions (accounting writer, admission, sweeper).
+"""Time limits (milliseconds) of the store's own transactions: a store slower than a switch's
+retransmit timeout must fail fast so that accounting goes to the spool and Access-Requests get
+code 8, instead of queueing behind a held lock. Connections the server keeps take the session
+form once; the sweeper's pooled transactions take the LOCAL form.
 
-A store slower than a switch's retransmit timeout must fail fast so that accounting goes to the
-spool and Access-Requests get code 8, instead of queueing behind a held lock. Values are
-milliseconds (`%(ms)s`). Connections the server keeps (the writer's, the batcher's) take the
-session form once per connection; the sweeper's pooled transactions take the LOCAL form once
-per transaction, which ends with it.
-
-The kept connections also plan without sequential scans: their statements are prepared once
-and run for hours, and PostgreSQL fixes a prepared statement's generic plan from the statistics
-it has when the plan is made. On a new store (`active_calls` empty and never analyzed) that plan
-is a sequential scan of the open calls, run by every batch as the table fills — measured: one
-scan of the whole table per admission batch, most of the store's CPU. Every statement on these
-connections has an index made for it; with sequential scans priced out, the plan is that index
-whatever the statistics say.
+The kept connections also plan without sequential scans: their statements are prepared once and
+run for hours, with a generic plan fixed from the statistics of that moment. On a new store
+(`active_calls` empty, never analyzed) that plan scanned the whole table per admission batch
+(measured: most of the store's CPU). Every statement there has an index made for it; with
+sequential scans priced out, the plan is that index whatever the statistics say.
 """
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The usage triggers every SQLite store has (see radiusd.store.sql.postgresql.ddl for what they
-keep). Pure text, no imports: radiusd.db runs them when it creates `active_calls`.
-
-Row-level triggers: SQLite has no transition tables, and its writers are serialised on the whole
-database (BEGIN IMMEDIATE), so there are no row locks to order. Money is integer micro-units on
-both sides (radiusd.models.Money), so the sums stay exact.
+"""The usage triggers every SQLite store has (see radiusd.store.sql.postgresql.ddl), run by
+radiusd.db when it creates `active_calls`. Row-level: SQLite has no transition tables, and its
+writers are serialised (BEGIN IMMEDIATE), so there are no row locks to order. Money is integer
+micro-units (radiusd.models.Money), so the sums stay exact.
 """
 from __future__ import annotations
 
@@ -20,17 +18,15 @@ def _add(row: str, sign: str) -> str:
             f" WHERE account_id = {row}.account_id AND {row}.leg = 'orig';\n")
 
 
-USAGE_TRIGGERS = (
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_insert AFTER INSERT ON active_calls WHEN NEW.leg = 'orig' BEGIN\n"
-    f"    {_add('NEW', '+')}END;\n"
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_delete AFTER DELETE ON active_calls WHEN OLD.leg = 'orig' BEGIN\n"
-    f"    {_add('OLD', '-')}END;\n"
-    "CREATE TRIGGER IF NOT EXISTS radiusd_usage_update AFTER UPDATE ON active_calls"
-    f" WHEN (OLD.leg = 'orig' OR NEW.leg = 'orig') AND ({_CHANGED}) BEGIN\n"
-    f"    {_add('OLD', '-')}    {_add('NEW', '+')}END;\n"
-)
-
 STATEMENTS = {
     # one statement each (sqlite3 runs one at a time)
-    "usage_triggers": [part + "END;" for part in USAGE_TRIGGERS.split("END;\n") if part.strip()],
+    "usage_triggers": [
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_insert AFTER INSERT ON active_calls WHEN NEW.leg = 'orig' BEGIN\n"
+        f"    {_add('NEW', '+')}END;",
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_delete AFTER DELETE ON active_calls WHEN OLD.leg = 'orig' BEGIN\n"
+        f"    {_add('OLD', '-')}END;",
+        "CREATE TRIGGER IF NOT EXISTS radiusd_usage_update AFTER UPDATE ON active_calls"
+        f" WHEN (OLD.leg = 'orig' OR NEW.leg = 'orig') AND ({_CHANGED}) BEGIN\n"
+        f"    {_add('OLD', '-')}    {_add('NEW', '+')}END;",
+    ],
 }
