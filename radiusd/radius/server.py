@@ -52,7 +52,7 @@ from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
 from radiusd.store.accounting_writer import AccountingWriter
 from radiusd.store.capacity import ReservationBatcher
-from radiusd.store.nas_learning import record_message_authenticator_seen
+from radiusd.store.nas_learning import learned_message_authenticator, record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 UDP_RCVBUF = 4 * 1024 * 1024   # per listening socket (the kernel reports twice this: bookkeeping)
@@ -232,7 +232,7 @@ class _Listener:
         except Exception:  # a bug must cost one packet, never the listener
             server.metrics.inc("radiusd_packets_dropped_total", port=kind, reason="internal_error")
             server.log.exception("packet.internal_error", port=kind, stage="admit")
-        server.admitted()
+        server.admitted(mono)
 
     def error_received(self, exc):
         self.server.log.warning("socket.error", port=self.kind, error=str(exc))
@@ -280,7 +280,8 @@ class RadiusServer:
             raise StartupError(str(exc)) from None
         self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model,
                                  fairness=FairnessLimits(settings.fairness_rate, settings.fairness_burst,
-                                                         settings.fairness_queue_depth, settings.fairness_in_flight))
+                                                         settings.fairness_queue_depth, settings.fairness_in_flight,
+                                                         settings.fairness_adaptive))
         self._deciding = False   # a decide() turn is scheduled
         self.state: EdgeState | None = None
         self.store_up = False
@@ -336,6 +337,7 @@ class RadiusServer:
         self.metrics.gauge("radiusd_accounting_lag_seconds", lambda: self.writer.lag())
         self.metrics.gauge("radiusd_accounting_queue_depth", lambda: self.writer.queue_depth())
         self.metrics.gauge("radiusd_reservation_queue_depth", lambda: self.batcher.queue_depth())
+        self.metrics.gauge("radiusd_fairness_ceiling", lambda: self.endpoint.fair.ceiling or 0)
         self.metrics.gauge("radiusd_nas_message_authenticator_required",
                            lambda: self.endpoint.ma.required_count(self.state.snapshot))
         self.metrics.gauge("radiusd_nas_message_authenticator_learned",
@@ -460,12 +462,18 @@ class RadiusServer:
         # replaces them (snapshot records hold no reference cycles).
         gc.freeze()
 
-    def _load_if_changed(self, known_version: int, force: bool) -> Snapshot | None:
-        if not force or self.supervisor_loads:
-            with self.sessions() as session:   # also the store_up check of a supervised worker
-                if current_store_version(session) == known_version or self.supervisor_loads:
-                    return None
-        return load_snapshot_from(self.sessions)
+    def _load_if_changed(self, known_version: int, force: bool) -> tuple[Snapshot | None, set[int]]:
+        """The new snapshot (None: unchanged, or the supervisor loads them) and the NAS whose
+        Message-Authenticator the store has learned, read after the snapshot so it is as new."""
+        snapshot = None
+        if not self.supervisor_loads:
+            if not force:
+                with self.sessions() as session:
+                    force = current_store_version(session) != known_version
+            if force:
+                snapshot = load_snapshot_from(self.sessions)
+        with self.sessions() as session:   # also the store_up check of a supervised worker
+            return snapshot, learned_message_authenticator(session)
 
     async def _poll_snapshot(self) -> None:
         while True:
@@ -479,7 +487,8 @@ class RadiusServer:
 
     async def reload(self, force: bool = False) -> None:
         try:
-            snapshot = await self.loop.run_in_executor(self.pool, self._load_if_changed, self.state.snapshot.version, force)
+            snapshot, learned = await self.loop.run_in_executor(self.pool, self._load_if_changed,
+                                                                self.state.snapshot.version, force)
         except Exception as exc:
             self.metrics.inc("radiusd_store_errors_total", operation="snapshot")
             if self.store_up:
@@ -495,6 +504,9 @@ class RadiusServer:
             self.metrics.inc("radiusd_snapshot_reloads_total")
             self.log.info("snapshot.loaded", version=snapshot.version, previous=old,
                           nas=len(snapshot.nas), accounts=len(snapshot.accounts))
+        for nas in self.endpoint.ma.store_read(learned, self.state.snapshot):
+            self.log.info("nas.message_authenticator_shared", nas=nas.name, worker=self.worker_index,
+                          detail="learned by another worker or server: required from now on")
 
     async def _sweep(self) -> None:
         interval = max(1.0, min(30.0, self.settings.reservation_ttl / 2))
@@ -563,8 +575,9 @@ class RadiusServer:
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
         self.execute(self.endpoint.datagram(listener.kind, data, addr, self.now(), self.state, listener))
 
-    def admitted(self) -> None:
+    def admitted(self, began: float) -> None:
         """After a socket drain: count what admission refused, and make sure a decide() turn comes."""
+        self._busy_since(began)
         refused = self.endpoint.over_budget()
         if refused:
             self.execute(refused)
@@ -576,20 +589,35 @@ class RadiusServer:
         """Decide up to DECIDE_BATCH admitted datagrams, one NAS per turn; the rest wait for the
         next loop turn, after the sockets have been drained again."""
         self._deciding = False
+        began = time.monotonic()
         take = self.endpoint.next_admitted
         for _ in range(DECIDE_BATCH):
             item = take()
             if item is None:
-                return
+                break
             port, data, addr, via = item
             try:
                 self.execute(self.endpoint.datagram(port, data, addr, self.now(), self.state, via))
             except Exception:  # a bug must cost one packet, never the listener
                 self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="internal_error")
                 self.log.exception("packet.internal_error", port=port, source=addr[0])
+        self._busy_since(began)
         if len(self.endpoint.fair):
             self._deciding = True
             self.loop.call_soon(self.decide)
+
+    def _busy_since(self, began: float) -> None:
+        """Tell the fairness ceiling how long the loop just worked (reading or deciding)."""
+        now = time.monotonic()
+        fair = self.endpoint.fair
+        before = fair.ceiling
+        if fair.observe(now, now - began) is None or (before is not None and fair.ceiling is not None):
+            return   # unchanged, or moved (the gauge shows it): one line when it comes and when it goes
+        if fair.ceiling is not None:
+            self.log.warning("fairness.ceiling", worker=self.worker_index, datagrams_per_s=round(fair.ceiling),
+                             detail="NAS contend and the worker is busy: no NAS gets more than this per second")
+        else:
+            self.log.info("fairness.ceiling_lifted", worker=self.worker_index)
 
     def execute(self, actions: list) -> None:
         execute = self._execute
