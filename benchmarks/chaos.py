@@ -685,6 +685,7 @@ def scenario_flood(srv: Server, store: Store, args) -> dict:
     probe = run_bench(BenchOptions(mode="auth", accounts=[DEMO_LOGIN, DEMO_IP], secret=SECRET,
                                    auth_port=srv.auth_port, acct_port=srv.acct_port, rate=args.probe_rate,
                                    window=4096, duration=probe_seconds, timeout=1.0, retries=0, sockets=2))
+    ceiling = srv.metric("radiusd_fairness_ceiling")   # still flooding: the ceiling the workers hold
     flooded, flooding = 0, 1e-9   # packets, and the longest time one flooder sent them in
     for p, conn in procs:
         try:
@@ -698,7 +699,8 @@ def scenario_flood(srv: Server, store: Store, args) -> dict:
             "probe_sent": auth["sent"], "probe_answered": auth["responses"],
             "probe_answered_pct": round(100 * auth["responses"] / auth["sent"], 2) if auth["sent"] else None,
             "probe_p50_ms": auth["latency_ms"]["p50"], "probe_p99_ms": auth["latency_ms"]["p99"],
-            "server_alive": srv.alive(), "overloaded": srv.metric("radiusd_overloaded_total")}
+            "server_alive": srv.alive(), "overloaded": srv.metric("radiusd_overloaded_total"),
+            "fairness_ceiling_per_worker": ceiling, "over_budget": srv.metric("radiusd_nas_over_budget_total")}
 
 
 def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_sql: str) -> dict:
@@ -875,7 +877,8 @@ def rows_of(res: dict) -> list[str]:
             rows.append(
                 f"| flood | NAS 127.0.0.2 at {_f(f['flood_rate_per_s'])} req/s; probe NAS 127.0.0.1: "
                 f"{_f(f['probe_answered'])}/{_f(f['probe_sent'])} answered ({_f(f['probe_answered_pct'])} %), "
-                f"p50 {_f(f['probe_p50_ms'])} ms, p99 {_f(f['probe_p99_ms'])} ms "
+                f"p50 {_f(f['probe_p50_ms'])} ms, p99 {_f(f['probe_p99_ms'])} ms; adaptive ceiling at the end "
+                f"{_f(f.get('fairness_ceiling_per_worker'))}/s per NAS per worker (0 = none) "
                 f"| flood 40,000/s: probe ≥ 99 %, p99 ≤ 50 ms | {verdict(ok)}"
                 f"{'' if rate_ok else ' (flood below 40,000/s on this machine)'} |")
     for f in s.get("stall", []):
