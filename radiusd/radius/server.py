@@ -67,6 +67,7 @@ DECIDE_BATCH = 64     # admitted datagrams decided per loop turn, then the socke
 # an Access-Request waits at most ~1 ms per hand-over (it has 3: batcher wakes, store answers,
 # loop delivers); see benchmarks/README.md, "Profile: edge".
 GIL_SWITCH_INTERVAL = 0.001
+HANDOVER_GRACE = 1.0   # seconds a replaced worker keeps serving while it waits for a quiet moment
 UTC = dt.timezone.utc
 
 
@@ -413,18 +414,24 @@ class RadiusServer:
         """New packets are dropped; decisions in flight finish (5 s at most); the accounting
         writer flushes and its acknowledgements still go out; then the sockets close.
 
-        On a handover (a successor already serves the same ports) the sockets close first: the
-        kernel then gives this worker's share of the datagrams to the others at once, instead of
-        to a worker that would drop them for as long as its writer takes to flush. The answers
-        to what was in flight are not sent (counted, `handover`); the switch's retransmission
-        reaches the successor, and accounting is idempotent per leg."""
+        On a handover (a successor already serves the same ports) the sockets close before the
+        writer flushes: the kernel then gives this worker's share of the datagrams to the others
+        at once, instead of to a worker that would drop them for as long as its writer takes to
+        flush. Closing a socket loses what is queued in it and the answers not yet sent, so the
+        worker first keeps serving until a quiet moment (`_quiet`), HANDOVER_GRACE at most, and
+        closes the sockets in that same loop turn. What is still lost (a flood leaves no quiet
+        moment) is counted `handover`; the switch's retransmission reaches the successor, and
+        accounting is idempotent per leg."""
         if self._stopping:
             return
         self._stopping = True
-        self.endpoint.accepting = False
         if self._handover:
+            deadline = time.monotonic() + HANDOVER_GRACE
+            while not self._quiet() and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
             for listener in self.listeners:
                 listener.close()
+        self.endpoint.accepting = False
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -443,6 +450,23 @@ class RadiusServer:
             self.metrics_server.stop()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.log.info("server.stopped", worker=self.worker_index)
+
+    def _quiet(self) -> bool:
+        """Nothing queued in our sockets, admitted or deciding, and every accounting record
+        answered: closing now loses nothing."""
+        if self.endpoint.in_flight or len(self.endpoint.fair) or self._acks:
+            return False
+        if self.writer is not None and (self.writer.queue_depth() or self.writer.lag()):
+            return False
+        for listener in self.listeners:
+            try:   # a datagram waits (even an empty one) unless peeking would block
+                listener.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                return False
+            except BlockingIOError:
+                pass
+            except OSError:   # e.g. an ICMP error queued on the socket: the reader reports it
+                return False
+        return True
 
     def _spawn(self, coro) -> asyncio.Task:
         """A background task (snapshot poll, sweeper), cancelled at stop."""
