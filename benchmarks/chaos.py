@@ -636,14 +636,15 @@ def scenario_fuzz(srv: Server, store: Store, args) -> dict:
             "malformed_dropped": srv.metric("radiusd_packets_dropped_total"), **bounds}
 
 
-def _flooder(port: int, seconds: float, seed: int, out) -> None:
-    """Valid Access-Requests from 127.0.0.2, as fast as one process can make them (fresh
-    authenticators, so the duplicate cache does not absorb them)."""
+def _flooder(port: int, seconds: float, seed: int, rate: float, out) -> None:
+    """Valid Access-Requests from 127.0.0.2 at `rate` per second (0: as fast as one process can
+    make them), with fresh authenticators so the duplicate cache does not absorb them."""
     factory = PacketFactory(SECRET, nas_address=FLOOD_NAS)
     factory._rand = random.Random(seed)
     socks = [udp_socket(FLOOD_NAS) for _ in range(4)]
     sent = 0
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end = start + seconds
     seq = seed << 24
     conf = factory.conf_id(seed, 0)
     while True:
@@ -656,11 +657,14 @@ def _flooder(port: int, seconds: float, seed: int, out) -> None:
             except OSError:
                 pass
         drain(socks)
-        if time.monotonic() >= end:
+        now = time.monotonic()
+        if now >= end:
             break
+        if rate:   # ahead of the schedule: wait for it
+            time.sleep(max(0.0, start + sent / rate - now))
     for s in socks:
         s.close()
-    out.send(sent)
+    out.send((sent, time.monotonic() - start))
     out.close()
 
 
@@ -669,10 +673,10 @@ def scenario_flood(srv: Server, store: Store, args) -> dict:
 
     ctx = multiprocessing.get_context("fork")
     procs = []
-    t0 = time.monotonic()
     for i in range(args.flood_procs):
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_flooder, args=(srv.auth_port, args.flood_seconds, args.seed + i, child), daemon=True)
+        p = ctx.Process(target=_flooder, args=(srv.auth_port, args.flood_seconds, args.seed + i,
+                                                  args.flood_rate / args.flood_procs, child), daemon=True)
         p.start()
         child.close()
         procs.append((p, parent))
@@ -681,20 +685,22 @@ def scenario_flood(srv: Server, store: Store, args) -> dict:
     probe = run_bench(BenchOptions(mode="auth", accounts=[DEMO_LOGIN, DEMO_IP], secret=SECRET,
                                    auth_port=srv.auth_port, acct_port=srv.acct_port, rate=args.probe_rate,
                                    window=4096, duration=probe_seconds, timeout=1.0, retries=0, sockets=2))
-    flooded = 0
+    ceiling = srv.metric("radiusd_fairness_ceiling")   # still flooding: the ceiling the workers hold
+    flooded, flooding = 0, 1e-9   # packets, and the longest time one flooder sent them in
     for p, conn in procs:
         try:
-            flooded += conn.recv() if conn.poll(args.flood_seconds + 30) else 0
+            sent, seconds = conn.recv() if conn.poll(args.flood_seconds + 30) else (0, 0.0)
+            flooded, flooding = flooded + sent, max(flooding, seconds)
         except EOFError:
             pass
         p.join(10)
-    elapsed = time.monotonic() - t0
     auth = probe["by_kind"]["auth"]
-    return {"flood_packets": flooded, "flood_rate_per_s": round(flooded / max(elapsed, 1e-9)),
+    return {"flood_packets": flooded, "flood_rate_per_s": round(flooded / flooding),
             "probe_sent": auth["sent"], "probe_answered": auth["responses"],
             "probe_answered_pct": round(100 * auth["responses"] / auth["sent"], 2) if auth["sent"] else None,
             "probe_p50_ms": auth["latency_ms"]["p50"], "probe_p99_ms": auth["latency_ms"]["p99"],
-            "server_alive": srv.alive(), "overloaded": srv.metric("radiusd_overloaded_total")}
+            "server_alive": srv.alive(), "overloaded": srv.metric("radiusd_overloaded_total"),
+            "fairness_ceiling_per_worker": ceiling, "over_budget": srv.metric("radiusd_nas_over_budget_total")}
 
 
 def _stall(srv: Server, store: Store, args, *, what: str, seconds: float, lock_sql: str) -> dict:
@@ -871,7 +877,8 @@ def rows_of(res: dict) -> list[str]:
             rows.append(
                 f"| flood | NAS 127.0.0.2 at {_f(f['flood_rate_per_s'])} req/s; probe NAS 127.0.0.1: "
                 f"{_f(f['probe_answered'])}/{_f(f['probe_sent'])} answered ({_f(f['probe_answered_pct'])} %), "
-                f"p50 {_f(f['probe_p50_ms'])} ms, p99 {_f(f['probe_p99_ms'])} ms "
+                f"p50 {_f(f['probe_p50_ms'])} ms, p99 {_f(f['probe_p99_ms'])} ms; adaptive ceiling at the end "
+                f"{_f(f.get('fairness_ceiling_per_worker'))}/s per NAS per worker (0 = none) "
                 f"| flood 40,000/s: probe ≥ 99 %, p99 ≤ 50 ms | {verdict(ok)}"
                 f"{'' if rate_ok else ' (flood below 40,000/s on this machine)'} |")
     for f in s.get("stall", []):
@@ -949,6 +956,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fuzz", type=int, default=None, help="fuzzed packets (default 1,000,000; --quick 20,000)")
     ap.add_argument("--fuzz-seconds", type=float, default=None, help="time bound on the fuzz (default 600 s)")
     ap.add_argument("--flood-seconds", type=float, default=None, help="default 10 s (--quick 3)")
+    ap.add_argument("--flood-rate", type=float, default=40_000,
+                    help="flood Access-Requests/s, all processes together (0: as fast as they can)")
     ap.add_argument("--flood-procs", type=int, default=2, help="flooding processes (4 sockets each)")
     ap.add_argument("--probe-rate", type=float, default=200.0, help="probe Access-Requests/s from 127.0.0.1")
     ap.add_argument("--stall-seconds", type=float, default=None, help="row lock held (default 45 s; --quick 10)")

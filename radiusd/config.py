@@ -16,7 +16,8 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                says 503 "degraded")
     [fairness] rate = 5000, burst = 10000 (datagrams/s and at once, per NAS per worker; rate 0 = no
                limit), queue_depth = 1024 (datagrams waiting per NAS), in_flight = 256 (Access-Requests
-               of one NAS waiting for the store); NAS are served round robin
+               of one NAS waiting for the store); NAS are served round robin; adaptive = true (while
+               NAS contend and a worker is busy, a ceiling per NAS below the busiest one's rate)
     [accounting] max_clock_skew_seconds = 86400 (a switch time later than now + this, or before
                2000, is treated as absent and the CDR flagged), duration_slack_seconds = 60 (a
                CDR bills at most the duration granted at authorization plus this)
@@ -66,6 +67,7 @@ class Settings:
     fairness_burst: float = 10000.0      # datagrams one NAS may send at once above the rate
     fairness_queue_depth: int = 1024     # datagrams of one NAS waiting to be processed
     fairness_in_flight: int = 256        # Access-Requests of one NAS waiting for the store
+    fairness_adaptive: bool = True       # a ceiling per NAS that follows how busy the worker is
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"
@@ -109,6 +111,7 @@ _TOML_KEYS = {
     ("fairness", "burst"): "fairness_burst",
     ("fairness", "queue_depth"): "fairness_queue_depth",
     ("fairness", "in_flight"): "fairness_in_flight",
+    ("fairness", "adaptive"): "fairness_adaptive",
     ("accounting", "max_clock_skew_seconds"): "max_clock_skew_seconds",
     ("accounting", "duration_slack_seconds"): "duration_slack_seconds",
     ("metrics", "bind"): "metrics_bind",
@@ -136,6 +139,13 @@ def _coerce(name: str, value, kind):
             return int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        word = str(value).strip().lower()
+        if word in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return word in ("true", "yes", "1", "on")
+        raise ConfigError(f"{name}: expected true or false, got {value!r}")
     if kind in (float, "float"):
         try:
             return float(value)

@@ -97,6 +97,8 @@ GAUGES: dict[str, tuple[str, str]] = {
     "radiusd_accounting_queue_depth": ("Accounting records waiting for the writer (all workers)", "livesum"),
     "radiusd_reservation_queue_depth": ("Access-Requests waiting for the reservation batcher (all workers)",
                                         "livesum"),
+    "radiusd_fairness_ceiling": ("Datagrams/s per NAS while NAS contend and the worker is busy, 0 = none "
+                                 "(highest over workers; settings [fairness] adaptive)", "livemax"),
     "radiusd_nas_message_authenticator_required": (
         "NAS whose Access-Requests must carry Message-Authenticator now (policy yes, or auto learned)", "livemax"),
     "radiusd_nas_message_authenticator_learned": (

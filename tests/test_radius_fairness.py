@@ -119,3 +119,72 @@ def test_bulk_drops_log_one_line_per_second_counting_every_datagram():
     assert limiter.allow(key, 300) is None
     clock[0] = 1.2
     assert limiter.allow(key, 10) == 1000          # ... and the next line says what went unlogged
+
+
+# --- the adaptive ceiling: a busy worker shared by contending NAS ----------------------------
+
+def _window(queue, t: float, offers: dict, busy: float, seconds: float = 0.25):
+    """Offer each NAS its datagrams spread over one window (0.25 s: exact in binary, unlike the
+    0.2 s ADAPT_WINDOW), the loop `busy` (share) of it."""
+    results = {key: [] for key in offers}
+    for key, count in offers.items():
+        for i in range(count):
+            results[key].append(queue.offer(key, i, t + seconds * i / max(count, 1)))
+    while queue.take() is not None:
+        pass
+    return results, queue.observe(t + seconds, busy * seconds)
+
+
+def test_a_flooding_nas_is_held_below_a_ceiling_while_the_quiet_nas_is_served_whole():
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    queue.observe(0.0, 0.0)
+    t, ceilings = 0.0, []
+    for _ in range(10):   # two seconds of a saturated worker: flood 1,000 per window, quiet 10
+        results, ceiling = _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.95)
+        assert results["quiet"] == [None] * 10          # the quiet NAS never loses one
+        ceilings.append(ceiling)
+        t += 0.25
+    assert queue.ceiling is not None and queue.ceiling < 1000
+    assert all(c is None or c > 0 for c in ceilings) and ceilings[0] == pytest.approx(0.7 * 4000)   # 0.7 x the flood's rate
+    # under the ceiling the flood gets about ceiling * window per window, the rest refused at once
+    results, _ = _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.95)
+    assert results["flood"].count(None) <= queue.ceiling * 0.25 * 2 + 1
+    assert set(results["flood"]) == {None, OVER_RATE} and results["quiet"] == [None] * 10
+
+
+def test_a_nas_alone_keeps_the_whole_worker_and_equal_nas_no_ceiling():
+    alone = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    alone.observe(0.0, 0.0)
+    equal = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    equal.observe(0.0, 0.0)
+    for n in range(10):
+        _, ceiling = _window(alone, n * 0.25, {"big": 900}, busy=1.0)
+        assert ceiling is None
+        _, ceiling = _window(equal, n * 0.25, {"a": 450, "b": 450}, busy=1.0)
+        assert ceiling is None
+    assert alone.ceiling is None and equal.ceiling is None
+
+
+def test_the_ceiling_rises_when_the_worker_idles_and_is_lifted_when_the_flood_stops():
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    queue.observe(0.0, 0.0)
+    t = 0.0
+    for _ in range(6):
+        _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.95)
+        t += 0.25
+    low = queue.ceiling
+    _, ceiling = _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.3)   # the worker has room again
+    assert ceiling == pytest.approx(low * 1.25)
+    t += 0.25
+    _, ceiling = _window(queue, t, {"quiet": 10}, busy=0.1)                  # the flood stopped
+    assert ceiling == 0.0 and queue.ceiling is None
+    results, _ = _window(queue, t + 0.25, {"flood": 900, "quiet": 10}, busy=0.1)
+    assert results["flood"].count(None) > 400      # the bucket's own rate again (burst 5,000)
+
+
+def test_adaptive_off_keeps_the_fixed_rate():
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=False))
+    for n in range(10):
+        _, ceiling = _window(queue, n * 0.25, {"flood": 1000, "quiet": 10}, busy=1.0)
+        assert ceiling is None
+    assert queue.ceiling is None

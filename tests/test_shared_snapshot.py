@@ -10,6 +10,9 @@ import time
 from pyrad.packet import AccessAccept, AccessReject
 
 from radius_server import ServerProcess, seeded_store
+from radius_packets import SECRET
+from radiusd.bench.engine import BenchOptions, run_bench
+from radiusd.bench.wire import LoadAccount
 from radiusd.admin.nas import create_nas
 from radiusd.db import open_store
 from test_server_ops import _until, acme, decide, request
@@ -101,4 +104,31 @@ def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path):
             assert reply is not None and reply.code in (AccessAccept, AccessReject), n
     finally:
         engine.dispose()
+        assert srv.stop() == 0
+
+
+def test_replaced_workers_hand_over_without_losing_a_request(tmp_path):
+    """A replaced worker keeps serving until a quiet moment before it closes its sockets: under
+    steady traffic, a switch that never retransmits still gets every answer across reloads."""
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    seeded_store(url)
+    srv = ServerProcess(url, tmp_path, workers=2, poll=3600).wait_ready(workers=2)
+    result: dict = {}
+    load = BenchOptions(mode="auth", accounts=[LoadAccount("login", "acme-sip", "s3cret-pass", "442071234567")],
+                        secret=SECRET,
+                        auth_port=srv.auth_port, acct_port=srv.acct_port, rate=1500, duration=8.0,
+                        window=256, timeout=2.0, retries=0, sockets=16)
+    sender = threading.Thread(target=lambda: result.update(run_bench(load)), daemon=True)
+    try:
+        sender.start()
+        for round_ in (1, 2):   # two reloads: four workers replaced while the traffic runs
+            time.sleep(1.5)
+            srv.proc.send_signal(signal.SIGHUP)
+            assert _until(lambda: len(srv.events("supervisor.worker_replaced")) >= 2 * round_, 30), \
+                "\n".join(srv.lines[-30:])
+        sender.join(60)
+        auth = result["by_kind"]["auth"]
+        assert auth["sent"] > 1000 and auth["responses"] == auth["sent"], auth
+        assert srv.counter('radiusd_packets_dropped_total{port="auth",reason="handover"}') == 0
+    finally:
         assert srv.stop() == 0

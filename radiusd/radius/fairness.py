@@ -22,6 +22,15 @@ busy loop, results wait for the loop's next turn): keeping others' answers fast 
 needs a `rate` below what a worker decides. The bucket is also the cap for a switch allowed so
 many requests per second.
 
+Because a fixed `rate` high enough for a carrier with one big switch saturates a worker when
+that switch floods, the buckets also carry a *ceiling* that adapts to the worker (`adaptive`,
+on by default): the server reports how busy its loop was (`observe`), and while two or more NAS
+contend, the loop is busier than BUSY_HIGH and one NAS takes more than twice what any other
+does, the ceiling comes down to below that NAS's rate (multiplicatively, per ADAPT_WINDOW); when
+the loop idles below BUSY_LOW it goes up again, and it is lifted when nobody presses on it or
+only one NAS is heard. The ceiling applies to every NAS alike, so a NAS below it never feels it
+(max-min fairness); a NAS alone keeps the whole worker.
+
 A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
 caller): that is cheap, so the socket keeps draining and the kernel never has to drop on our
 behalf — the kernel's drops would hit every NAS alike.
@@ -35,6 +44,14 @@ from radiusd.core.round_robin import RoundRobin
 OVER_RATE = "over_rate"      # the NAS's token bucket is empty
 QUEUE_FULL = "queue_full"    # the NAS already has `depth` datagrams waiting
 
+ADAPT_WINDOW = 0.2    # seconds of loop time behind one move of the ceiling
+BUSY_HIGH = 0.75      # loop busier than this (share of wall time) while NAS contend: ceiling down
+BUSY_LOW = 0.5        # loop idler than this: ceiling up
+CEILING_DOWN = 0.7    # factor per window
+CEILING_UP = 1.25
+CONTENDING_FOR = 10.0  # seconds since its last datagram during which a NAS counts as contending
+FLOOR = 50.0          # datagrams/s per NAS the ceiling never goes below
+
 
 @dataclass(frozen=True, slots=True)
 class FairnessLimits:
@@ -43,6 +60,7 @@ class FairnessLimits:
     depth: int = 1024       # datagrams waiting per NAS before its new ones are dropped
     in_flight: int = 256    # Access-Requests of one NAS waiting for the store at once (the store
                             # decides them in shared batches: one NAS must not fill every batch)
+    adaptive: bool = True   # a ceiling per NAS that follows how busy the worker is (see above)
 
 
 class FairQueue:
@@ -52,7 +70,8 @@ class FairQueue:
     Keys are whatever identifies a NAS to the caller (its id; one shared key for unknown
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
-    __slots__ = ("rate", "burst", "depth", "_buckets", "_queues")
+    __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
+                 "_window", "_busy", "_admitted")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -60,30 +79,71 @@ class FairQueue:
         self.rate = float(limits.rate)
         self.burst = float(limits.burst or limits.rate)
         self.depth = int(limits.depth)
-        self._buckets: dict = {}    # key -> [tokens, refilled at]
+        self.adaptive = limits.adaptive
+        self.ceiling: float | None = None   # datagrams/s per NAS while the worker is contended
+        self._rate, self._cap = self.rate, self.burst   # the bucket in force: the rate, or the ceiling below it
+        self._buckets: dict = {}    # key -> [tokens, last datagram at]
         self._queues = RoundRobin()
+        self._window: float | None = None   # start of the current ADAPT_WINDOW
+        self._busy = 0.0                    # loop seconds busy in it
+        self._admitted: dict = {}           # key -> datagrams admitted in it
 
     def __len__(self) -> int:
         return len(self._queues)
 
     def offer(self, key, item, now: float) -> str | None:
         """Queue `item` under `key`; None if queued, else why it was refused (OVER_RATE, QUEUE_FULL)."""
-        if self.rate:
-            bucket = self._buckets.get(key)
-            if bucket is None:
-                bucket = self._buckets[key] = [self.burst, now]
-            else:
-                tokens = bucket[0] + (now - bucket[1]) * self.rate
-                bucket[0] = tokens if tokens < self.burst else self.burst
-                bucket[1] = now
-            if bucket[0] < 1.0:
-                return OVER_RATE
+        rate = self._rate
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = [self._cap, now]
+        elif rate:
+            tokens = bucket[0] + (now - bucket[1]) * rate
+            bucket[0] = tokens if tokens < self._cap else self._cap
+        bucket[1] = now
+        if rate and bucket[0] < 1.0:
+            return OVER_RATE
         if self._queues.waiting(key) >= self.depth:
             return QUEUE_FULL
-        if self.rate:
+        if rate:
             bucket[0] -= 1.0
+        if self.adaptive:
+            self._admitted[key] = self._admitted.get(key, 0) + 1
         self._queues.put(key, item)
         return None
+
+    def observe(self, now: float, busy: float) -> float | None:
+        """The loop was busy for `busy` seconds up to `now`. Once per ADAPT_WINDOW moves the
+        ceiling (see the module's text); returns it when it changed (0.0: lifted), else None."""
+        if not self.adaptive:
+            return None
+        if self._window is None:
+            self._window = now
+        self._busy += busy
+        elapsed = now - self._window
+        if elapsed < ADAPT_WINDOW:
+            return None
+        load, rates = self._busy / elapsed, sorted((n / elapsed for n in self._admitted.values()), reverse=True)
+        self._window, self._busy, self._admitted = now, 0.0, {}
+        top, second = (rates + [0.0, 0.0])[:2]
+        contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
+        ceiling = self.ceiling
+        if contending >= 2 and load > BUSY_HIGH and top > 2 * second:
+            ceiling = max(FLOOR, CEILING_DOWN * min(top, ceiling or top))
+        elif ceiling is not None and (contending < 2 or (load < BUSY_LOW and top < ceiling / 2)):
+            ceiling = None   # nobody presses on it, or nobody left to protect
+        elif ceiling is not None and load < BUSY_LOW:
+            ceiling *= CEILING_UP
+        if ceiling == self.ceiling:
+            return None
+        self.ceiling = ceiling
+        if ceiling is None or (self.rate and ceiling >= self.rate):
+            self._rate, self._cap = self.rate, self.burst
+        else:
+            self._rate, self._cap = ceiling, max(1.0, ceiling * ADAPT_WINDOW)
+            for bucket in self._buckets.values():   # tokens saved under the old rate: not a pass
+                bucket[0] = min(bucket[0], self._cap)
+        return ceiling or 0.0
 
     def take(self):
         """The next item to process (one per key per turn), or None when nothing waits."""

@@ -7,9 +7,9 @@
 - Access-Request: the HMAC is verified here and the decision is the core's
   (`radiusd.core.message_authenticator.check`). When the core says *learn* (the first valid
   Message-Authenticator from an `auto` NAS), the NAS is remembered at once in this process and the
-  endpoint asks the server to record it in the store (`radiusd.store.nas_learning`): that write
-  bumps the store version, so every worker and server picks the learned state up with its next
-  snapshot, and it survives restarts. The first Access-Request accepted without one is reported
+  endpoint asks the server to record it in the store (`radiusd.store.nas_learning`), so it
+  survives restarts. Every worker and server reads the learned set with its store poll
+  (`store_read`), about once a second, with no snapshot roll. The first Access-Request accepted without one is reported
   once per NAS, so the log says which way each NAS went.
 """
 from __future__ import annotations
@@ -30,12 +30,25 @@ class MessageAuthenticatorMemory:
     """Per-process memory of what `auto` learned, on top of what the snapshot already knows."""
 
     def __init__(self):
-        self.learned: set[int] = set()      # NAS ids learned by this process (until the snapshot knows)
+        self.learned: set[int] = set()      # NAS ids learned by this process (until the store read knows)
         self.stored: set[int] = set()       # ... of which the store has the record
         self.reported: set[int] = set()     # NAS ids whose "accepted without" was reported
+        self.in_store: set[int] | None = None   # learned per the last store read (None: the snapshot's flags)
 
     def is_learned(self, nas: NasInfo) -> bool:
-        return nas.message_authenticator_learned or nas.id in self.learned
+        if nas.id in self.learned:
+            return True
+        return nas.message_authenticator_learned if self.in_store is None else nas.id in self.in_store
+
+    def store_read(self, learned: set[int], snapshot: Snapshot) -> list[NasInfo]:
+        """The poll read the NAS the store has learned (by any worker or server, or reset by an
+        operator since). Returns the NAS this process requires it from only now."""
+        before = {nas.id for nas in snapshot.nas.values() if self.is_learned(nas)}
+        self.in_store = learned
+        confirmed = self.stored & learned   # our own records the read has (a later write: the next read)
+        self.learned -= confirmed
+        self.stored -= confirmed
+        return [nas for nas in snapshot.nas.values() if nas.id not in before and self.is_learned(nas)]
 
     def check(self, pkt, nas: NasInfo) -> tuple[str | None, str | None]:
         try:
@@ -74,9 +87,10 @@ class MessageAuthenticatorMemory:
 
     def snapshot_loaded(self) -> None:
         """A snapshot loaded after our record was stored knows the truth (also when an operator
-        has since reset the policy): stop overriding it for those NAS."""
+        has since reset the policy): stop overriding it; the next store read overrides both."""
         self.learned -= self.stored
         self.stored.clear()
+        self.in_store = None
 
     def required_count(self, snapshot: Snapshot) -> int:
         """NAS whose Access-Requests must carry Message-Authenticator now (yes, or auto learned)."""

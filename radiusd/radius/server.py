@@ -52,7 +52,7 @@ from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
 from radiusd.store.accounting_writer import AccountingWriter
 from radiusd.store.capacity import ReservationBatcher
-from radiusd.store.nas_learning import record_message_authenticator_seen
+from radiusd.store.nas_learning import learned_message_authenticator, record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
 UDP_RCVBUF = 4 * 1024 * 1024   # per listening socket (the kernel reports twice this: bookkeeping)
@@ -67,6 +67,7 @@ DECIDE_BATCH = 64     # admitted datagrams decided per loop turn, then the socke
 # an Access-Request waits at most ~1 ms per hand-over (it has 3: batcher wakes, store answers,
 # loop delivers); see benchmarks/README.md, "Profile: edge".
 GIL_SWITCH_INTERVAL = 0.001
+HANDOVER_GRACE = 1.0   # seconds a replaced worker keeps serving while it waits for a quiet moment
 UTC = dt.timezone.utc
 
 
@@ -232,7 +233,7 @@ class _Listener:
         except Exception:  # a bug must cost one packet, never the listener
             server.metrics.inc("radiusd_packets_dropped_total", port=kind, reason="internal_error")
             server.log.exception("packet.internal_error", port=kind, stage="admit")
-        server.admitted()
+        server.admitted(mono)
 
     def error_received(self, exc):
         self.server.log.warning("socket.error", port=self.kind, error=str(exc))
@@ -280,7 +281,8 @@ class RadiusServer:
             raise StartupError(str(exc)) from None
         self.endpoint = Endpoint(dictionary, settings.duplicate_cache_seconds, settings.billing_model,
                                  fairness=FairnessLimits(settings.fairness_rate, settings.fairness_burst,
-                                                         settings.fairness_queue_depth, settings.fairness_in_flight))
+                                                         settings.fairness_queue_depth, settings.fairness_in_flight,
+                                                         settings.fairness_adaptive))
         self._deciding = False   # a decide() turn is scheduled
         self.state: EdgeState | None = None
         self.store_up = False
@@ -336,6 +338,7 @@ class RadiusServer:
         self.metrics.gauge("radiusd_accounting_lag_seconds", lambda: self.writer.lag())
         self.metrics.gauge("radiusd_accounting_queue_depth", lambda: self.writer.queue_depth())
         self.metrics.gauge("radiusd_reservation_queue_depth", lambda: self.batcher.queue_depth())
+        self.metrics.gauge("radiusd_fairness_ceiling", lambda: self.endpoint.fair.ceiling or 0)
         self.metrics.gauge("radiusd_nas_message_authenticator_required",
                            lambda: self.endpoint.ma.required_count(self.state.snapshot))
         self.metrics.gauge("radiusd_nas_message_authenticator_learned",
@@ -411,18 +414,24 @@ class RadiusServer:
         """New packets are dropped; decisions in flight finish (5 s at most); the accounting
         writer flushes and its acknowledgements still go out; then the sockets close.
 
-        On a handover (a successor already serves the same ports) the sockets close first: the
-        kernel then gives this worker's share of the datagrams to the others at once, instead of
-        to a worker that would drop them for as long as its writer takes to flush. The answers
-        to what was in flight are not sent (counted, `handover`); the switch's retransmission
-        reaches the successor, and accounting is idempotent per leg."""
+        On a handover (a successor already serves the same ports) the sockets close before the
+        writer flushes: the kernel then gives this worker's share of the datagrams to the others
+        at once, instead of to a worker that would drop them for as long as its writer takes to
+        flush. Closing a socket loses what is queued in it and the answers not yet sent, so the
+        worker first keeps serving until a quiet moment (`_quiet`), HANDOVER_GRACE at most, and
+        closes the sockets in that same loop turn. What is still lost (a flood leaves no quiet
+        moment) is counted `handover`; the switch's retransmission reaches the successor, and
+        accounting is idempotent per leg."""
         if self._stopping:
             return
         self._stopping = True
-        self.endpoint.accepting = False
         if self._handover:
+            deadline = time.monotonic() + HANDOVER_GRACE
+            while not self._quiet() and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
             for listener in self.listeners:
                 listener.close()
+        self.endpoint.accepting = False
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -442,6 +451,23 @@ class RadiusServer:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.log.info("server.stopped", worker=self.worker_index)
 
+    def _quiet(self) -> bool:
+        """Nothing queued in our sockets, admitted or deciding, and every accounting record
+        answered: closing now loses nothing."""
+        if self.endpoint.in_flight or len(self.endpoint.fair) or self._acks:
+            return False
+        if self.writer is not None and (self.writer.queue_depth() or self.writer.lag()):
+            return False
+        for listener in self.listeners:
+            try:   # a datagram waits (even an empty one) unless peeking would block
+                listener.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                return False
+            except BlockingIOError:
+                pass
+            except OSError:   # e.g. an ICMP error queued on the socket: the reader reports it
+                return False
+        return True
+
     def _spawn(self, coro) -> asyncio.Task:
         """A background task (snapshot poll, sweeper), cancelled at stop."""
         task = asyncio.ensure_future(coro)
@@ -460,12 +486,18 @@ class RadiusServer:
         # replaces them (snapshot records hold no reference cycles).
         gc.freeze()
 
-    def _load_if_changed(self, known_version: int, force: bool) -> Snapshot | None:
-        if not force or self.supervisor_loads:
-            with self.sessions() as session:   # also the store_up check of a supervised worker
-                if current_store_version(session) == known_version or self.supervisor_loads:
-                    return None
-        return load_snapshot_from(self.sessions)
+    def _load_if_changed(self, known_version: int, force: bool) -> tuple[Snapshot | None, set[int]]:
+        """The new snapshot (None: unchanged, or the supervisor loads them) and the NAS whose
+        Message-Authenticator the store has learned, read after the snapshot so it is as new."""
+        snapshot = None
+        if not self.supervisor_loads:
+            if not force:
+                with self.sessions() as session:
+                    force = current_store_version(session) != known_version
+            if force:
+                snapshot = load_snapshot_from(self.sessions)
+        with self.sessions() as session:   # also the store_up check of a supervised worker
+            return snapshot, learned_message_authenticator(session)
 
     async def _poll_snapshot(self) -> None:
         while True:
@@ -479,7 +511,8 @@ class RadiusServer:
 
     async def reload(self, force: bool = False) -> None:
         try:
-            snapshot = await self.loop.run_in_executor(self.pool, self._load_if_changed, self.state.snapshot.version, force)
+            snapshot, learned = await self.loop.run_in_executor(self.pool, self._load_if_changed,
+                                                                self.state.snapshot.version, force)
         except Exception as exc:
             self.metrics.inc("radiusd_store_errors_total", operation="snapshot")
             if self.store_up:
@@ -495,6 +528,9 @@ class RadiusServer:
             self.metrics.inc("radiusd_snapshot_reloads_total")
             self.log.info("snapshot.loaded", version=snapshot.version, previous=old,
                           nas=len(snapshot.nas), accounts=len(snapshot.accounts))
+        for nas in self.endpoint.ma.store_read(learned, self.state.snapshot):
+            self.log.info("nas.message_authenticator_shared", nas=nas.name, worker=self.worker_index,
+                          detail="learned by another worker or server: required from now on")
 
     async def _sweep(self) -> None:
         interval = max(1.0, min(30.0, self.settings.reservation_ttl / 2))
@@ -563,8 +599,9 @@ class RadiusServer:
     def handle_datagram(self, listener: _Listener, data: bytes, addr) -> None:
         self.execute(self.endpoint.datagram(listener.kind, data, addr, self.now(), self.state, listener))
 
-    def admitted(self) -> None:
+    def admitted(self, began: float) -> None:
         """After a socket drain: count what admission refused, and make sure a decide() turn comes."""
+        self._busy_since(began)
         refused = self.endpoint.over_budget()
         if refused:
             self.execute(refused)
@@ -576,20 +613,35 @@ class RadiusServer:
         """Decide up to DECIDE_BATCH admitted datagrams, one NAS per turn; the rest wait for the
         next loop turn, after the sockets have been drained again."""
         self._deciding = False
+        began = time.monotonic()
         take = self.endpoint.next_admitted
         for _ in range(DECIDE_BATCH):
             item = take()
             if item is None:
-                return
+                break
             port, data, addr, via = item
             try:
                 self.execute(self.endpoint.datagram(port, data, addr, self.now(), self.state, via))
             except Exception:  # a bug must cost one packet, never the listener
                 self.metrics.inc("radiusd_packets_dropped_total", port=port, reason="internal_error")
                 self.log.exception("packet.internal_error", port=port, source=addr[0])
+        self._busy_since(began)
         if len(self.endpoint.fair):
             self._deciding = True
             self.loop.call_soon(self.decide)
+
+    def _busy_since(self, began: float) -> None:
+        """Tell the fairness ceiling how long the loop just worked (reading or deciding)."""
+        now = time.monotonic()
+        fair = self.endpoint.fair
+        before = fair.ceiling
+        if fair.observe(now, now - began) is None or (before is not None and fair.ceiling is not None):
+            return   # unchanged, or moved (the gauge shows it): one line when it comes and when it goes
+        if fair.ceiling is not None:
+            self.log.warning("fairness.ceiling", worker=self.worker_index, datagrams_per_s=round(fair.ceiling),
+                             detail="NAS contend and the worker is busy: no NAS gets more than this per second")
+        else:
+            self.log.info("fairness.ceiling_lifted", worker=self.worker_index)
 
     def execute(self, actions: list) -> None:
         execute = self._execute

@@ -124,10 +124,12 @@ def run_supervisor(settings: Settings, workers: int) -> int:
 
     versions: dict[int, int] = {}   # worker -> the snapshot version it was started on
 
-    def start(index: int):
+    def start(index: int, successor: bool = False):
         source.before_fork()
-        # the successor of a worker on an older snapshot counts the reload (radiusd_snapshot_reloads_total)
-        reloaded = versions.get(index, snapshot.version) != snapshot.version
+        # A successor (or a worker on a newer snapshot than its index had) counts the reload
+        # (radiusd_snapshot_reloads_total) and takes the spool over once its predecessor lets
+        # go; a SIGHUP reload rolls the workers on the same version, so the version alone won't do.
+        reloaded = successor or versions.get(index, snapshot.version) != snapshot.version
         versions[index] = snapshot.version
         proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint),
                            name=f"radiusd-worker-{index}")
@@ -187,7 +189,7 @@ def run_supervisor(settings: Settings, workers: int) -> int:
             if rolling and retiring is None and awaiting is None and loading is None:
                 index = rolling.pop(0)
                 predecessor = procs[index]
-                procs[index] = start(index)
+                procs[index] = start(index, successor=True)
                 started_at[index] = time.monotonic()
                 awaiting = (index, procs[index].pid, now + READY_SECONDS, predecessor)
             if awaiting is not None and not procs[awaiting[0]].is_alive():
