@@ -25,7 +25,8 @@ many requests per second.
 Because a fixed `rate` high enough for a carrier with one big switch saturates a worker when
 that switch floods, the buckets also carry a *ceiling* that adapts to the worker (`adaptive`,
 on by default): the server reports how busy its loop was (`observe`), and while two or more NAS
-contend, the loop is busier than BUSY_HIGH and one NAS takes more than twice what any other
+contend, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU time or the time the
+machine's tasks waited for a CPU, whichever is most) and one NAS takes more than twice what any other
 does, the ceiling comes down to below that NAS's rate (multiplicatively, per ADAPT_WINDOW); when
 the loop idles below BUSY_LOW it goes up again, and it is lifted when nobody presses on it or
 only one NAS is heard. The ceiling applies to every NAS alike, so a NAS below it never feels it
@@ -47,7 +48,7 @@ QUEUE_FULL = "queue_full"    # the NAS already has `depth` datagrams waiting
 ADAPT_WINDOW = 0.2    # seconds of loop time behind one move of the ceiling
 BUSY_HIGH = 0.75      # loop busier than this (share of wall time) while NAS contend: ceiling down
 BUSY_LOW = 0.5        # loop idler than this: ceiling up
-CEILING_DOWN = 0.7    # factor per window
+CEILING_DOWN = 0.5    # factor per window
 CEILING_UP = 1.25
 CONTENDING_FOR = 10.0  # seconds since its last datagram during which a NAS counts as contending
 FLOOR = 50.0          # datagrams/s per NAS the ceiling never goes below
@@ -71,7 +72,7 @@ class FairQueue:
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
     __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
-                 "_window", "_busy", "_admitted")
+                 "_window", "_busy", "_cpu", "_stalled", "_admitted")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -86,6 +87,8 @@ class FairQueue:
         self._queues = RoundRobin()
         self._window: float | None = None   # start of the current ADAPT_WINDOW
         self._busy = 0.0                    # loop seconds busy in it
+        self._cpu = 0.0                     # process CPU seconds at its start
+        self._stalled = 0.0                 # machine CPU-stall seconds at its start
         self._admitted: dict = {}           # key -> datagrams admitted in it
 
     def __len__(self) -> int:
@@ -112,19 +115,23 @@ class FairQueue:
         self._queues.put(key, item)
         return None
 
-    def observe(self, now: float, busy: float) -> float | None:
-        """The loop was busy for `busy` seconds up to `now`. Once per ADAPT_WINDOW moves the
-        ceiling (see the module's text); returns it when it changed (0.0: lifted), else None."""
+    def observe(self, now: float, busy: float, cpu: float = 0.0, stalled: float = 0.0) -> float | None:
+        """Up to `now` the loop was busy `busy` seconds (wall time); `cpu` and `stalled` are
+        running totals in seconds: the CPU this process has used (its store threads' work shows
+        here while the loop waits) and the time tasks on this machine waited for a CPU (Linux
+        PSI: a worker starved of a core by other processes shows here). Once per ADAPT_WINDOW
+        moves the ceiling (see the module's text); returns it when it changed (0.0: lifted)."""
         if not self.adaptive:
             return None
         if self._window is None:
-            self._window = now
+            self._window, self._cpu, self._stalled = now, cpu, stalled
         self._busy += busy
         elapsed = now - self._window
         if elapsed < ADAPT_WINDOW:
             return None
-        load, rates = self._busy / elapsed, sorted((n / elapsed for n in self._admitted.values()), reverse=True)
-        self._window, self._busy, self._admitted = now, 0.0, {}
+        load = max(self._busy, cpu - self._cpu, stalled - self._stalled) / elapsed
+        rates = sorted((n / elapsed for n in self._admitted.values()), reverse=True)
+        self._window, self._busy, self._cpu, self._stalled, self._admitted = now, 0.0, cpu, stalled, {}
         top, second = (rates + [0.0, 0.0])[:2]
         contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
         ceiling = self.ceiling

@@ -47,7 +47,7 @@ from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
     ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, LearnMessageAuthenticator, Log, Now, Record, Send,
 )
-from radiusd.radius.fairness import FairnessLimits
+from radiusd.radius.fairness import ADAPT_WINDOW, FairnessLimits
 from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
 from radiusd.store.accounting_writer import AccountingWriter
@@ -183,6 +183,32 @@ class LogLimiter:
 HANDOVER_SIGNAL = signal.SIGUSR2
 
 
+class CpuStall:
+    """Seconds that tasks on this machine have waited for a CPU, in all (Linux PSI,
+    /proc/pressure/cpu "some"): what a worker starved of a core by other processes feels, which
+    neither its own CPU time nor its loop's busy time shows. Without PSI (an older kernel, or
+    one booted with psi=0) the fairness ceiling follows the worker's own figures only, and the
+    log says so once."""
+
+    PATH = "/proc/pressure/cpu"
+
+    def __init__(self, log):
+        try:
+            self._file = open(self.PATH, "rb", buffering=0)
+            self()
+        except (OSError, ValueError, IndexError) as exc:
+            self._file = None
+            log.warning("fairness.no_cpu_pressure", path=self.PATH, error=str(exc),
+                        detail="the adaptive ceiling follows this worker's CPU and loop time only")
+
+    def __call__(self) -> float:
+        if self._file is None:
+            return 0.0
+        self._file.seek(0)
+        first = self._file.read(256).split(b"\n", 1)[0]     # some avg10=.. avg60=.. avg300=.. total=<us>
+        return int(first.rsplit(b"total=", 1)[1]) / 1e6
+
+
 class _Sender:
     """What `Send` goes through: sendto on the listening socket (non-blocking; a UDP send that
     would block is dropped and counted, as the kernel would drop it further on)."""
@@ -284,6 +310,9 @@ class RadiusServer:
                                                          settings.fairness_queue_depth, settings.fairness_in_flight,
                                                          settings.fairness_adaptive))
         self._deciding = False   # a decide() turn is scheduled
+        self._busy = 0.0         # loop seconds spent reading and deciding since the fairness ceiling's last look
+        self._observe_at = 0.0
+        self._cpu_stall = CpuStall(self.log) if settings.fairness_adaptive else None
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
@@ -632,10 +661,18 @@ class RadiusServer:
 
     def _busy_since(self, began: float) -> None:
         """Tell the fairness ceiling how long the loop just worked (reading or deciding)."""
+        if self._cpu_stall is None:   # [fairness] adaptive = false
+            return
         now = time.monotonic()
+        self._busy += now - began
+        if now < self._observe_at:
+            return
+        self._observe_at = now + ADAPT_WINDOW
         fair = self.endpoint.fair
         before = fair.ceiling
-        if fair.observe(now, now - began) is None or (before is not None and fair.ceiling is not None):
+        busy, self._busy = self._busy, 0.0
+        if fair.observe(now, busy, time.process_time(), self._cpu_stall()) is None or (
+                before is not None and fair.ceiling is not None):
             return   # unchanged, or moved (the gauge shows it): one line when it comes and when it goes
         if fair.ceiling is not None:
             self.log.warning("fairness.ceiling", worker=self.worker_index, datagrams_per_s=round(fair.ceiling),
