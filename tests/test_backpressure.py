@@ -14,10 +14,13 @@ import time
 import pytest
 from pyrad.packet import AccessAccept, AccessReject, AccessRequest, AccountingResponse, AuthPacket
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, seeded_store
 from radiusd.db import make_engine
+from radiusd.store import sql
+from radiusd.store.accounting_writer import GroupDeadline, is_timeout
 
 CONF_ID = "h323-conf-id=5B5B5B5B 00000000 00000000 {:08X}"
 LOCK_SECONDS = 7.0
@@ -238,3 +241,20 @@ def test_sqlite_locked_by_another_writer_spools_within_store_timeout(sqlite_url,
         other.close()
         writer.stop()
         engine.dispose()
+
+
+def test_a_group_past_its_deadline_is_cancelled_in_the_store(pg_engine):
+    """PostgreSQL's statement_timeout and lock_timeout count per statement; a group's deadline
+    counts for all of its statements together and cancels the store's work when it passes."""
+    deadline = GroupDeadline(0.3)
+    with pg_engine.connect() as conn:
+        driver = sql.driver_connection(conn)
+        with pytest.raises(OperationalError) as cancelled:
+            with deadline.armed(driver):
+                conn.exec_driver_sql("SELECT pg_sleep(0.2); SELECT pg_sleep(0.2); SELECT pg_sleep(30)")
+        assert is_timeout(cancelled.value)   # 57014: the writer spools the group
+        conn.rollback()
+        with deadline.armed(driver):         # a group within its deadline is left alone ...
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+        # ... and nothing is cancelled once it is done (the next one is not under that deadline)
+        assert conn.exec_driver_sql("SELECT pg_sleep(0.6), 2").all()[0][1] == 2

@@ -13,7 +13,8 @@ The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the s
 - **Store away or slow** (connection lost, database locked, past `store_timeout`: lock_timeout/
   statement_timeout, SQLSTATE 55P03/57014, or SQLite's busy_timeout): the group is appended to
   the spool journal (fsync) and acknowledged; new records follow it there, order kept, until the
-  replay has emptied it. After a timeout the replay probes with a short lock wait, so that
+  replay has emptied it. On PostgreSQL a group's statements together get `store_timeout` too
+  (`GroupDeadline`). After a timeout the replay probes with a short lock wait, so that
   arrivals are not held up behind it. Deadlocks (40P01) and serialization failures (40001) are
   retried (`_CONFLICT_RETRIES`, counted `conflicts`), never taken for an outage.
 - **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once (counted
@@ -60,6 +61,52 @@ _PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was fo
 SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do not hold yet
 
 
+class GroupDeadline:
+    """Cancels a group's store work that runs past `seconds` in all. PostgreSQL applies
+    statement_timeout and lock_timeout to each statement of a query string, and a group sends
+    several: a client row held by the sweeper and a locked `cdrs` made one group wait twice
+    `store_timeout` (measured: answers 3 s late in the chaos suite's table lock). One thread
+    watches the group in hand and sends PostgreSQL's cancel request (which ends with SQLSTATE
+    57014, a timeout: the group is spooled)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._armed: tuple | None = None   # (psycopg2 connection, monotonic deadline)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def armed(self, driver_connection):
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="accounting-deadline", daemon=True)
+                self._thread.start()
+            self._armed = (driver_connection, time.monotonic() + self.seconds)
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._armed = None
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._armed is None:
+                    self._cond.wait()
+                    continue
+                connection, deadline = self._armed
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._armed = None
+                try:
+                    connection.cancel()
+                except Exception as exc:  # the connection is gone already: its own error ends the group
+                    log.debug("accounting_cancel_failed", error=repr(exc))
+
+
 class StoreUnavailable(Exception):
     """The store could not take the group: spool it."""
 
@@ -97,6 +144,7 @@ class AccountingWriter:
         self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)
         self.on_anomaly: Callable[[str], None] | None = None   # the server counts CDR anomalies
         self.timeout_ms = max(1, int(settings.store_timeout * 1000))
+        self._deadline = GroupDeadline(settings.store_timeout) if self._engine is not None else None
         self.queue_max = settings.accounting_queue
         self.batch_max = batch_max
         self.linger = linger
@@ -285,13 +333,10 @@ class AccountingWriter:
         try:
             if not savepoints and self._engine is not None:
                 # PostgreSQL: on the kept connection, the group begins with its load and commits with its write
-                with self._session() as session:
+                with self._session() as session, self._deadline.armed(sql.driver_connection(self._connection)):
                     apply_group(session, records, *args, commit=True, lock_ms=_PROBE_LOCK_MS if probe else None)
                 return refused
-            with self.sessions() as session, session.begin():
-                if self._engine is not None:   # a pooled connection: the writer's time limits, for this transaction
-                    session.connection().exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
-                                                         {"ms": self.timeout_ms})
+            with self.sessions() as session, session.begin(), self._time_limits(session):
                 if not savepoints:
                     apply_group(session, records, *args)
                 for facts in records if savepoints else ():
@@ -307,6 +352,18 @@ class AccountingWriter:
                 raise StoreUnavailable(str(exc)) from exc
             raise
         return refused
+
+    @contextlib.contextmanager
+    def _time_limits(self, session: Session):
+        """On a pooled PostgreSQL connection: the writer's time limits for this transaction, and
+        the whole of it under the group deadline (SQLite: its busy_timeout, set on the engine)."""
+        if self._engine is None:
+            yield
+            return
+        connection = session.connection()
+        connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"), {"ms": self.timeout_ms})
+        with self._deadline.armed(sql.driver_connection(connection)):
+            yield
 
     def _session(self) -> Session:
         kept = self._connection
