@@ -64,8 +64,8 @@ SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do no
 class GroupDeadline:
     """Cancels a group's store work that runs past `seconds` in all. PostgreSQL applies
     statement_timeout and lock_timeout to each statement of a query string, and a group sends
-    several: a client row held by the sweeper and a locked `cdrs` made one group wait twice
-    `store_timeout` (measured: answers 3 s late in the chaos suite's table lock). One thread
+    several, so a group meeting two held locks waits twice `store_timeout` (seen in the chaos
+    suite's table lock: answers 3 s late, dropped). One thread
     watches the group in hand and sends PostgreSQL's cancel request (which ends with SQLSTATE
     57014, a timeout: the group is spooled)."""
 
