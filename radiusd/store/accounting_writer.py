@@ -74,6 +74,7 @@ class GroupDeadline:
         self._armed: tuple | None = None   # (psycopg2 connection, monotonic deadline)
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._sleeping = False   # the watcher waits for a group (not for a deadline)
 
     @contextlib.contextmanager
     def armed(self, driver_connection):
@@ -82,7 +83,8 @@ class GroupDeadline:
                 self._thread = threading.Thread(target=self._watch, name="accounting-deadline", daemon=True)
                 self._thread.start()
             self._armed = (driver_connection, time.monotonic() + self.seconds)
-            self._cond.notify()
+            if self._sleeping:   # else it wakes at an earlier deadline and finds this one
+                self._cond.notify()
         try:
             yield
         finally:
@@ -93,7 +95,9 @@ class GroupDeadline:
         with self._cond:
             while True:
                 if self._armed is None:
+                    self._sleeping = True
                     self._cond.wait()
+                    self._sleeping = False
                     continue
                 connection, deadline = self._armed
                 left = deadline - time.monotonic()
