@@ -207,3 +207,14 @@ def test_a_machine_short_of_cpu_brings_the_ceiling_down_though_the_worker_looks_
 
     assert run(stall_share=0.96).ceiling < 2000      # short of CPU: the flood is held down
     assert run(stall_share=0.04).ceiling is None     # the same traffic on a machine with room
+
+
+def test_a_nas_heard_before_but_silent_now_never_gets_the_busy_one_clamped():
+    """After a flood from another NAS has stopped, one switch alone on a busy worker (its store
+    stalled, say) keeps its whole rate."""
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    queue.observe(0.0, 0.0)
+    _window(queue, 0.0, {"flood": 10, "busy": 10}, busy=0.1)          # both heard once
+    for n in range(1, 8):                                             # then only one, busy
+        results, ceiling = _window(queue, n * 0.25, {"busy": 500}, busy=0.95)
+        assert ceiling is None and results["busy"] == [None] * 500

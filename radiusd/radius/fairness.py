@@ -24,12 +24,13 @@ many requests per second.
 
 Because a fixed `rate` high enough for a carrier with one big switch saturates a worker when
 that switch floods, the buckets also carry a *ceiling* that adapts to the worker (`adaptive`,
-on by default): the server reports how busy its loop was (`observe`), and while two or more NAS
-contend, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU time or the time the
-machine's tasks waited for a CPU, whichever is most) and one NAS takes more than twice what any other
-does, the ceiling comes down to below that NAS's rate (multiplicatively, per ADAPT_WINDOW); when
-the loop idles below BUSY_LOW it goes up again, and it is lifted when nobody presses on it or
-only one NAS is heard. The ceiling applies to every NAS alike, so a NAS below it never feels it
+on by default): the server reports how busy it is (`observe`), and when in one ADAPT_WINDOW
+another NAS is sending too, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU
+time or the time the machine's tasks waited for a CPU, whichever is most) and one NAS takes more
+than twice what any other does, the ceiling comes down below that NAS's rate (multiplicatively,
+per window); when the worker is less busy than BUSY_LOW it goes up again, and it is lifted when
+nobody presses on it or no other NAS has been heard for CONTENDING_FOR. A NAS that was heard
+earlier but is silent now never gets the busiest one clamped. The ceiling applies to every NAS alike, so a NAS below it never feels it
 (max-min fairness); a NAS alone keeps the whole worker.
 
 A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
@@ -135,7 +136,7 @@ class FairQueue:
         top, second = (rates + [0.0, 0.0])[:2]
         contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
         ceiling = self.ceiling
-        if contending >= 2 and load > BUSY_HIGH and top > 2 * second:
+        if second and load > BUSY_HIGH and top > 2 * second:   # another NAS is sending right now
             ceiling = max(FLOOR, CEILING_DOWN * min(top, ceiling or top))
         elif ceiling is not None and (contending < 2 or (load < BUSY_LOW and top < ceiling / 2)):
             ceiling = None   # nobody presses on it, or nobody left to protect
