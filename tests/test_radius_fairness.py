@@ -5,7 +5,7 @@ from radiusd.config import ConfigError, load_settings
 from radiusd.core.snapshot import NasInfo, build_snapshot
 from radiusd.radius.codec import load_dictionary
 from radiusd.radius.endpoint import AUTH, ACCT, Count, Drop, EdgeState, Endpoint
-from radiusd.radius.fairness import CEILING_DOWN, CEILING_UP, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
+from radiusd.radius.fairness import CEILING_DOWN, CEILING_UP, CONTENDING_FOR, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
 from radiusd.radius.nas_table import NasTable
 from radius_packets import SECRET, auth_request
 
@@ -136,7 +136,7 @@ def _window(queue, t: float, offers: dict, busy: float, seconds: float = 0.25):
 
 
 def test_a_flooding_nas_is_held_below_a_ceiling_while_the_quiet_nas_is_served_whole():
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     queue.observe(0.0, 0.0)
     t, ceilings = 0.0, []
     for _ in range(10):   # two seconds of a saturated worker: flood 1,000 per window, quiet 10
@@ -153,9 +153,9 @@ def test_a_flooding_nas_is_held_below_a_ceiling_while_the_quiet_nas_is_served_wh
 
 
 def test_a_nas_alone_keeps_the_whole_worker_and_equal_nas_no_ceiling():
-    alone = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    alone = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     alone.observe(0.0, 0.0)
-    equal = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    equal = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     equal.observe(0.0, 0.0)
     for n in range(10):
         _, ceiling = _window(alone, n * 0.25, {"big": 900}, busy=1.0)
@@ -166,7 +166,7 @@ def test_a_nas_alone_keeps_the_whole_worker_and_equal_nas_no_ceiling():
 
 
 def test_the_ceiling_rises_when_the_worker_idles_and_is_lifted_when_the_flood_stops():
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     queue.observe(0.0, 0.0)
     t = 0.0
     for _ in range(3):
@@ -183,7 +183,7 @@ def test_the_ceiling_rises_when_the_worker_idles_and_is_lifted_when_the_flood_st
 
 
 def test_adaptive_off_keeps_the_fixed_rate():
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=False))
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))   # the default: off
     for n in range(10):
         _, ceiling = _window(queue, n * 0.25, {"flood": 1000, "quiet": 10}, busy=1.0)
         assert ceiling is None
@@ -194,7 +194,7 @@ def test_a_machine_short_of_cpu_brings_the_ceiling_down_though_the_worker_looks_
     """The flooding processes take the cores: the worker's own loop and CPU look half idle, but
     the machine's tasks wait for a CPU (Linux PSI) nearly all the time."""
     def run(stall_share: float) -> FairQueue:
-        queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+        queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
         queue.observe(0.0, 0.0, cpu=0.0, stalled=0.0)
         for n in range(1, 4):   # windows of 0.25 s: flood 2,000/s, quiet 4/s, the loop 40 % busy
             for i in range(500):
@@ -209,12 +209,39 @@ def test_a_machine_short_of_cpu_brings_the_ceiling_down_though_the_worker_looks_
     assert run(stall_share=0.04).ceiling is None     # the same traffic on a machine with room
 
 
-def test_a_nas_heard_before_but_silent_now_never_gets_the_busy_one_clamped():
+def test_a_flood_that_stopped_leaves_no_ceiling_on_the_next_busy_nas():
     """After a flood from another NAS has stopped, one switch alone on a busy worker (its store
-    stalled, say) keeps its whole rate."""
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))
+    stalled, say) gets its whole rate back once the flooder has been silent CONTENDING_FOR."""
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     queue.observe(0.0, 0.0)
-    _window(queue, 0.0, {"flood": 10, "busy": 10}, busy=0.1)          # both heard once
-    for n in range(1, 8):                                             # then only one, busy
-        results, ceiling = _window(queue, n * 0.25, {"busy": 500}, busy=0.95)
+    t = 0.0
+    for _ in range(4):                                                # a flood, clamped
+        _window(queue, t, {"flood": 1000, "busy": 10}, busy=0.95)
+        t += 0.25
+    assert queue.ceiling is not None
+    quiet_from = t
+    while t < quiet_from + CONTENDING_FOR + 0.5:                       # the flood stops
+        _, ceiling = _window(queue, t, {"busy": 500}, busy=0.95)
+        t += 0.25
+    assert queue.ceiling is None
+    for _ in range(8):                                                # alone and busy: never clamped
+        results, ceiling = _window(queue, t, {"busy": 500}, busy=0.95)
         assert ceiling is None and results["busy"] == [None] * 500
+        t += 0.25
+
+
+def test_a_lifted_ceiling_gives_every_nas_its_burst_back():
+    """A switch's burst right after a flood elsewhere has stopped (say, a stalled store's
+    records at once) meets its own bucket, not what the ceiling left of it."""
+    queue = FairQueue(FairnessLimits(rate=5000, burst=5000, depth=100_000, adaptive=True))
+    queue.observe(0.0, 0.0)
+    t = 0.0
+    for _ in range(4):
+        _window(queue, t, {"flood": 1000, "busy": 10}, busy=0.95)
+        t += 0.25
+    assert queue.ceiling is not None
+    t += CONTENDING_FOR + 1
+    _, ceiling = _window(queue, t, {"busy": 1}, busy=0.1)          # the flood has stopped: lifted
+    assert ceiling == 0.0
+    results, _ = _window(queue, t + 0.25, {"busy": 4000}, busy=0.5, seconds=0.01)
+    assert results["busy"] == [None] * 4000

@@ -23,14 +23,14 @@ needs a `rate` below what a worker decides. The bucket is also the cap for a swi
 many requests per second.
 
 Because a fixed `rate` high enough for a carrier with one big switch saturates a worker when
-that switch floods, the buckets also carry a *ceiling* that adapts to the worker (`adaptive`,
-on by default): the server reports how busy it is (`observe`), and when in one ADAPT_WINDOW
-another NAS is sending too, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU
+that switch floods, the buckets can also carry a *ceiling* that adapts to the worker (`adaptive`,
+off by default: see the README, "Fairness between NAS"): the server reports how busy it is (`observe`), and when another NAS has sent
+within CONTENDING_FOR, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU
 time or the time the machine's tasks waited for a CPU, whichever is most) and one NAS takes more
 than twice what any other does, the ceiling comes down below that NAS's rate (multiplicatively,
 per window); when the worker is less busy than BUSY_LOW it goes up again, and it is lifted when
-nobody presses on it or no other NAS has been heard for CONTENDING_FOR. A NAS that was heard
-earlier but is silent now never gets the busiest one clamped. The ceiling applies to every NAS alike, so a NAS below it never feels it
+nobody presses on it or no other NAS has been heard for CONTENDING_FOR. A NAS silent for
+longer never gets the busiest one clamped. The ceiling applies to every NAS alike, so a NAS below it never feels it
 (max-min fairness); a NAS alone keeps the whole worker.
 
 A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
@@ -51,7 +51,9 @@ BUSY_HIGH = 0.75      # loop busier than this (share of wall time) while NAS con
 BUSY_LOW = 0.5        # loop idler than this: ceiling up
 CEILING_DOWN = 0.5    # factor per window
 CEILING_UP = 1.25
-CONTENDING_FOR = 10.0  # seconds since its last datagram during which a NAS counts as contending
+CONTENDING_FOR = 2.0  # seconds since its last datagram during which a NAS counts as contending:
+                      # long enough for a NAS sending a few requests a second, short enough that a
+                      # flood that has stopped does not leave the next busy NAS clamped
 FLOOR = 50.0          # datagrams/s per NAS the ceiling never goes below
 
 
@@ -62,7 +64,7 @@ class FairnessLimits:
     depth: int = 1024       # datagrams waiting per NAS before its new ones are dropped
     in_flight: int = 256    # Access-Requests of one NAS waiting for the store at once (the store
                             # decides them in shared batches: one NAS must not fill every batch)
-    adaptive: bool = True   # a ceiling per NAS that follows how busy the worker is (see above)
+    adaptive: bool = False  # a ceiling per NAS that follows how busy the worker is (see above)
 
 
 class FairQueue:
@@ -136,8 +138,9 @@ class FairQueue:
         top, second = (rates + [0.0, 0.0])[:2]
         contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
         ceiling = self.ceiling
-        if second and load > BUSY_HIGH and top > 2 * second:   # another NAS is sending right now
-            ceiling = max(FLOOR, CEILING_DOWN * min(top, ceiling or top))
+        if contending >= 2 and load > BUSY_HIGH and top > 2 * second:
+            # never below twice the next NAS's rate: the ceiling is for the one that floods
+            ceiling = max(FLOOR, 2 * second, CEILING_DOWN * min(top, ceiling or top))
         elif ceiling is not None and (contending < 2 or (load < BUSY_LOW and top < ceiling / 2)):
             ceiling = None   # nobody presses on it, or nobody left to protect
         elif ceiling is not None and load < BUSY_LOW:
@@ -147,6 +150,8 @@ class FairQueue:
         self.ceiling = ceiling
         if ceiling is None or (self.rate and ceiling >= self.rate):
             self._rate, self._cap = self.rate, self.burst
+            for bucket in self._buckets.values():   # as if there had been no ceiling: each its burst
+                bucket[0] = self.burst
         else:
             self._rate, self._cap = ceiling, max(1.0, ceiling * ADAPT_WINDOW)
             for bucket in self._buckets.values():   # tokens saved under the old rate: not a pass
