@@ -106,6 +106,12 @@ def test_fairness_settings_from_toml(tmp_path):
     config.write_text("[fairness]\nrate = -1\n")
     with pytest.raises(ConfigError, match="fairness rate"):
         load_settings(config)
+    assert load_settings().fairness_adaptive is False   # off unless asked for
+    config.write_text("[fairness]\nadaptive = true\n")
+    assert load_settings(config).fairness_adaptive is True
+    config.write_text('[fairness]\nadaptive = "maybe"\n')
+    with pytest.raises(ConfigError, match="adaptive.*true or false"):
+        load_settings(config)
 
 
 def test_bulk_drops_log_one_line_per_second_counting_every_datagram():
