@@ -54,13 +54,17 @@ def pg_url():
         admin.dispose()
 
 
-@pytest.fixture
-def pg_engine(pg_url):
-    """An engine on a new PostgreSQL database with the schema, for tests that need PostgreSQL itself."""
-    engine = make_engine(pg_url)
+def _engine_with_schema(url: str):
+    engine = make_engine(url)
     create_schema(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(pg_url):
+    """An engine on a new PostgreSQL database with the schema, for tests that need PostgreSQL itself."""
+    yield from _engine_with_schema(pg_url)
 
 
 @pytest.fixture
@@ -78,10 +82,7 @@ def store_url(request, tmp_path):
 
 @pytest.fixture
 def engine(store_url):
-    eng = make_engine(store_url)
-    create_schema(eng)
-    yield eng
-    eng.dispose()
+    yield from _engine_with_schema(store_url)
 
 
 @pytest.fixture

@@ -130,8 +130,8 @@ def test_bulk_drops_log_one_line_per_second_counting_every_datagram():
 # --- the adaptive ceiling: a busy worker shared by contending NAS ----------------------------
 
 def _window(queue, t: float, offers: dict, busy: float, seconds: float = 0.25):
-    """Offer each NAS its datagrams spread over one window (0.25 s: exact in binary, unlike the
-    0.2 s ADAPT_WINDOW), the loop `busy` (share) of it."""
+    """Offer each NAS its datagrams spread over one window (0.25 s: exact in binary), then the
+    server's look at its end, the loop `busy` (share) of it."""
     results = {key: [] for key in offers}
     for key, count in offers.items():
         for i in range(count):

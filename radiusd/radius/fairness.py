@@ -46,7 +46,7 @@ from radiusd.core.round_robin import RoundRobin
 OVER_RATE = "over_rate"      # the NAS's token bucket is empty
 QUEUE_FULL = "queue_full"    # the NAS already has `depth` datagrams waiting
 
-ADAPT_WINDOW = 0.2    # seconds of loop time behind one move of the ceiling
+ADAPT_WINDOW = 0.2    # seconds between two looks at how busy the worker is (the server's cadence)
 BUSY_HIGH = 0.75      # loop busier than this (share of wall time) while NAS contend: ceiling down
 BUSY_LOW = 0.5        # loop idler than this: ceiling up
 CEILING_DOWN = 0.5    # factor per window
@@ -75,7 +75,7 @@ class FairQueue:
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
     __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
-                 "_window", "_busy", "_cpu", "_stalled", "_admitted")
+                 "_last_look", "_cpu", "_stalled", "_admitted")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -88,11 +88,10 @@ class FairQueue:
         self._rate, self._cap = self.rate, self.burst   # the bucket in force: the rate, or the ceiling below it
         self._buckets: dict = {}    # key -> [tokens, last datagram at]
         self._queues = RoundRobin()
-        self._window: float | None = None   # start of the current ADAPT_WINDOW
-        self._busy = 0.0                    # loop seconds busy in it
-        self._cpu = 0.0                     # process CPU seconds at its start
-        self._stalled = 0.0                 # machine CPU-stall seconds at its start
-        self._admitted: dict = {}           # key -> datagrams admitted in it
+        self._last_look: float | None = None   # time of the last look
+        self._cpu = 0.0                     # process CPU seconds then
+        self._stalled = 0.0                 # machine CPU-stall seconds then
+        self._admitted: dict = {}           # key -> datagrams admitted since
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -119,22 +118,23 @@ class FairQueue:
         return None
 
     def observe(self, now: float, busy: float, cpu: float = 0.0, stalled: float = 0.0) -> float | None:
-        """Up to `now` the loop was busy `busy` seconds (wall time); `cpu` and `stalled` are
-        running totals in seconds: the CPU this process has used (its store threads' work shows
-        here while the loop waits) and the time tasks on this machine waited for a CPU (Linux
-        PSI: a worker starved of a core by other processes shows here). Once per ADAPT_WINDOW
-        moves the ceiling (see the module's text); returns it when it changed (0.0: lifted)."""
+        """One look, which the server takes every ADAPT_WINDOW: since the last one the loop was
+        busy `busy` seconds (wall time); `cpu` and `stalled` are running totals in seconds: the
+        CPU this process has used (its store threads' work shows here while the loop waits) and
+        the time tasks on this machine waited for a CPU (Linux PSI: a worker starved of a core by
+        other processes shows here). Moves the ceiling (see the module's text); returns it when
+        it changed (0.0: lifted), else None. The first look only starts the count."""
         if not self.adaptive:
             return None
-        if self._window is None:
-            self._window, self._cpu, self._stalled = now, cpu, stalled
-        self._busy += busy
-        elapsed = now - self._window
-        if elapsed < ADAPT_WINDOW:
+        if self._last_look is None:
+            self._last_look, self._cpu, self._stalled = now, cpu, stalled
             return None
-        load = max(self._busy, cpu - self._cpu, stalled - self._stalled) / elapsed
+        elapsed = now - self._last_look
+        if elapsed <= 0:
+            return None
+        load = max(busy, cpu - self._cpu, stalled - self._stalled) / elapsed
         rates = sorted((n / elapsed for n in self._admitted.values()), reverse=True)
-        self._window, self._busy, self._cpu, self._stalled, self._admitted = now, 0.0, cpu, stalled, {}
+        self._last_look, self._cpu, self._stalled, self._admitted = now, cpu, stalled, {}
         top, second = (rates + [0.0, 0.0])[:2]
         contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
         ceiling = self.ceiling

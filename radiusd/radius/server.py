@@ -485,7 +485,7 @@ class RadiusServer:
         answered: closing now loses nothing."""
         if self.endpoint.in_flight or len(self.endpoint.fair) or self._acks:
             return False
-        if self.writer is not None and (self.writer.queue_depth() or self.writer.lag()):
+        if self.writer is not None and self.writer.lag():   # 0 only when nothing waits or is being written
             return False
         for listener in self.listeners:
             try:   # a datagram waits (even an empty one) unless peeking would block
@@ -671,9 +671,9 @@ class RadiusServer:
         fair = self.endpoint.fair
         before = fair.ceiling
         busy, self._busy = self._busy, 0.0
-        if fair.observe(now, busy, time.process_time(), self._cpu_stall()) is None or (
-                before is not None and fair.ceiling is not None):
-            return   # unchanged, or moved (the gauge shows it): one line when it comes and when it goes
+        fair.observe(now, busy, time.process_time(), self._cpu_stall())
+        if (before is None) == (fair.ceiling is None):
+            return   # none, or moved (the gauge shows it): one line when it comes and when it goes
         if fair.ceiling is not None:
             self.log.warning("fairness.ceiling", worker=self.worker_index, datagrams_per_s=round(fair.ceiling),
                              detail="NAS contend and the worker is busy: no NAS gets more than this per second")
