@@ -158,14 +158,14 @@ class Server:
         self.auth_port, self.acct_port = free_port(), free_port()
         self.metrics_port = free_port(socket.SOCK_STREAM)
         self.config = workdir / "radiusd.toml"
-        sections = {"spool": [f'path = "{workdir / "spool"}"'], "log": ['level = "warning"'],
-                    "limits": [f"max_call_duration = {max_call_duration}"]}
-        for item in settings:   # --set section.key=value: a TOML line in that section
+        sections = {"spool": {"path": f'"{workdir / "spool"}"'}, "log": {"level": '"warning"'},
+                    "limits": {"max_call_duration": str(max_call_duration)}}
+        for item in settings:   # --set section.key=value: a TOML value in that section, the last one wins
             name, value = item.split("=", 1)
             section, key = name.strip().split(".", 1)
-            sections.setdefault(section, []).append(f"{key} = {value.strip()}")
-        self.config.write_text("".join(f"[{section}]\n" + "".join(line + "\n" for line in lines)
-                                       for section, lines in sections.items()))
+            sections.setdefault(section, {})[key] = value.strip()
+        self.config.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {v}\n" for k, v in keys.items())
+                                       for section, keys in sections.items()))
         self.proc = None
         self.log = None
         self.starts = 0

@@ -16,8 +16,8 @@ The TOML file (`--config FILE` or `RADIUSD_CONFIG`) holds the server settings, o
                says 503 "degraded")
     [fairness] rate = 5000, burst = 10000 (datagrams/s and at once, per NAS per worker; rate 0 = no
                limit), queue_depth = 1024 (datagrams waiting per NAS), in_flight = 256 (Access-Requests
-               of one NAS waiting for the store); NAS are served round robin; adaptive = false (true: while
-               NAS contend and a worker is busy, a ceiling per NAS below the busiest one's rate)
+               of one NAS waiting for the store); NAS are served round robin; adaptive = true (while NAS
+               contend and a worker is busy, a ceiling per NAS below the busiest one's rate; false: off)
     [accounting] max_clock_skew_seconds = 86400 (a switch time later than now + this, or before
                2000, is treated as absent and the CDR flagged), duration_slack_seconds = 60 (a
                CDR bills at most the duration granted at authorization plus this)
@@ -67,7 +67,7 @@ class Settings:
     fairness_burst: float = 10000.0      # datagrams one NAS may send at once above the rate
     fairness_queue_depth: int = 1024     # datagrams of one NAS waiting to be processed
     fairness_in_flight: int = 256        # Access-Requests of one NAS waiting for the store
-    fairness_adaptive: bool = False      # a ceiling per NAS that follows how busy the worker is (off: see README)
+    fairness_adaptive: bool = True       # a ceiling per NAS that follows how busy the worker is (README)
     metrics_bind: str = "127.0.0.1"
     metrics_port: int = 9812             # 0 = no metrics/health endpoint
     spool_path: str = "spool"

@@ -7,8 +7,9 @@ Counters (all `_total`, labels in braces):
   missing_message_authenticator, proxy_state_without_message_authenticator, duplicate_in_progress, missing_status_type,
   unsupported_status_type, missing_session_id, not_recorded, shutting_down, overloaded, internal_error,
   nas_over_budget (a NAS sent more than its [fairness] share: refused before decoding), send_failed
-- radiusd_nas_over_budget_total{port,nas}              the nas_over_budget drops by NAS name ("unknown":
-  sources in no NAS)
+- radiusd_nas_over_budget_total{port,nas,limit}        the nas_over_budget drops by NAS name ("unknown":
+  sources in no NAS) and the [fairness] limit it ran into: over_rate (rate/burst or the adaptive
+  ceiling), queue_full (depth), in_flight
 - radiusd_duplicates_total{port,kind}                  kind = replayed | in_progress | conflict
 - radiusd_auth_decisions_total{outcome,reason}         outcome = accept | reject; reason = the
   RejectReason name in lower case (accept: "none")
@@ -74,7 +75,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "radiusd_packets_received_total": ("RADIUS datagrams received", ("port",)),
     "radiusd_packets_dropped_total": ("RADIUS datagrams dropped without an answer", ("port", "reason")),
     "radiusd_nas_over_budget_total": ("Datagrams refused because their NAS sent more than its fair share",
-                                      ("port", "nas")),
+                                      ("port", "nas", "limit")),
     "radiusd_duplicates_total": ("Retransmissions seen by the RFC 5080 duplicate cache", ("port", "kind")),
     "radiusd_auth_decisions_total": ("Access-Request decisions", ("outcome", "reason")),
     "radiusd_status_server_total": ("Status-Server requests answered", ("port",)),

@@ -32,7 +32,9 @@ def server(tmp_path):
 
 
 def _over_budget(server, nas: str) -> float:
-    return server.counter(f'radiusd_nas_over_budget_total{{nas="{nas}",port="auth"}}')
+    """The NAS's auth datagrams refused, whichever [fairness] limit refused them."""
+    return sum(server.counter(f'radiusd_nas_over_budget_total{{limit="{limit}",nas="{nas}",port="auth"}}')
+               for limit in ("over_rate", "queue_full", "in_flight"))
 
 
 def test_a_flooding_nas_does_not_starve_another(server):

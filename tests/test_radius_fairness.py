@@ -5,7 +5,7 @@ from radiusd.config import ConfigError, load_settings
 from radiusd.core.snapshot import NasInfo, build_snapshot
 from radiusd.radius.codec import load_dictionary
 from radiusd.radius.endpoint import AUTH, ACCT, Count, Drop, EdgeState, Endpoint
-from radiusd.radius.fairness import CEILING_DOWN, CEILING_UP, CONTENDING_FOR, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
+from radiusd.radius.fairness import CEILING_UP, CONTENDING_FOR, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
 from radiusd.radius.nas_table import NasTable
 from radius_packets import SECRET, auth_request
 
@@ -86,8 +86,9 @@ def test_endpoint_admits_per_nas_and_reports_the_excess_once_per_nas():
     actions = ep.over_budget()
     (drop,) = [a for a in actions if type(a) is Drop]
     assert (drop.port, drop.reason, drop.nas, drop.amount) == (AUTH, "nas_over_budget", "flood", 6)
+    assert drop.fields["limit"] == "queue_full" and "depth" in drop.fields["detail"]   # which limit, said
     counts = {(a.metric, tuple(a.labels.items())): a.amount for a in actions if type(a) is Count}
-    assert counts[("radiusd_nas_over_budget_total", (("port", AUTH), ("nas", "flood")))] == 6
+    assert counts[("radiusd_nas_over_budget_total", (("port", AUTH), ("nas", "flood"), ("limit", "queue_full")))] == 6
     assert counts[("radiusd_packets_received_total", (("port", AUTH),))] == 6
     assert ep.over_budget() == []                                      # reported once
     # served round robin: the quiet NAS's datagram is the 2nd decided, not the 5th
@@ -106,9 +107,9 @@ def test_fairness_settings_from_toml(tmp_path):
     config.write_text("[fairness]\nrate = -1\n")
     with pytest.raises(ConfigError, match="fairness rate"):
         load_settings(config)
-    assert load_settings().fairness_adaptive is False   # off unless asked for
-    config.write_text("[fairness]\nadaptive = true\n")
-    assert load_settings(config).fairness_adaptive is True
+    assert load_settings().fairness_adaptive is True    # on unless turned off
+    config.write_text("[fairness]\nadaptive = false\n")
+    assert load_settings(config).fairness_adaptive is False
     config.write_text('[fairness]\nadaptive = "maybe"\n')
     with pytest.raises(ConfigError, match="adaptive.*true or false"):
         load_settings(config)
@@ -141,6 +142,19 @@ def _window(queue, t: float, offers: dict, busy: float, seconds: float = 0.25):
     return results, queue.observe(t + seconds, busy * seconds)
 
 
+def _flood_held(other: str = "quiet", windows: int = 4, **limits) -> tuple[FairQueue, float]:
+    """A queue whose worker was busy for `windows` windows of a flood (1,000 per window) beside
+    `other` (10 per window): the ceiling is down. Returns it and the time of the next window."""
+    queue = FairQueue(FairnessLimits(**{"rate": 5000, "depth": 100_000, "adaptive": True, **limits}))
+    queue.observe(0.0, 0.0)
+    t = 0.0
+    for _ in range(windows):
+        _window(queue, t, {"flood": 1000, other: 10}, busy=0.95)
+        t += 0.25
+    assert queue.ceiling is not None
+    return queue, t
+
+
 def test_a_flooding_nas_is_held_below_a_ceiling_while_the_quiet_nas_is_served_whole():
     queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
     queue.observe(0.0, 0.0)
@@ -151,7 +165,8 @@ def test_a_flooding_nas_is_held_below_a_ceiling_while_the_quiet_nas_is_served_wh
         ceilings.append(ceiling)
         t += 0.25
     assert queue.ceiling is not None and queue.ceiling < 1000
-    assert all(c is None or c > 0 for c in ceilings) and ceilings[0] == pytest.approx(CEILING_DOWN * 4000)   # below the flood's rate
+    # the first time straight down to twice the quiet NAS's rate (40/s): the flood is held at once
+    assert all(c is None or c > 0 for c in ceilings) and ceilings[0] == pytest.approx(2 * 40)
     # under the ceiling the flood gets about ceiling * window per window, the rest refused at once
     results, _ = _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.95)
     assert results["flood"].count(None) <= queue.ceiling * 0.25 * 2 + 1
@@ -172,12 +187,7 @@ def test_a_nas_alone_keeps_the_whole_worker_and_equal_nas_no_ceiling():
 
 
 def test_the_ceiling_rises_when_the_worker_idles_and_is_lifted_when_the_flood_stops():
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
-    queue.observe(0.0, 0.0)
-    t = 0.0
-    for _ in range(3):
-        _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.95)
-        t += 0.25
+    queue, t = _flood_held(windows=3)
     low = queue.ceiling
     _, ceiling = _window(queue, t, {"flood": 1000, "quiet": 10}, busy=0.3)   # the worker has room again
     assert ceiling == pytest.approx(low * CEILING_UP)
@@ -189,7 +199,7 @@ def test_the_ceiling_rises_when_the_worker_idles_and_is_lifted_when_the_flood_st
 
 
 def test_adaptive_off_keeps_the_fixed_rate():
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000))   # the default: off
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=False))
     for n in range(10):
         _, ceiling = _window(queue, n * 0.25, {"flood": 1000, "quiet": 10}, busy=1.0)
         assert ceiling is None
@@ -216,38 +226,118 @@ def test_a_machine_short_of_cpu_brings_the_ceiling_down_though_the_worker_looks_
 
 
 def test_a_flood_that_stopped_leaves_no_ceiling_on_the_next_busy_nas():
-    """After a flood from another NAS has stopped, one switch alone on a busy worker (its store
-    stalled, say) gets its whole rate back once the flooder has been silent CONTENDING_FOR."""
-    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
-    queue.observe(0.0, 0.0)
-    t = 0.0
-    for _ in range(4):                                                # a flood, clamped
-        _window(queue, t, {"flood": 1000, "busy": 10}, busy=0.95)
-        t += 0.25
-    assert queue.ceiling is not None
+    """After a flood from another NAS has stopped, one switch on a busy worker (its store
+    stalled, say) gets its whole rate back at the next look, and is not clamped in the seconds
+    the flooder still counts as contending: the ceiling was for the flooder."""
+    queue, t = _flood_held(other="busy")                              # a flood, clamped
+    assert queue.ceiling < 500
+    _, ceiling = _window(queue, t, {"busy": 500}, busy=0.95)           # the flood stops
+    assert ceiling == 0.0                                             # lifted at this window's look
+    t += 0.25
     quiet_from = t
-    while t < quiet_from + CONTENDING_FOR + 0.5:                       # the flood stops
-        _, ceiling = _window(queue, t, {"busy": 500}, busy=0.95)
-        t += 0.25
-    assert queue.ceiling is None
-    for _ in range(8):                                                # alone and busy: never clamped
+    while t < quiet_from + CONTENDING_FOR + 1:                        # busy and 2,000/s: never clamped
         results, ceiling = _window(queue, t, {"busy": 500}, busy=0.95)
         assert ceiling is None and results["busy"] == [None] * 500
         t += 0.25
 
 
+def test_a_ceiling_is_lifted_when_its_nas_sends_less_however_busy_the_worker():
+    queue, t = _flood_held()
+    low = queue.ceiling
+    # the flood eases to a quarter of the ceiling: lifted, though the worker is still busy (the
+    # worker's load alone would keep it for windows)
+    _, ceiling = _window(queue, t, {"flood": int(low * 0.25 / 4), "quiet": 10}, busy=0.95)
+    assert ceiling == 0.0 and queue.ceiling is None
+
+
 def test_a_lifted_ceiling_gives_every_nas_its_burst_back():
     """A switch's burst right after a flood elsewhere has stopped (say, a stalled store's
     records at once) meets its own bucket, not what the ceiling left of it."""
-    queue = FairQueue(FairnessLimits(rate=5000, burst=5000, depth=100_000, adaptive=True))
-    queue.observe(0.0, 0.0)
-    t = 0.0
-    for _ in range(4):
-        _window(queue, t, {"flood": 1000, "busy": 10}, busy=0.95)
-        t += 0.25
-    assert queue.ceiling is not None
+    queue, t = _flood_held(other="busy", burst=5000)
     t += CONTENDING_FOR + 1
-    _, ceiling = _window(queue, t, {"busy": 1}, busy=0.1)          # the flood has stopped: lifted
-    assert ceiling == 0.0
+    _window(queue, t, {"busy": 1}, busy=0.1)       # after a quiet spell: lifted at the first datagram
+    assert queue.ceiling is None
     results, _ = _window(queue, t + 0.25, {"busy": 4000}, busy=0.5, seconds=0.01)
     assert results["busy"] == [None] * 4000
+
+
+def test_a_nas_first_heard_in_part_of_a_window_is_not_held_below_its_rate():
+    """The quiet NAS starts late in a window: measured on that part, twice its rate looks small.
+    The ceiling meets only a NAS that sent more than it, and follows what the others send: the
+    quiet NAS never loses one."""
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
+    queue.observe(0.0, 0.0)
+    for i in range(1000):
+        queue.offer("flood", i, 0.25 * i / 1000)
+    queue.offer("quiet", 0, 0.24)                       # 4/s measured; it sends 200/s
+    while queue.take() is not None:
+        pass
+    assert queue.observe(0.25, 0.95 * 0.25) == pytest.approx(50)   # FLOOR: 2 x 4/s is less
+    t = 0.25
+    for _ in range(8):
+        results, _ = _window(queue, t, {"flood": 1000, "quiet": 50}, busy=0.95)
+        t += 0.25
+        assert queue.ceiling >= 2 * 200 and results["quiet"] == [None] * 50
+
+
+# --- workers: the NAS a worker never hears still counts (radiusd.radius.fairness_board) ---------
+
+def test_a_worker_that_never_hears_the_other_nas_clamps_the_flood_it_carries():
+    """The kernel gave the quiet NAS's flows to another worker: this one hears the flood only, but
+    the other worker's post says the quiet NAS is there, and they share the CPUs."""
+    def run(elsewhere_of) -> FairQueue:
+        queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
+        queue.observe(0.0, 0.0)
+        t = 0.0
+        for _ in range(6):
+            for i in range(1000):
+                queue.offer("flood", i, t + 0.25 * i / 1000)
+            while queue.take() is not None:
+                pass
+            t += 0.25
+            queue.observe(t, 0.95 * 0.25, elsewhere=elsewhere_of(t))
+        return queue
+
+    quiet_elsewhere = run(lambda t: [("quiet", t - 0.01, 40.0, t - 0.05)])
+    assert quiet_elsewhere.ceiling is not None and 2 * 40 <= quiet_elsewhere.ceiling < 1000
+    assert run(lambda t: []).ceiling is None                                # alone on the server
+    # another worker that stopped posting (it idles, or died): its rates no longer count, and
+    # after CONTENDING_FOR neither does its NAS
+    assert run(lambda t: [("quiet", t - 1.0, 40.0, t - 1.0)]).ceiling is None
+    assert run(lambda t: [("quiet", t - CONTENDING_FOR, 40.0, t - 0.1)]).ceiling is None
+
+
+def test_the_board_carries_posts_between_forked_workers():
+    import multiprocessing
+
+    from radiusd.radius.fairness_board import FairnessBoard
+
+    board = FairnessBoard(workers=2)
+    board.post(0, 10.0, [(7, 9.5, 1234.5), (None, 9.9, 3.0)])
+
+    def child():
+        board.post(3, 11.0, [(42, 10.9, 77.0)])
+
+    proc = multiprocessing.get_context("fork").Process(target=child)
+    proc.start()
+    proc.join(10)
+    assert proc.exitcode == 0
+    assert sorted(board.read(own_slot=1), key=str) == sorted(
+        [(7, 9.5, 1234.5, 10.0), (None, 9.9, 3.0, 10.0), (42, 10.9, 77.0, 11.0)], key=str)
+    assert board.read(own_slot=0) == [(42, 10.9, 77.0, 11.0)]      # its own post is not news to a worker
+    import struct
+
+    from radiusd.radius.fairness_board import SLOT
+    struct.pack_into("<Q", board._mem, 3 * SLOT, 5)                 # a post half written: skipped
+    assert board.read(own_slot=0) == []
+
+
+def test_the_ceiling_follows_the_other_nas_up_whatever_the_load():
+    """Held down while the quiet NAS sent 40/s; it then sends 400/s on a worker between BUSY_LOW
+    and BUSY_HIGH (where the ceiling neither falls nor rises): the ceiling makes room for it."""
+    queue, t = _flood_held()
+    assert queue.ceiling == pytest.approx(80)
+    _window(queue, t, {"flood": 1000, "quiet": 100}, busy=0.6)
+    assert queue.ceiling == pytest.approx(2 * 400)
+    results, _ = _window(queue, t + 0.25, {"flood": 1000, "quiet": 100}, busy=0.6)
+    assert results["quiet"] == [None] * 100 and queue.ceiling == pytest.approx(2 * 400)

@@ -32,12 +32,19 @@ from radiusd.core.snapshot import NasInfo, Snapshot
 from radiusd.radius import codec, dialects, replies
 from radiusd.radius.codec import AccessRequest, AccountingRequest, StatusServer
 from radiusd.radius.dedup import IN_PROGRESS, REPLAY, DuplicateCache
-from radiusd.radius.fairness import FairnessLimits, FairQueue
+from radiusd.radius.fairness import OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
 from radiusd.radius.ma_policy import LEARNED, MessageAuthenticatorMemory
 from radiusd.radius.nas_table import NasTable, canonical_source
 
 AUTH, ACCT = "auth", "acct"
 MAX_IN_FLIGHT = 2048   # Access-Requests being decided at once, per process
+IN_FLIGHT = "in_flight"   # a NAS's third limit, past the loop: its Access-Requests waiting for the store
+# which of its [fairness] limits a NAS ran into (the `limit` of its nas_over_budget drops)
+OVER_BUDGET_DETAIL = {
+    OVER_RATE: "the NAS sends more than its rate (settings [fairness] rate and burst, or the adaptive ceiling)",
+    QUEUE_FULL: "the NAS already has its [fairness] depth of datagrams waiting to be decided",
+    IN_FLIGHT: "the NAS has its [fairness] in_flight of Access-Requests waiting for the store",
+}
 _ALLOWED = {AUTH: (AccessRequest, StatusServer), ACCT: (AccountingRequest, StatusServer)}
 _DECODE_ERRORS = (codec.PacketError, ValueError, KeyError, IndexError, TypeError)
 
@@ -173,11 +180,12 @@ class Endpoint:
         `over_budget()`. Unknown sources share one queue (they are dropped when processed)."""
         nas = state.nas_table.lookup(addr[0])
         key = nas.id if nas is not None else None
-        if self.fair.offer(key, (port, data, addr, via), mono) is None:
+        refused = self.fair.offer(key, (port, data, addr, via), mono)
+        if refused is None:
             return True
-        tally = self._over_budget.get((port, key))
+        tally = self._over_budget.get((port, key, refused))
         if tally is None:
-            self._over_budget[(port, key)] = [1, nas.name if nas is not None else None, addr[0]]
+            self._over_budget[(port, key, refused)] = [1, nas.name if nas is not None else None, addr[0]]
         else:
             tally[0] += 1
         return False
@@ -191,11 +199,12 @@ class Endpoint:
         if not self._over_budget:
             return []
         actions: list = []
-        for (port, _), (count, name, source) in self._over_budget.items():
+        for (port, _, limit), (count, name, source) in self._over_budget.items():
             actions.append(Count("radiusd_packets_received_total", {"port": port}, count))
-            actions.append(Count("radiusd_nas_over_budget_total", {"port": port, "nas": name or "unknown"}, count))
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": port, "nas": name or "unknown",
+                                                                   "limit": limit}, count))
             actions.append(Drop(port, "nas_over_budget", canonical_source(source), name,
-                                {"detail": "the NAS sends more than its share (settings [fairness])"}, count))
+                                {"limit": limit, "detail": OVER_BUDGET_DETAIL[limit]}, count))
         self._over_budget = {}
         return actions
 
@@ -295,9 +304,9 @@ class Endpoint:
             nas_in_flight.clear()   # idle: whatever was counted is settled
         if nas_in_flight.get(nas.id, 0) >= self.nas_max_in_flight:
             # One NAS's share of the store's batches is used up: the others keep theirs.
-            actions.append(Count("radiusd_nas_over_budget_total", {"port": AUTH, "nas": nas.name}))
+            actions.append(Count("radiusd_nas_over_budget_total", {"port": AUTH, "nas": nas.name, "limit": IN_FLIGHT}))
             return self._refuse(actions, AUTH, key, pkt.authenticator, "nas_over_budget", source, nas,
-                                {"detail": "the NAS has its share of Access-Requests waiting for the store"})
+                                {"limit": IN_FLIGHT, "detail": OVER_BUDGET_DETAIL[IN_FLIGHT]})
         try:
             facts = dialects.auth_facts(pkt, nas, source)
         except dialects.MalformedRequest as exc:

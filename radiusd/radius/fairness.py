@@ -23,15 +23,20 @@ needs a `rate` below what a worker decides. The bucket is also the cap for a swi
 many requests per second.
 
 Because a fixed `rate` high enough for a carrier with one big switch saturates a worker when
-that switch floods, the buckets can also carry a *ceiling* that adapts to the worker (`adaptive`,
-off by default: see the README, "Fairness between NAS"): the server reports how busy it is (`observe`), and when another NAS has sent
+that switch floods, the buckets also carry a *ceiling* that adapts to the worker (`adaptive`,
+on by default; the README, "Fairness between NAS"): the server reports how busy it is (`observe`), and when another NAS has sent
 within CONTENDING_FOR, the worker is busier than BUSY_HIGH (its loop's wall time, its CPU
 time or the time the machine's tasks waited for a CPU, whichever is most) and one NAS takes more
-than twice what any other does, the ceiling comes down below that NAS's rate (multiplicatively,
-per window); when the worker is less busy than BUSY_LOW it goes up again, and it is lifted when
-nobody presses on it or no other NAS has been heard for CONTENDING_FOR. A NAS silent for
-longer never gets the busiest one clamped. The ceiling applies to every NAS alike, so a NAS below it never feels it
-(max-min fairness); a NAS alone keeps the whole worker.
+than twice what any other does, the ceiling comes down: at once to twice the next NAS's rate,
+then halving per window while that lasts; when the worker is less busy than BUSY_LOW it goes up again. It is lifted as soon as
+the NAS it came down for sends less than half of it (the flood has stopped: the next busy NAS,
+say one whose store stalled, must not inherit it), or when no other NAS has been heard for
+CONTENDING_FOR. It only comes down on a window in which another NAS did send: a NAS silent
+for a window is no one to protect then, and it is never below twice what any other NAS sends.
+It holds every NAS that sent more than it in the last window (max-min fairness): a NAS below it,
+or one just begun, never feels it; a NAS alone keeps the whole worker. The workers share what
+they hear (radiusd.radius.fairness_board): the kernel may give a flood's flows to one worker
+and the NAS it hurts to another, and both share the machine's CPUs.
 
 A datagram refused by the bucket or the queue is dropped at once (counted per NAS by the
 caller): that is cheap, so the socket keeps draining and the kernel never has to drop on our
@@ -40,13 +45,14 @@ behalf — the kernel's drops would hit every NAS alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from radiusd.core.round_robin import RoundRobin
 
 OVER_RATE = "over_rate"      # the NAS's token bucket is empty
 QUEUE_FULL = "queue_full"    # the NAS already has `depth` datagrams waiting
 
-ADAPT_WINDOW = 0.2    # seconds between two looks at how busy the worker is (the server's cadence)
+ADAPT_WINDOW = 0.1    # seconds between two looks at how busy the worker is (the server's cadence)
 BUSY_HIGH = 0.75      # loop busier than this (share of wall time) while NAS contend: ceiling down
 BUSY_LOW = 0.5        # loop idler than this: ceiling up
 CEILING_DOWN = 0.5    # factor per window
@@ -55,6 +61,7 @@ CONTENDING_FOR = 2.0  # seconds since its last datagram during which a NAS count
                       # long enough for a NAS sending a few requests a second, short enough that a
                       # flood that has stopped does not leave the next busy NAS clamped
 FLOOR = 50.0          # datagrams/s per NAS the ceiling never goes below
+STALE_AFTER = 2 * ADAPT_WINDOW   # another worker's post older than this: its rates no longer count
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +71,7 @@ class FairnessLimits:
     depth: int = 1024       # datagrams waiting per NAS before its new ones are dropped
     in_flight: int = 256    # Access-Requests of one NAS waiting for the store at once (the store
                             # decides them in shared batches: one NAS must not fill every batch)
-    adaptive: bool = False  # a ceiling per NAS that follows how busy the worker is (see above)
+    adaptive: bool = True   # a ceiling per NAS that follows how busy the worker is (see above)
 
 
 class FairQueue:
@@ -75,7 +82,7 @@ class FairQueue:
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
     __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
-                 "_last_look", "_cpu", "_stalled", "_admitted")
+                 "_last_look", "_cpu", "_stalled", "_offered", "_clamped", "heard")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -85,45 +92,58 @@ class FairQueue:
         self.depth = int(limits.depth)
         self.adaptive = limits.adaptive
         self.ceiling: float | None = None   # datagrams/s per NAS while the worker is contended
-        self._rate, self._cap = self.rate, self.burst   # the bucket in force: the rate, or the ceiling below it
-        self._buckets: dict = {}    # key -> [tokens, last datagram at]
+        self._rate, self._cap = self.rate, self.burst   # the bucket of a NAS pressing on the ceiling
+        self._buckets: dict = {}    # key -> [tokens, last datagram at, pressing on the ceiling]
         self._queues = RoundRobin()
         self._last_look: float | None = None   # time of the last look
         self._cpu = 0.0                     # process CPU seconds then
         self._stalled = 0.0                 # machine CPU-stall seconds then
-        self._admitted: dict = {}           # key -> datagrams admitted since
+        self._offered: dict = {}            # key -> datagrams offered since (admitted or refused)
+        self._clamped = None                # the NAS the ceiling last came down for
+        self.heard: list = []               # (key, last heard, offered/s) at the last look: the post
 
     def __len__(self) -> int:
         return len(self._queues)
 
     def offer(self, key, item, now: float) -> str | None:
         """Queue `item` under `key`; None if queued, else why it was refused (OVER_RATE, QUEUE_FULL)."""
-        rate = self._rate
+        if self.ceiling is not None and now - self._last_look > CONTENDING_FOR:
+            # the server looks only while the worker works: a ceiling from before a quiet
+            # spell (nobody contends in it) must not meet the first datagrams after it
+            self._apply(None, ())
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[key] = [self._cap, now]
-        elif rate:
+            bucket = self._buckets[key] = [self.burst, now, False]
+        if bucket[2]:   # a NAS pressing on the ceiling: its bucket runs at the ceiling
+            rate, cap = self._rate, self._cap
+        else:
+            rate, cap = self.rate, self.burst
+        if rate:
             tokens = bucket[0] + (now - bucket[1]) * rate
-            bucket[0] = tokens if tokens < self._cap else self._cap
+            bucket[0] = tokens if tokens < cap else cap
         bucket[1] = now
+        if self.adaptive:   # what a NAS asks for, refused or not: a ceiling must not feed on itself
+            self._offered[key] = self._offered.get(key, 0) + 1
         if rate and bucket[0] < 1.0:
             return OVER_RATE
         if self._queues.waiting(key) >= self.depth:
             return QUEUE_FULL
         if rate:
             bucket[0] -= 1.0
-        if self.adaptive:
-            self._admitted[key] = self._admitted.get(key, 0) + 1
         self._queues.put(key, item)
         return None
 
-    def observe(self, now: float, busy: float, cpu: float = 0.0, stalled: float = 0.0) -> float | None:
+    def observe(self, now: float, busy: float, cpu: float = 0.0, stalled: float = 0.0,
+                elsewhere: Iterable = ()) -> float | None:
         """One look, which the server takes every ADAPT_WINDOW: since the last one the loop was
         busy `busy` seconds (wall time); `cpu` and `stalled` are running totals in seconds: the
         CPU this process has used (its store threads' work shows here while the loop waits) and
         the time tasks on this machine waited for a CPU (Linux PSI: a worker starved of a core by
-        other processes shows here). Moves the ceiling (see the module's text); returns it when
-        it changed (0.0: lifted), else None. The first look only starts the count."""
+        other processes shows here). `elsewhere`: the other workers' last posts of their `heard`,
+        (NAS key, last heard, offered/s, posted at) each (radiusd.radius.fairness_board): a
+        NAS the kernel gave to another worker contends for the same CPUs. Moves the ceiling
+        (see the module's text) and sets `heard` for this worker's post; returns the ceiling
+        when it changed (0.0: lifted), else None. The first look only starts the count."""
         if not self.adaptive:
             return None
         if self._last_look is None:
@@ -133,30 +153,59 @@ class FairQueue:
         if elapsed <= 0:
             return None
         load = max(busy, cpu - self._cpu, stalled - self._stalled) / elapsed
-        rates = sorted((n / elapsed for n in self._admitted.values()), reverse=True)
-        self._last_look, self._cpu, self._stalled, self._admitted = now, cpu, stalled, {}
-        top, second = (rates + [0.0, 0.0])[:2]
-        contending = sum(1 for bucket in self._buckets.values() if now - bucket[1] < CONTENDING_FOR)
+        here = {key: n / elapsed for key, n in self._offered.items()}
+        self._last_look, self._cpu, self._stalled, self._offered = now, cpu, stalled, {}
+        heard_at = {key: bucket[1] for key, bucket in self._buckets.items() if now - bucket[1] < CONTENDING_FOR}
+        self.heard = sorted(((key, last, here.get(key, 0.0)) for key, last in heard_at.items()),
+                            key=lambda entry: (-entry[2], -entry[1]))
+        rates = dict(here)   # the whole server's rate per NAS: ours plus the other workers' fresh posts
+        for key, last, rate, posted in elsewhere:
+            if now - last < CONTENDING_FOR and last > heard_at.get(key, -CONTENDING_FOR):
+                heard_at[key] = last
+            if now - posted <= STALE_AFTER:
+                rates[key] = rates.get(key, 0.0) + rate
+        contending = len(heard_at)
+        # The NAS this worker can hold down is the one that asks most of it, measured against
+        # every other NAS the server hears. Rates are what NAS send, not what they were let
+        # through: a ceiling measured on what it let through would never rise again.
+        mine = max(here, key=here.__getitem__) if here else None
+        top = rates.get(mine, 0.0)
+        second = max((rate for key, rate in rates.items() if key != mine), default=0.0)
+        clamped = here.get(self._clamped, 0.0)   # what the NAS the ceiling came down for still sends here
         ceiling = self.ceiling
-        if contending >= 2 and load > BUSY_HIGH and top > 2 * second:
-            # never below twice the next NAS's rate: the ceiling is for the one that floods
-            ceiling = max(FLOOR, 2 * second, CEILING_DOWN * min(top, ceiling or top))
-        elif ceiling is not None and (contending < 2 or (load < BUSY_LOW and top < ceiling / 2)):
-            ceiling = None   # nobody presses on it, or nobody left to protect
+        if contending >= 2 and load > BUSY_HIGH and second > 0 and top > 2 * second:
+            # Only on what this window showed: a NAS that sent nothing in it (a flooder that has
+            # just stopped) is no one to protect. The first time straight to twice the next
+            # NAS's rate (the others wait behind the flood until it is down; halving from the
+            # worker's whole rate took half a second), then halving, never below that.
+            ceiling = max(FLOOR, 2 * second, CEILING_DOWN * min(here[mine], ceiling) if ceiling else 0.0)
+            self._clamped = mine
+        elif ceiling is not None and (contending < 2 or clamped < ceiling / 2):
+            ceiling = None   # nobody left to protect, or the NAS it was for no longer presses on it
         elif ceiling is not None and load < BUSY_LOW:
             ceiling *= CEILING_UP
-        if ceiling == self.ceiling:
-            return None
+        if ceiling is not None and ceiling < 2 * second:
+            ceiling = 2 * second   # whatever the load: room for every NAS that does not flood
+        # Only a NAS that sent more than the ceiling in this window meets it: one that has only
+        # begun (its rate not known yet) or sends less keeps its own bucket.
+        pressing = () if ceiling is None else {key for key, rate in here.items() if rate > ceiling}
+        changed = ceiling != self.ceiling
+        self._apply(ceiling, pressing)
+        return (ceiling or 0.0) if changed else None
+
+    def _apply(self, ceiling: float | None, pressing) -> None:
         self.ceiling = ceiling
         if ceiling is None or (self.rate and ceiling >= self.rate):
-            self._rate, self._cap = self.rate, self.burst
-            for bucket in self._buckets.values():   # as if there had been no ceiling: each its burst
-                bucket[0] = self.burst
+            pressing = ()
         else:
             self._rate, self._cap = ceiling, max(1.0, ceiling * ADAPT_WINDOW)
-            for bucket in self._buckets.values():   # tokens saved under the old rate: not a pass
+        for key, bucket in self._buckets.items():
+            # tokens saved under its own rate are not a pass under the ceiling; a NAS let go
+            # refills at its own rate from what it has (no burst as a gift: a ceiling that comes
+            # and goes would hand a flooder a whole burst each time)
+            bucket[2] = key in pressing
+            if bucket[2]:
                 bucket[0] = min(bucket[0], self._cap)
-        return ceiling or 0.0
 
     def take(self):
         """The next item to process (one per key per turn), or None when nothing waits."""

@@ -287,7 +287,7 @@ class _Listener:
 class RadiusServer:
     def __init__(self, settings: Settings, sessions, metrics: Metrics | None = None,
                  worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
-                 snapshot: Snapshot | None = None, reloaded: bool = False):
+                 snapshot: Snapshot | None = None, reloaded: bool = False, board=None):
         self.settings = settings
         self._handover = False
         # A snapshot the supervisor loaded before it forked us (its pages shared by all workers):
@@ -313,6 +313,7 @@ class RadiusServer:
         self._busy = 0.0         # loop seconds spent reading and deciding since the fairness ceiling's last look
         self._observe_at = 0.0
         self._cpu_stall = CpuStall(self.log) if settings.fairness_adaptive else None
+        self._board, self._board_slot = board or (None, None)   # what the other workers hear (adaptive only)
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
@@ -671,7 +672,11 @@ class RadiusServer:
         fair = self.endpoint.fair
         before = fair.ceiling
         busy, self._busy = self._busy, 0.0
-        fair.observe(now, busy, time.process_time(), self._cpu_stall())
+        board = self._board
+        fair.observe(now, busy, time.process_time(), self._cpu_stall(),
+                     board.read(self._board_slot) if board is not None else ())
+        if board is not None:
+            board.post(self._board_slot, now, fair.heard)
         if (before is None) == (fair.ceiling is None):
             return   # none, or moved (the gauge shows it): one line when it comes and when it goes
         if fair.ceiling is not None:
@@ -849,10 +854,10 @@ def open_server_store(settings: Settings):
 
 
 async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_sweeper: bool,
-               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
+               snapshot: Snapshot | None = None, reloaded: bool = False, board=None) -> int:
     _, sessions = open_server_store(settings)
     server = RadiusServer(settings, sessions, worker_index=worker_index, reuse_port=reuse_port,
-                          run_sweeper=run_sweeper, snapshot=snapshot, reloaded=reloaded)
+                          run_sweeper=run_sweeper, snapshot=snapshot, reloaded=reloaded, board=board)
     try:
         await server.start()
     except StartupError:
@@ -864,20 +869,21 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
 
 
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
-               snapshot: Snapshot | None = None, reloaded: bool = False) -> int:
-    """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code."""
+               snapshot: Snapshot | None = None, reloaded: bool = False, board=None) -> int:
+    """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code.
+    `board`: (FairnessBoard, slot) when the supervisor's workers share the fairness board."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
-    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded))
+    return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded, board))
 
 
 def worker_main(settings: Settings, worker_index: int, snapshot: Snapshot | None = None,
-                reloaded: bool = False) -> None:
+                reloaded: bool = False, board=None) -> None:
     """Entry point of a worker process started by the supervisor."""
     configure(settings.log_level, worker=worker_index)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides; Ctrl-C reaches it
     try:
         code = run_server(settings, worker_index, reuse_port=True, run_sweeper=(worker_index == 0),
-                          snapshot=snapshot, reloaded=reloaded)
+                          snapshot=snapshot, reloaded=reloaded, board=board)
     except StartupError as exc:
         get_logger().error("server.startup_failed", worker=worker_index, error=str(exc))
         code = 2

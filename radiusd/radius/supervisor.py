@@ -25,6 +25,10 @@ socket when it closes go unanswered (the NAS retransmits). Memory holds two snap
 a roll lasts (the old one is freed when its last worker exits).
 Workers check the store version too (for /health's store state) but never load.
 
+With the adaptive fairness ceiling on, the workers also share one small board in memory made
+before the first fork (radiusd.radius.fairness_board): the NAS each heard lately and how much
+they send, so a worker that carries a flood clamps it for a NAS only another worker hears.
+
 Workers are independent servers otherwise: own thread pool, own accounting spool (worker 0: the
 configured spool path, worker i: `<spool>/worker-<i>`). One `/metrics` and `/health` endpoint on
 metrics_port, served here for all workers (radiusd.metrics: the workers' counters meet in a
@@ -47,6 +51,7 @@ from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version
 from radiusd.logging_setup import get_logger
 from radiusd.metrics import MetricsServer, ServerMetrics
+from radiusd.radius.fairness_board import FairnessBoard
 from radiusd.radius.server import HANDOVER_SIGNAL, StartupError, open_server_store, probe_ports, worker_main
 from radiusd.store.snapshot_loader import load_snapshot_from
 
@@ -73,7 +78,7 @@ class SnapshotSource:
         self.engine.dispose()
 
 
-def _worker(settings: Settings, index: int, snapshot: Snapshot, reloaded: bool, metrics_endpoint) -> None:
+def _worker(settings: Settings, index: int, snapshot: Snapshot, reloaded: bool, metrics_endpoint, board) -> None:
     """First code of a forked worker: undo what it inherited from the supervisor, then serve."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)   # the supervisor's handlers are not ours
     signal.signal(signal.SIGHUP, signal.SIG_IGN)    # reloads are the supervisor's; ours come with the server
@@ -84,7 +89,7 @@ def _worker(settings: Settings, index: int, snapshot: Snapshot, reloaded: bool, 
     import prometheus_client.values
 
     prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()
-    worker_main(settings, index, snapshot, reloaded)
+    worker_main(settings, index, snapshot, reloaded, board)
 
 
 def run_supervisor(settings: Settings, workers: int) -> int:
@@ -123,6 +128,9 @@ def run_supervisor(settings: Settings, workers: int) -> int:
     endpoint = None
 
     versions: dict[int, int] = {}   # worker -> the snapshot version it was started on
+    # what each worker's adaptive fairness ceiling hears of the others' NAS (made before any fork)
+    board = FairnessBoard(workers) if settings.fairness_adaptive else None
+    generations: dict[int, int] = {}   # worker -> processes started for it: a successor posts in the other slot
 
     def start(index: int, successor: bool = False):
         source.before_fork()
@@ -131,7 +139,9 @@ def run_supervisor(settings: Settings, workers: int) -> int:
         # go; a SIGHUP reload rolls the workers on the same version, so the version alone won't do.
         reloaded = successor or versions.get(index, snapshot.version) != snapshot.version
         versions[index] = snapshot.version
-        proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint),
+        generations[index] = generations.get(index, -1) + 1
+        posts = (board, 2 * index + generations[index] % 2) if board is not None else None
+        proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint, posts),
                            name=f"radiusd-worker-{index}")
         proc.start()
         return proc
