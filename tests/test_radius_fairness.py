@@ -5,7 +5,7 @@ from radiusd.config import ConfigError, load_settings
 from radiusd.core.snapshot import NasInfo, build_snapshot
 from radiusd.radius.codec import load_dictionary
 from radiusd.radius.endpoint import AUTH, ACCT, Count, Drop, EdgeState, Endpoint
-from radiusd.radius.fairness import CEILING_UP, CONTENDING_FOR, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
+from radiusd.radius.fairness import ADAPT_WINDOW, CEILING_UP, CONTENDING_FOR, OVER_RATE, QUEUE_FULL, FairnessLimits, FairQueue
 from radiusd.radius.nas_table import NasTable
 from radius_packets import SECRET, auth_request
 
@@ -341,3 +341,39 @@ def test_the_ceiling_follows_the_other_nas_up_whatever_the_load():
     assert queue.ceiling == pytest.approx(2 * 400)
     results, _ = _window(queue, t + 0.25, {"flood": 1000, "quiet": 100}, busy=0.6)
     assert results["quiet"] == [None] * 100 and queue.ceiling == pytest.approx(2 * 400)
+
+
+def test_a_ceiling_sheds_the_backlog_its_flooder_queued_before_it():
+    """The flood queued 1,000 under the old budget: decided, they would hold the worker for the
+    quiet NAS's first answers. The ceiling keeps the newest of them (one window's worth) and hands
+    the rest to the caller to count; the quiet NAS's queue is untouched."""
+    queue = FairQueue(FairnessLimits(rate=5000, depth=100_000, adaptive=True))
+    queue.observe(0.0, 0.0)
+    for i in range(1000):
+        queue.offer("flood", i, 0.25 * i / 1000)
+    for i in range(10):
+        queue.offer("quiet", i, 0.25 * i / 10)
+    assert queue.observe(0.25, 0.95 * 0.25) == pytest.approx(80)
+    kept = int(80 * ADAPT_WINDOW)
+    assert queue.waiting("flood") == kept and queue.waiting("quiet") == 10
+    assert [item for key, item in queue.shed] == list(range(1000 - kept)) and {k for k, _ in queue.shed} == {"flood"}
+    taken = [queue.take() for _ in range(kept + 10)]
+    assert sorted(i for i in taken if i >= 10) == list(range(1000 - kept, 1000))   # the newest are kept
+
+
+def test_the_endpoint_counts_what_the_ceiling_shed_as_over_rate():
+    ep = Endpoint(load_dictionary(), duplicate_ttl=30, fairness=FairnessLimits(rate=5000, depth=100_000))
+    edge = _edge()
+    data, _ = auth_request([("User-Name", "x")])
+    ep.fair.observe(0.0, 0.0)
+    for i in range(1000):
+        assert ep.admit(AUTH, data, ("127.0.0.2", 5000 + i), 0.25 * i / 1000, edge)
+    for i in range(10):
+        assert ep.admit(AUTH, data, ("127.0.0.1", 6000 + i), 0.25 * i / 10, edge)
+    ep.fair.observe(0.25, 0.95 * 0.25)
+    shed = len(ep.fair.shed)
+    assert shed > 900
+    actions = ep.over_budget(edge)
+    (drop,) = [a for a in actions if type(a) is Drop]
+    assert (drop.nas, drop.amount, drop.fields["limit"]) == ("flood", shed, "over_rate")
+    assert ep.fair.shed == [] and ep.over_budget(edge) == []

@@ -50,6 +50,15 @@ class RoundRobin:
         queue.append(item)
         self._length += 1
 
+    def shed(self, key, keep: int) -> list:
+        """Drop the oldest of `key`'s items beyond the newest `keep` (>= 1); returns them."""
+        queue = self._queues.get(key)
+        dropped = []
+        while queue is not None and len(queue) > max(1, keep):
+            dropped.append(queue.popleft())
+        self._length -= len(dropped)
+        return dropped
+
     def take(self):
         """The next item (one per key per turn), or None when nothing waits."""
         turns = self._turns

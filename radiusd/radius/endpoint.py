@@ -194,8 +194,18 @@ class Endpoint:
         """The next admitted (port, data, addr, via) to decide, one NAS per turn; None if none."""
         return self.fair.take()
 
-    def over_budget(self) -> list:
-        """Datagrams refused by `admit` since the last call, as one Drop and one Count per NAS."""
+    def over_budget(self, state: EdgeState | None = None) -> list:
+        """Datagrams refused by `admit`, or shed from a NAS's queue when the fairness ceiling
+        came down on it, since the last call: one Drop and one Count per NAS and limit."""
+        if self.fair.shed:
+            for key, (port, _, addr, _) in self.fair.shed:
+                tally = self._over_budget.get((port, key, OVER_RATE))
+                if tally is None:
+                    nas = state.nas_table.lookup(addr[0]) if state is not None else None
+                    self._over_budget[(port, key, OVER_RATE)] = [1, nas.name if nas is not None else None, addr[0]]
+                else:
+                    tally[0] += 1
+            self.fair.shed = []
         if not self._over_budget:
             return []
         actions: list = []

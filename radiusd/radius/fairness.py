@@ -34,7 +34,8 @@ say one whose store stalled, must not inherit it), or when no other NAS has been
 CONTENDING_FOR. It only comes down on a window in which another NAS did send: a NAS silent
 for a window is no one to protect then, and it is never below twice what any other NAS sends.
 It holds every NAS that sent more than it in the last window (max-min fairness): a NAS below it,
-or one just begun, never feels it; a NAS alone keeps the whole worker. The workers share what
+or one just begun, never feels it; a NAS alone keeps the whole worker. A NAS it comes down on
+loses what it queued beyond one window's worth (`shed`, oldest first, for the caller to count). The workers share what
 they hear (radiusd.radius.fairness_board): the kernel may give a flood's flows to one worker
 and the NAS it hurts to another, and both share the machine's CPUs.
 
@@ -82,7 +83,7 @@ class FairQueue:
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
     __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
-                 "_last_look", "_cpu", "_stalled", "_offered", "_clamped", "heard")
+                 "_last_look", "_cpu", "_stalled", "_offered", "_clamped", "heard", "shed")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -101,6 +102,7 @@ class FairQueue:
         self._offered: dict = {}            # key -> datagrams offered since (admitted or refused)
         self._clamped = None                # the NAS the ceiling last came down for
         self.heard: list = []               # (key, last heard, offered/s) at the last look: the post
+        self.shed: list = []                # (key, item) dropped from the queues by the ceiling, for the caller to count
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -206,6 +208,10 @@ class FairQueue:
             bucket[2] = key in pressing
             if bucket[2]:
                 bucket[0] = min(bucket[0], self._cap)
+                # what it queued under its old budget goes too, oldest first (they have waited
+                # longest): decided, that backlog would hold the worker for the others' first
+                # answers (the first 0.1-0.5 s of a victim's traffic were its slowest)
+                self.shed.extend((key, item) for item in self._queues.shed(key, int(self._cap)))
 
     def take(self):
         """The next item to process (one per key per turn), or None when nothing waits."""

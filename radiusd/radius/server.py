@@ -632,7 +632,7 @@ class RadiusServer:
     def admitted(self, began: float) -> None:
         """After a socket drain: count what admission refused, and make sure a decide() turn comes."""
         self._busy_since(began)
-        refused = self.endpoint.over_budget()
+        refused = self.endpoint.over_budget(self.state)
         if refused:
             self.execute(refused)
         if not self._deciding and len(self.endpoint.fair):
