@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,15 +21,28 @@ from radiusd.db import open_store
 DEMO_SEED = PROJECT_ROOT / "schema" / "seeds" / "demo.sql"
 
 
+def _below_ephemeral() -> range:
+    """Ports the kernel never hands out by itself: below its ephemeral range. A port picked from
+    that range (bind to 0) can be taken by the test's own next outgoing connection (PostgreSQL)
+    before the server binds it: "Address already in use", seen once in a full run."""
+    try:
+        low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, max(10001, low))
+
+
 def free_port(count: int = 1) -> list[int]:
-    """Ports free for UDP on 127.0.0.1 and ::1 and for TCP on 127.0.0.1 (at this moment)."""
+    """Ports free for UDP on 127.0.0.1 and ::1 and for TCP on 127.0.0.1 (at this moment), below
+    the kernel's ephemeral range."""
     ports = []
+    candidates = _below_ephemeral()
     while len(ports) < count:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = random.choice(candidates)
         try:
-            for family, kind, host in ((socket.AF_INET6, socket.SOCK_DGRAM, "::1"), (socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1")):
+            for family, kind, host in ((socket.AF_INET, socket.SOCK_DGRAM, "127.0.0.1"),
+                                       (socket.AF_INET6, socket.SOCK_DGRAM, "::1"),
+                                       (socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1")):
                 with socket.socket(family, kind) as s:
                     s.bind((host, port))
         except OSError:

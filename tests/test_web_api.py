@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from sqlalchemy import func, select
 from radiusd.admin import users
 from radiusd.models import Account, ApiToken, AuditEntry, Cdr, Client, Nas, Rate
 from radiusd.web.api import router
+from radius_server import free_port
 from test_accounting_support import CUSTOMER_IP, T0, VENDOR_IP, acct, feed, open_calls, seed, snapshot_of
 
 S = dt.timedelta(seconds=1)
@@ -353,16 +353,10 @@ def test_account_update_deactivate_and_delete_with_refund(api):
 
 # ---------------------------------------------------------------- over real HTTP
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def served(store_url, sessions, tmp_path):
     """`radiusd web` itself, in a process of its own on a free loopback port, for one test."""
-    port = _free_port()
+    (port,) = free_port()
     log = open(tmp_path / "web.log", "w+")
     process = subprocess.Popen(
         [sys.executable, "-m", "radiusd", "web", "--bind", "127.0.0.1", "--port", str(port),

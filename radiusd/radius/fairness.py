@@ -208,9 +208,10 @@ class FairQueue:
             bucket[2] = key in pressing
             if bucket[2]:
                 bucket[0] = min(bucket[0], self._cap)
-                # what it queued under its old budget goes too, oldest first (they have waited
-                # longest): decided, that backlog would hold the worker for the others' first
-                # answers (the first 0.1-0.5 s of a victim's traffic were its slowest)
+                # and what it has queued beyond one window's worth (at first: what it queued
+                # under its old budget), oldest first as they have waited longest: decided, that
+                # backlog held the worker for the others' first answers (the first 0.1-0.5 s of
+                # a victim's traffic were its slowest)
                 self.shed.extend((key, item) for item in self._queues.shed(key, int(self._cap)))
 
     def take(self):
