@@ -132,6 +132,19 @@ _TOML_KEYS = {
 }
 
 
+TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+FALSE_WORDS = ("0", "false", "no", "off", "n", "f")
+
+
+def truth(value) -> bool | None:
+    """A yes/no as settings, the CLI and seeds write it (true, yes, on, 1 ... false, no, off, 0;
+    any case); None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
 def _coerce(name: str, value, kind):
     origin = getattr(kind, "__origin__", None)
     if kind in (int, "int"):
@@ -140,12 +153,10 @@ def _coerce(name: str, value, kind):
         except (TypeError, ValueError):
             raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
     if kind in (bool, "bool"):
-        if isinstance(value, bool):
-            return value
-        word = str(value).strip().lower()
-        if word in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return word in ("true", "yes", "1", "on")
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        found = truth(value)
+        if found is None:
+            raise ConfigError(f"{name}: expected true or false, got {value!r}")
+        return found
     if kind in (float, "float"):
         try:
             return float(value)

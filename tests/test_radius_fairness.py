@@ -83,14 +83,14 @@ def test_endpoint_admits_per_nas_and_reports_the_excess_once_per_nas():
     assert results.count(True) == 4
     assert ep.admit(ACCT, data, ("127.0.0.1", 6000), 0.0, edge)       # the other NAS is unaffected
     assert ep.admit(AUTH, data, ("192.0.2.1", 1), 0.0, edge)          # unknown sources: their own queue
-    actions = ep.over_budget()
+    actions = ep.over_budget(edge)
     (drop,) = [a for a in actions if type(a) is Drop]
     assert (drop.port, drop.reason, drop.nas, drop.amount) == (AUTH, "nas_over_budget", "flood", 6)
     assert drop.fields["limit"] == "queue_full" and "depth" in drop.fields["detail"]   # which limit, said
     counts = {(a.metric, tuple(a.labels.items())): a.amount for a in actions if type(a) is Count}
     assert counts[("radiusd_nas_over_budget_total", (("port", AUTH), ("nas", "flood"), ("limit", "queue_full")))] == 6
     assert counts[("radiusd_packets_received_total", (("port", AUTH),))] == 6
-    assert ep.over_budget() == []                                      # reported once
+    assert ep.over_budget(edge) == []                                      # reported once
     # served round robin: the quiet NAS's datagram is the 2nd decided, not the 5th
     order = [ep.next_admitted()[2][0] for _ in range(6)]
     assert order[1] == "127.0.0.1" and ep.next_admitted() is None
@@ -313,23 +313,24 @@ def test_the_board_carries_posts_between_forked_workers():
     from radiusd.radius.fairness_board import FairnessBoard
 
     board = FairnessBoard(workers=2)
-    board.post(0, 10.0, [(7, 9.5, 1234.5), (None, 9.9, 3.0)])
+    first, successor, second = board.slot(0), board.slot(3), board.slot(1)
+    first.post(10.0, [(7, 9.5, 1234.5), (None, 9.9, 3.0)])
 
     def child():
-        board.post(3, 11.0, [(42, 10.9, 77.0)])
+        successor.post(11.0, [(42, 10.9, 77.0)])
 
     proc = multiprocessing.get_context("fork").Process(target=child)
     proc.start()
     proc.join(10)
     assert proc.exitcode == 0
-    assert sorted(board.read(own_slot=1), key=str) == sorted(
+    assert sorted(second.read(), key=str) == sorted(
         [(7, 9.5, 1234.5, 10.0), (None, 9.9, 3.0, 10.0), (42, 10.9, 77.0, 11.0)], key=str)
-    assert board.read(own_slot=0) == [(42, 10.9, 77.0, 11.0)]      # its own post is not news to a worker
+    assert first.read() == [(42, 10.9, 77.0, 11.0)]      # its own post is not news to a worker
     import struct
 
     from radiusd.radius.fairness_board import SLOT
     struct.pack_into("<Q", board._mem, 3 * SLOT, 5)                 # a post half written: skipped
-    assert board.read(own_slot=0) == []
+    assert first.read() == []
 
 
 def test_the_ceiling_follows_the_other_nas_up_whatever_the_load():

@@ -13,14 +13,13 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import BigInteger, Integer
 
+from radiusd.config import truth
 from radiusd.errors import Conflict, UserError  # noqa: F401  (re-exported: F.UserError)
 from radiusd.models import MONEY_SCALE, Money
 from radiusd.plain import RATE_FIELDS, amount_text, rate_text  # noqa: F401  (F.amount_text for callers)
 
 NONE_WORDS = ("", "none", "null", "-")
 UNLIMITED_WORDS = ("unlimited",) + NONE_WORDS
-_TRUE = ("1", "true", "yes", "on", "y", "t")
-_FALSE = ("0", "false", "no", "off", "n", "f")
 TECH_PREFIX_RE = re.compile(r"^[0-9#*]*$")
 DIGITS_RE = re.compile(r"^[0-9]*$")
 ANI_RE = re.compile(r"^\+?[0-9#*]+$")
@@ -116,14 +115,10 @@ def optional_text(field: str, value, max_len: int = 255) -> str | None:
 
 
 def boolean(field: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise fail(field, "expected yes or no", value)
+    found = truth(value)
+    if found is None:
+        raise fail(field, "expected yes or no", value)
+    return found
 
 
 def integer(field: str, value, *, minimum: int | None = None, maximum: int | None = INTEGER_MAX,

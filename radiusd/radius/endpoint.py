@@ -183,29 +183,27 @@ class Endpoint:
         refused = self.fair.offer(key, (port, data, addr, via), mono)
         if refused is None:
             return True
-        tally = self._over_budget.get((port, key, refused))
+        self._tally(port, key, refused, nas, addr[0])
+        return False
+
+    def _tally(self, port: str, key, limit: str, nas: NasInfo | None, source: str) -> None:
+        tally = self._over_budget.get((port, key, limit))
         if tally is None:
-            self._over_budget[(port, key, refused)] = [1, nas.name if nas is not None else None, addr[0]]
+            self._over_budget[(port, key, limit)] = [1, nas.name if nas is not None else None, source]
         else:
             tally[0] += 1
-        return False
 
     def next_admitted(self):
         """The next admitted (port, data, addr, via) to decide, one NAS per turn; None if none."""
         return self.fair.take()
 
-    def over_budget(self, state: EdgeState | None = None) -> list:
+    def over_budget(self, state: EdgeState) -> list:
         """Datagrams refused by `admit`, or shed from a NAS's queue when the fairness ceiling
         came down on it, since the last call: one Drop and one Count per NAS and limit."""
         if self.fair.shed:
             for key, (port, _, addr, _) in self.fair.shed:
-                tally = self._over_budget.get((port, key, OVER_RATE))
-                if tally is None:
-                    nas = state.nas_table.lookup(addr[0]) if state is not None else None
-                    self._over_budget[(port, key, OVER_RATE)] = [1, nas.name if nas is not None else None, addr[0]]
-                else:
-                    tally[0] += 1
-            self.fair.shed = []
+                self._tally(port, key, OVER_RATE, state.nas_table.lookup(addr[0]), addr[0])
+            self.fair.shed.clear()
         if not self._over_budget:
             return []
         actions: list = []

@@ -83,7 +83,8 @@ class FairQueue:
     sources), so the state is bounded by the NAS table, not by the sources heard."""
 
     __slots__ = ("rate", "burst", "depth", "adaptive", "ceiling", "_rate", "_cap", "_buckets", "_queues",
-                 "_last_look", "_cpu", "_stalled", "_offered", "_clamped", "heard", "shed")
+                 "_last_look", "_cpu", "_stalled", "_offered", "_clamped", "heard", "shed",
+                 "_pressing")
 
     def __init__(self, limits: FairnessLimits = FairnessLimits()):
         if limits.rate < 0 or limits.burst < 0 or limits.depth < 1:
@@ -103,6 +104,7 @@ class FairQueue:
         self._clamped = None                # the NAS the ceiling last came down for
         self.heard: list = []               # (key, last heard, offered/s) at the last look: the post
         self.shed: list = []                # (key, item) dropped from the queues by the ceiling, for the caller to count
+        self._pressing: set = set()         # keys whose bucket runs at the ceiling (their bucket[2])
 
     def __len__(self) -> int:
         return len(self._queues)
@@ -112,7 +114,7 @@ class FairQueue:
         if self.ceiling is not None and now - self._last_look > CONTENDING_FOR:
             # the server looks only while the worker works: a ceiling from before a quiet
             # spell (nobody contends in it) must not meet the first datagrams after it
-            self._apply(None, ())
+            self._apply(None, set())
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = [self.burst, now, False]
@@ -190,7 +192,7 @@ class FairQueue:
             ceiling = 2 * second   # whatever the load: room for every NAS that does not flood
         # Only a NAS that sent more than the ceiling in this window meets it: one that has only
         # begun (its rate not known yet) or sends less keeps its own bucket.
-        pressing = () if ceiling is None else {key for key, rate in here.items() if rate > ceiling}
+        pressing = set() if ceiling is None else {key for key, rate in here.items() if rate > ceiling}
         changed = ceiling != self.ceiling
         self._apply(ceiling, pressing)
         return (ceiling or 0.0) if changed else None
@@ -198,21 +200,23 @@ class FairQueue:
     def _apply(self, ceiling: float | None, pressing) -> None:
         self.ceiling = ceiling
         if ceiling is None or (self.rate and ceiling >= self.rate):
-            pressing = ()
+            pressing = set()
         else:
             self._rate, self._cap = ceiling, max(1.0, ceiling * ADAPT_WINDOW)
-        for key, bucket in self._buckets.items():
-            # tokens saved under its own rate are not a pass under the ceiling; a NAS let go
-            # refills at its own rate from what it has (no burst as a gift: a ceiling that comes
-            # and goes would hand a flooder a whole burst each time)
-            bucket[2] = key in pressing
-            if bucket[2]:
-                bucket[0] = min(bucket[0], self._cap)
-                # and what it has queued beyond one window's worth (at first: what it queued
-                # under its old budget), oldest first as they have waited longest: decided, that
-                # backlog held the worker for the others' first answers (the first 0.1-0.5 s of
-                # a victim's traffic were its slowest)
-                self.shed.extend((key, item) for item in self._queues.shed(key, int(self._cap)))
+        # a NAS let go refills at its own rate from what it has (no burst as a gift: a ceiling
+        # that comes and goes would hand a flooder a whole burst each time)
+        for key in self._pressing - pressing:
+            self._buckets[key][2] = False
+        for key in pressing:
+            bucket = self._buckets[key]
+            bucket[2] = True
+            bucket[0] = min(bucket[0], self._cap)   # tokens saved under its own rate: not a pass
+            # and what it has queued beyond one window's worth (at first: what it queued under
+            # its old budget), oldest first as they have waited longest: decided, that backlog
+            # held the worker for the others' first answers (the first 0.1-0.5 s of a victim's
+            # traffic were its slowest)
+            self.shed.extend((key, item) for item in self._queues.shed(key, int(self._cap)))
+        self._pressing = pressing
 
     def take(self):
         """The next item to process (one per key per turn), or None when nothing waits."""

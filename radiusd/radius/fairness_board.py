@@ -33,6 +33,10 @@ class FairnessBoard:
         self.slots = 2 * workers
         self._mem = mmap.mmap(-1, self.slots * SLOT)   # anonymous and MAP_SHARED: inherited by fork
 
+    def slot(self, slot: int) -> "BoardSlot":
+        """What one worker process holds: its own slot to post to, the others to read."""
+        return BoardSlot(self, slot)
+
     def post(self, slot: int, now: float, heard: list) -> None:
         base = slot * SLOT
         (seq,) = struct.unpack_from("<Q", self._mem, base)
@@ -59,3 +63,16 @@ class FairnessBoard:
                 continue   # written while we read
             found.extend((None if key == _NO_NAS else key, last, rate, posted) for key, last, rate in entries)
         return found
+
+
+class BoardSlot:
+    __slots__ = ("board", "slot")
+
+    def __init__(self, board: FairnessBoard, slot: int):
+        self.board, self.slot = board, slot
+
+    def post(self, now: float, heard: list) -> None:
+        self.board.post(self.slot, now, heard)
+
+    def read(self) -> list:
+        return self.board.read(self.slot)

@@ -313,7 +313,7 @@ class RadiusServer:
         self._busy = 0.0         # loop seconds spent reading and deciding since the fairness ceiling's last look
         self._observe_at = 0.0
         self._cpu_stall = CpuStall(self.log) if settings.fairness_adaptive else None
-        self._board, self._board_slot = board or (None, None)   # what the other workers hear (adaptive only)
+        self._board = board   # a BoardSlot: what the other workers hear (adaptive, supervised)
         self.state: EdgeState | None = None
         self.store_up = False
         self.drop_log_limiter = LogLimiter()
@@ -673,10 +673,9 @@ class RadiusServer:
         before = fair.ceiling
         busy, self._busy = self._busy, 0.0
         board = self._board
-        fair.observe(now, busy, time.process_time(), self._cpu_stall(),
-                     board.read(self._board_slot) if board is not None else ())
+        fair.observe(now, busy, time.process_time(), self._cpu_stall(), board.read() if board is not None else ())
         if board is not None:
-            board.post(self._board_slot, now, fair.heard)
+            board.post(now, fair.heard)
         if (before is None) == (fair.ceiling is None):
             return   # none, or moved (the gauge shows it): one line when it comes and when it goes
         if fair.ceiling is not None:
@@ -871,7 +870,7 @@ async def _run(settings: Settings, worker_index: int, reuse_port: bool, run_swee
 def run_server(settings: Settings, worker_index: int = 0, reuse_port: bool = False, run_sweeper: bool = True,
                snapshot: Snapshot | None = None, reloaded: bool = False, board=None) -> int:
     """Run one server process in the foreground until SIGTERM/SIGINT; returns the exit code.
-    `board`: (FairnessBoard, slot) when the supervisor's workers share the fairness board."""
+    `board`: this worker's BoardSlot when the supervisor's workers share the fairness board."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     return asyncio.run(_run(settings, worker_index, reuse_port, run_sweeper, snapshot, reloaded, board))
 

@@ -140,7 +140,7 @@ def run_supervisor(settings: Settings, workers: int) -> int:
         reloaded = successor or versions.get(index, snapshot.version) != snapshot.version
         versions[index] = snapshot.version
         generations[index] = generations.get(index, -1) + 1
-        posts = (board, 2 * index + generations[index] % 2) if board is not None else None
+        posts = board.slot(2 * index + generations[index] % 2) if board is not None else None
         proc = ctx.Process(target=_worker, args=(settings, index, snapshot, reloaded, endpoint, posts),
                            name=f"radiusd-worker-{index}")
         proc.start()
