@@ -523,9 +523,9 @@ class RadiusServer:
         if not self.supervisor_loads:
             if not force:
                 with self.sessions() as session:
-                    force = current_store_version(session) != known_version
-            if force:
-                snapshot = load_snapshot_from(self.sessions)
+                    if current_store_version(session) == known_version:   # the usual poll: one session
+                        return None, learned_message_authenticator(session)
+            snapshot = load_snapshot_from(self.sessions)
         with self.sessions() as session:   # also the store_up check of a supervised worker
             return snapshot, learned_message_authenticator(session)
 
