@@ -92,6 +92,11 @@ class Settings:
         """The sanity bounds of accounting data (radiusd.core.sanity.Limits)."""
         return Limits(self.max_clock_skew_seconds, self.duration_slack_seconds, self.max_call_duration)
 
+    @property
+    def store_timeout_ms(self) -> int:
+        """`store_timeout` in milliseconds, at least 1 (PostgreSQL reads 0 as no limit)."""
+        return max(1, int(self.store_timeout * 1000))
+
 
 _TOML_KEYS = {
     ("server", "bind"): "bind",

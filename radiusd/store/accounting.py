@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -221,6 +220,8 @@ def _values(record) -> dict:
 class _Lite:
     """SQLite (and the rare loads on every dialect): typed statements through SQLAlchemy, row at a time."""
 
+    final = False   # set by apply_group: the unit being written is the group's last
+
     def __init__(self, conn):
         self.conn = conn
         self.st = sql.statements(conn, "accounting")
@@ -298,14 +299,12 @@ class _Pg(_Lite):
             self.cursor.execute(b"; ".join(self.cursor.mogrify(text, params) for text, params in statements))
             return self.cursor.fetchall() if self.cursor.description else []
         except dialect.loaded_dbapi.Error as exc:
-            if getattr(exc, "pgcode", None) == "26000":
-                # our prepared statements are gone (a pooler moved the session): prepare again next time
-                sql.forget_prepared(sql.pool_connection(self.conn))
-            lost = dialect.is_disconnect(exc, sql.driver_connection(self.conn), self.cursor)
+            pool = sql.pool_connection(self.conn)   # (read before invalidate() drops it)
+            lost = dialect.is_disconnect(exc, pool.driver_connection, self.cursor)
+            error = sql.driver_error(exc, dialect, pool, None, invalidated=lost)
             if lost:
                 self.conn.invalidate(exc)
-            raise sa_exc.DBAPIError.instance(None, None, exc, dialect.loaded_dbapi.Error,
-                                             connection_invalidated=lost) from exc
+            raise error from exc
 
     def load(self, name: str, legs: list[str] | None = None, **params) -> tuple[list[Leg], set[str]]:
         if name != "legs":   # the rare loads: typed statements sent by SQLAlchemy, after our BEGIN

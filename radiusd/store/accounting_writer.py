@@ -19,7 +19,8 @@ The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the s
   retried (`_CONFLICT_RETRIES`, counted `conflicts`), never taken for an outage.
 - **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once (counted
   `queue_full`); once it is half full, a NAS holding its share (`accounting_queue / (n + 1)`, n =
-  other NAS waiting) is refused too (`nas_share`): one switch's flood cannot starve the others.
+  NAS waiting, itself included) is refused too (`nas_share`): one switch's flood cannot starve
+  the others.
   `lag()`: the age of the oldest record not yet acknowledged (/health "degraded" past a bound).
 - **Replay**: every `retry_interval` while the spool is not empty its journal, renamed to a work
   file, is applied in order in groups, new arrivals spooled and acknowledged in between. The work
@@ -115,14 +116,10 @@ class StoreUnavailable(Exception):
     """The store could not take the group: spool it."""
 
 
-def _pgcode(exc: BaseException | None) -> str | None:
-    return getattr(getattr(exc, "orig", None), "pgcode", None)
-
-
 def is_timeout(exc: BaseException | None) -> bool:
     """The store was too slow: a lock wait past lock_timeout (55P03) or a statement past
     statement_timeout (57014). The connection itself is fine."""
-    return _pgcode(exc) in ("55P03", "57014")
+    return sql.pgcode(exc) in sql.TIMEOUT_CODES
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -147,7 +144,7 @@ class AccountingWriter:
         self._connection = None   # PostgreSQL: kept between groups (a pool checkout pings: a round trip)
         self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)
         self.on_anomaly: Callable[[str], None] | None = None   # the server counts CDR anomalies
-        self.timeout_ms = max(1, int(settings.store_timeout * 1000))
+        self.timeout_ms = settings.store_timeout_ms
         self._deadline = GroupDeadline(settings.store_timeout) if self._engine is not None else None
         self.queue_max = settings.accounting_queue
         self.batch_max = batch_max
@@ -340,7 +337,7 @@ class AccountingWriter:
                 with self._session() as session, self._deadline.armed(sql.driver_connection(self._connection)):
                     apply_group(session, records, *args, commit=True, lock_ms=_PROBE_LOCK_MS if probe else None)
                 return refused
-            with self.sessions() as session, session.begin(), self._time_limits(session):
+            with sql.bounded_transaction(self.sessions, self.timeout_ms) as session, self._group_deadline(session):
                 if not savepoints:
                     apply_group(session, records, *args)
                 for facts in records if savepoints else ():
@@ -358,15 +355,12 @@ class AccountingWriter:
         return refused
 
     @contextlib.contextmanager
-    def _time_limits(self, session: Session):
-        """On a pooled PostgreSQL connection: the writer's time limits for this transaction, and
-        the whole of it under the group deadline (SQLite: its busy_timeout, set on the engine)."""
+    def _group_deadline(self, session: Session):
+        """On a pooled PostgreSQL connection: the whole transaction under the group deadline."""
         if self._engine is None:
             yield
             return
-        connection = session.connection()
-        connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"), {"ms": self.timeout_ms})
-        with self._deadline.armed(sql.driver_connection(connection)):
+        with self._deadline.armed(sql.driver_connection(session.connection())):
             yield
 
     def _session(self) -> Session:
@@ -406,7 +400,7 @@ class AccountingWriter:
                 return self._transaction(records, savepoints=False, probe=probe)
             except StoreUnavailable as exc:
                 # a deadlock / serialization failure with another writer is no outage: try again
-                conflict = _pgcode(exc.__cause__) in ("40P01", "40001")
+                conflict = sql.pgcode(exc.__cause__) in sql.CONFLICT_CODES
                 if is_timeout(exc.__cause__):
                     # a lock held by someone else or a stalled server: waiting again would only
                     # hold up every record behind this group; spool, and probe later

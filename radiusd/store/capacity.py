@@ -54,13 +54,15 @@ from radiusd.store import sql
 
 LOCK_WAIT_MS = 100          # longest wait for a client lock inside a multi-client batch
 MAX_BATCH = 64              # Access-Requests decided in one transaction
-_RETRY_ONE_BY_ONE = {"55P03", "40P01", "40001"}   # lock_not_available, deadlock, serialization
-_TOO_SLOW = {"55P03", "57014"}   # a lock wait or statement past store_timeout
+_RETRY_ONE_BY_ONE = {"55P03"} | sql.CONFLICT_CODES   # lock_not_available, deadlock, serialization
+
+
+def _client_ids(items: list[Request]) -> list[int]:
+    return sorted({i.plan.client.id for i in items})
 
 
 def _ids(items: list[Request]) -> dict[str, list[int]]:
-    return {"clients": sorted({i.plan.client.id for i in items}),
-            "accounts": sorted({i.plan.account.id for i in items})}
+    return {"clients": _client_ids(items), "accounts": sorted({i.plan.account.id for i in items})}
 
 
 def _admit(items: list[Request], settings: Settings, usage, existing) -> tuple[list[Decision], list]:
@@ -146,7 +148,7 @@ class _PgStore:
         limited = limited_clients(items)
         if limited:
             now = max(item.now for item in items)
-            for name, params in (("lock", (_ids(items)["clients"],)), ("expire", (limited, now)),
+            for name, params in (("lock", (_client_ids(items),)), ("expire", (limited, now)),
                                  ("usage", (limited, counted_accounts(items), now, [i.key for i in items]))):
                 parts.append(cur.mogrify(st[name].execute, params).decode())
         cur.execute("; ".join(parts))
@@ -194,10 +196,8 @@ class _PgStore:
                     self.reset()
                 if not isinstance(exc, psycopg2.Error):
                     raise
-                if exc.pgcode == "26000" and self._fairy is not None:
-                    sql.forget_prepared(self._fairy)   # a pooler moved the session: prepare again
-                raise sa_exc.DBAPIError.instance(sent[:200], None, exc, psycopg2.Error,
-                                                 connection_invalidated=dead) from None
+                raise sql.driver_error(exc, self.engine.dialect, self._fairy, sent[:200],
+                                       invalidated=dead) from None
 
     def reset(self) -> None:
         fairy, self._fairy = self._fairy, None
@@ -215,10 +215,6 @@ class _PgStore:
                 fairy.close()   # back to the pool, as it came
             except Exception:
                 fairy.invalidate()
-
-
-def _pgcode(exc: BaseException) -> str | None:
-    return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
 def _run(store, items: list[Request], settings: Settings, lock_wait: bool) -> list[Decision]:
@@ -245,7 +241,7 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     try:
         return _run(store, items, settings, lock_wait=several)
     except Exception as exc:
-        if not several or _pgcode(exc) not in _RETRY_ONE_BY_ONE:
+        if not several or sql.pgcode(exc) not in _RETRY_ONE_BY_ONE:
             return [exc] * len(items)
     # A lock wait too long (maybe a deadlock with an accounting group): each client a batch of its own.
     by_client: dict[int, list[int]] = {}
@@ -256,7 +252,7 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     for client_id in sorted(by_client):
         indexes = by_client[client_id]
         decided = [stuck] * len(indexes) if stuck else _decide_items(store, [items[i] for i in indexes], settings)
-        if _pgcode(decided[0]) in _TOO_SLOW:
+        if sql.pgcode(decided[0]) in sql.TIMEOUT_CODES:
             stuck = decided[0]
         for i, result in zip(indexes, decided):
             results[i] = result
@@ -403,7 +399,7 @@ class ReservationBatcher:
                 results = self._decide([(plan, now) for plan, now, _ in batch])
             finally:
                 self._busy_since = None
-            if any(isinstance(r, BaseException) and _pgcode(r) in _TOO_SLOW for r in results):
+            if any(isinstance(r, BaseException) and sql.pgcode(r) in sql.TIMEOUT_CODES for r in results):
                 self._slow_until = time.monotonic() + self.stall_after
             self.batches += 1
             self.decided += len(batch)

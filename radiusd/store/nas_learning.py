@@ -17,15 +17,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiusd.models import Nas
 
 
-def record_message_authenticator_seen(sessions: sessionmaker[Session], nas_id: int, now: dt.datetime) -> bool:
-    """Record that NAS `nas_id` sent a valid Message-Authenticator. True if this call recorded it,
-    False if it was already recorded (by another worker or server) or the NAS is no longer auto."""
+def record_message_authenticator_seen(sessions: sessionmaker[Session], nas_id: int, now: dt.datetime) -> None:
+    """Record that NAS `nas_id` sent a valid Message-Authenticator (once: no-op if recorded already
+    or the NAS is no longer auto)."""
     with sessions.begin() as session:
-        return bool(session.execute(
+        session.execute(
             update(Nas)
             .where(Nas.id == nas_id, Nas.message_authenticator == "auto", Nas.message_authenticator_seen_at.is_(None))
             .values(message_authenticator_seen_at=now)
-        ).rowcount)
+        )
 
 
 def learned_message_authenticator(session: Session) -> set[int]:

@@ -96,26 +96,28 @@ def _in_default(conn: Connection) -> dict[str, int]:
             for month, rows in _run(conn, "default_rows_by_month").all()}
 
 
-def _engine_if(bind, check: str, params: dict | None = None) -> Engine | None:
-    """The engine of `bind` (Engine, Connection, Session or sessionmaker) if it is PostgreSQL and
-    the `check` statement finds something there (`is_partitioned`: None for a `cdrs` made before
-    partitioning); None on SQLite."""
+def _pg_engine(bind) -> Engine | None:
+    """The engine of `bind` (Engine, Connection, Session or sessionmaker) if it is PostgreSQL;
+    None on SQLite."""
     if isinstance(bind, sessionmaker):
         bind = bind.kw["bind"]
     engine = bind.get_bind() if isinstance(bind, Session) else bind.engine
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            if _run(conn, check, params).scalar():
-                return engine
-    return None
+    return engine if engine.dialect.name == "postgresql" else None
+
+
+def _partitioned(conn: Connection) -> bool:
+    """False for a `cdrs` made before partitioning."""
+    return bool(_run(conn, "is_partitioned").scalar())
 
 
 def default_partition_rows(bind) -> int | None:
     """Rows in cdrs_default (CDRs dated outside every monthly partition); None without one."""
-    engine = _engine_if(bind, "exists", {"name": DEFAULT})
+    engine = _pg_engine(bind)
     if engine is None:
         return None
     with engine.connect() as conn:
+        if not _run(conn, "exists", {"name": DEFAULT}).scalar():
+            return None
         return sum(_in_default(conn).values())
 
 
@@ -187,14 +189,16 @@ def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONT
     per partition), never in a caller's. Idempotent. A month whose CDRs sit in the default
     partition is skipped (a warning at most every 15 minutes), never moved here.
     """
-    engine = _engine_if(bind, "is_partitioned")
+    engine = _pg_engine(bind)
     if engine is None:
         return PartitionReport(partitioned=False)
-    report = PartitionReport()
-    wanted = [month_start(now)]
-    for _ in range(months_ahead):
-        wanted.append(next_month(wanted[-1]))
     with engine.connect() as conn:
+        if not _partitioned(conn):
+            return PartitionReport(partitioned=False)
+        report = PartitionReport()
+        wanted = [month_start(now)]
+        for _ in range(months_ahead):
+            wanted.append(next_month(wanted[-1]))
         attached = _attached(conn)
         if any(partition_name(start) not in attached for start in wanted):
             report.in_default = _in_default(conn)   # scanned only when a month is missing
@@ -215,11 +219,13 @@ def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20
     month per transaction, oldest first (or only `month`). Each month's transaction blocks inserts
     into the default partition while it runs; a lock wait past LOCK_TIMEOUT_MS gives the month up
     and tries again later (`attempts` tries)."""
-    engine = _engine_if(bind, "is_partitioned")
+    engine = _pg_engine(bind)
     if engine is None:
         return PartitionReport(partitioned=False)
     report = PartitionReport()
     with engine.connect() as conn:
+        if not _partitioned(conn):
+            return PartitionReport(partitioned=False)
         in_default = _in_default(conn)
     names = sorted(in_default) if month is None else [partition_name(month_start(month))]
     for name in names:

@@ -16,7 +16,6 @@ and, on PostgreSQL, end after `store_timeout`: what a sweep could not do, the ne
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 import structlog
@@ -42,15 +41,15 @@ def sweep(sessions: sessionmaker[Session], now: dt.datetime, settings: Settings)
         skipped = len(ensure_cdr_partitions(sessions, now, settings.cdr_partitions_ahead).skipped)
     except Exception as exc:  # a missing partition only sends CDRs to cdrs_default: keep sweeping
         log.warning("cdr_partitions_failed", error=repr(exc)[:300])
-    with _bounded(sessions, settings) as session:
+    with sql.bounded_transaction(sessions, settings.store_timeout_ms) as session:
         expired = expire_reservations(session, now)
     cutoff = now - dt.timedelta(seconds=settings.stale_call_after)
     closed, looked_at = 0, BATCH
     while looked_at >= BATCH:
-        with _bounded(sessions, settings) as session:
+        with sql.bounded_transaction(sessions, settings.store_timeout_ms) as session:
             looked_at, written = close_stale(session, cutoff, BATCH, now, settings.accounting_limits)
         closed += written
-    with _bounded(sessions, settings) as session:
+    with sql.bounded_transaction(sessions, settings.store_timeout_ms) as session:
         drift = repair_usage(session)
     return {"expired_reservations": expired, "stale_calls": closed, "cdr_partitions_skipped": skipped,
             "usage_drift": drift}
@@ -82,14 +81,3 @@ def repair_usage(session: Session) -> dict[str, int]:
                 log.warning("usage_drift", account_id=row.id, open_calls=row.calls, was=row.open_calls)
                 fixed["account"] += 1
     return fixed
-
-
-@contextlib.contextmanager
-def _bounded(sessions: sessionmaker[Session], settings: Settings):
-    """A transaction whose lock waits and statements end after `store_timeout` (PostgreSQL)."""
-    with sessions() as session, session.begin():
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(sql.statement("postgresql", "timeouts", "local"),
-                                 {"ms": max(1, int(settings.store_timeout * 1000))})
-        yield session

@@ -32,6 +32,7 @@ runs out, or it would be taken for a stuck store.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 import weakref
@@ -42,6 +43,8 @@ DIALECTS = ("postgresql", "sqlite")
 _PREPARED_KEY = "radiusd_prepared"   # pool connection .info key: set of areas prepared there
 _cache: dict[tuple[str, str], Mapping[str, Any]] = {}
 _sqlite_limited: "weakref.WeakSet" = weakref.WeakSet()   # engines with limit_sqlite_waits applied
+TIMEOUT_CODES = frozenset({"55P03", "57014"})    # past store_timeout: lock_timeout, statement_timeout
+CONFLICT_CODES = frozenset({"40P01", "40001"})   # deadlock, serialization failure: retried
 
 
 @dataclass(slots=True, eq=False)
@@ -90,10 +93,9 @@ class Prepared:
         """One list per column of a from_columns statement for `rows` (dicts or objects), through
         the columns' bind processors; psycopg2 adapts each list to an ARRAY (never hand-escaped)."""
         out: list[list] = [[] for _ in self.names]
-        processors = self.processors or [None] * len(self.names)
         for row in rows:
             get = row.get if isinstance(row, dict) else row.__getattribute__
-            for column, name, process in zip(out, self.names, processors):
+            for column, name, process in zip(out, self.names, self.processors):
                 value = get(name)
                 column.append(process(value) if process is not None else value)
         return out
@@ -147,6 +149,23 @@ def forget_prepared(pool_connection) -> None:
     pool_connection.info.pop(_PREPARED_KEY, None)
 
 
+def pgcode(exc) -> str | None:
+    """The PostgreSQL SQLSTATE under a SQLAlchemy error; None for anything else."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None)
+
+
+def driver_error(exc, dialect, pool_connection, statement: str | None, *, invalidated: bool):
+    """The SQLAlchemy error to raise for psycopg2 error `exc` met on our own cursor, as SQLAlchemy
+    would raise it (OperationalError: the store is away); on SQLSTATE 26000 the prepared
+    statements of `pool_connection` (if any left) are forgotten."""
+    from sqlalchemy import exc as sa_exc
+
+    if getattr(exc, "pgcode", None) == "26000" and pool_connection is not None:
+        forget_prepared(pool_connection)
+    return sa_exc.DBAPIError.instance(statement, None, exc, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=invalidated)
+
+
 def raw_connection(engine):
     """A pooled DBAPI connection through SQLAlchemy's public API: `.driver_connection` (psycopg2's
     own), `.info` (where prepared state lives), `.invalidate()`, `.close()` (back to the pool)."""
@@ -176,6 +195,16 @@ def limit_sqlite_waits(engine, seconds: float) -> None:
     @event.listens_for(engine, "checkout")
     def _busy_timeout(dbapi_connection, _record, _proxy):
         dbapi_connection.execute(busy)
+
+
+@contextlib.contextmanager
+def bounded_transaction(sessions, ms: int):
+    """A pooled session's transaction whose lock waits and statements end after `ms` on
+    PostgreSQL (SQLite: the engine's busy_timeout, limit_sqlite_waits)."""
+    with sessions() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection().exec_driver_sql(statement("postgresql", "timeouts", "local"), {"ms": ms})
+        yield session
 
 
 def sql_type(column, dialect) -> str:

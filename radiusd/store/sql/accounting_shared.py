@@ -6,6 +6,7 @@ from __future__ import annotations
 from sqlalchemy import Integer, String, bindparam, text
 
 from radiusd.models import ActiveCall, Cdr, CdrLeg, Client
+from radiusd.store.sql.shared import ids
 
 CALLS = ActiveCall.__table__
 CDRS = Cdr.__table__
@@ -47,7 +48,7 @@ def loads(lock: str, skip_locked: str, client_lock: str) -> dict:
         # then their reservations, only those of the clients locked
         "expired": text("DELETE FROM active_calls WHERE state = 'reserved' AND expires_at <= :now"
                         " AND (client_id IN :clients OR client_id IS NULL)")
-        .bindparams(now, bindparam("clients", expanding=True, type_=Integer())),
+        .bindparams(now, ids("clients")),
     }
 
 

@@ -6,12 +6,9 @@ from __future__ import annotations
 from sqlalchemy import Integer, String, bindparam, text
 
 from radiusd.models import Money
+from radiusd.store.sql.shared import ids
 
 _COUNTED = "leg = 'orig'"
-
-
-def _ids(name: str = "ids"):
-    return bindparam(name, expanding=True, type_=Integer())
 
 
 def usage(lock: str) -> dict:
@@ -30,20 +27,20 @@ def usage(lock: str) -> dict:
         # stored and as recounted.
         "lock": text("SELECT id FROM clients WHERE id IN :clients OR id IN (SELECT client_id FROM accounts"
                      f" WHERE id IN :accounts) ORDER BY id{lock}")
-        .bindparams(_ids("clients"), _ids("accounts")),
+        .bindparams(ids("clients"), ids("accounts")),
         "clients": text(
             "SELECT c.id, c.open_calls, c.money_held, coalesce(l.calls, 0) AS calls, coalesce(l.held, 0) AS held"
             " FROM clients AS c LEFT JOIN (SELECT client_id, count(*) AS calls, sum(max_cost) AS held"
             f" FROM active_calls WHERE {_COUNTED} AND client_id IN :ids GROUP BY client_id) AS l"
             " ON l.client_id = c.id WHERE c.id IN :ids")
-        .bindparams(_ids()).columns(id=Integer(), open_calls=Integer(), money_held=Money(), calls=Integer(),
+        .bindparams(ids("ids")).columns(id=Integer(), open_calls=Integer(), money_held=Money(), calls=Integer(),
                                     held=Money()),
         "accounts": text(
             "SELECT account_id AS id, sum(stored) AS open_calls, sum(counted) AS calls FROM ("
             "SELECT account_id, open_calls AS stored, 0 AS counted FROM account_usage WHERE account_id IN :ids"
             f" UNION ALL SELECT account_id, 0, count(*) FROM active_calls WHERE {_COUNTED} AND account_id IN :ids"
             " GROUP BY account_id) AS d GROUP BY account_id")
-        .bindparams(_ids()).columns(id=Integer(), open_calls=Integer(), calls=Integer()),
+        .bindparams(ids("ids")).columns(id=Integer(), open_calls=Integer(), calls=Integer()),
         "set_client": text("UPDATE clients SET open_calls = :calls, money_held = :held WHERE id = :id")
         .bindparams(bindparam("held", type_=Money())),   # (integers need no conversion)
         "set_account": text("INSERT INTO account_usage (account_id, open_calls) VALUES (:id, :calls)"

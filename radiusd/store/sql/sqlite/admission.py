@@ -7,20 +7,16 @@ from sqlalchemy import Integer, String, bindparam, text
 
 from radiusd.core.admission import RESERVATION_FIELDS, RESERVED
 from radiusd.models import ActiveCall, Money, UTCDateTime
-from radiusd.store.sql.shared import OPEN_LEG, constant
+from radiusd.store.sql.shared import OPEN_LEG, constant, ids
 
 _COLUMNS = RESERVATION_FIELDS + tuple(RESERVED)
-
-
-def _ids(name: str):
-    return bindparam(name, expanding=True, type_=Integer())
 
 
 STATEMENTS = {
     # the expired reservations of the limited clients stop counting (the triggers decrement)
     "expire": text("DELETE FROM active_calls WHERE client_id IN :clients AND state = 'reserved'"
                    " AND expires_at <= :now")
-    .bindparams(_ids("clients"), bindparam("now", type_=UTCDateTime())),
+    .bindparams(ids("clients"), bindparam("now", type_=UTCDateTime())),
     # the rows of PostgreSQL's `usage`: the limited clients' counters, the batch's accounts'
     # counters (no row: 0), the open legs whose key a call of the batch would take
     "usage": text(
@@ -29,13 +25,13 @@ STATEMENTS = {
         " UNION ALL SELECT 'account', NULL, account_id, NULL, open_calls, NULL, NULL FROM account_usage"
         " WHERE account_id IN :accounts UNION ALL SELECT 'replaced', client_id, account_id, leg_key, 1,"
         " max_cost, NULL FROM active_calls WHERE leg_key IN :keys AND " + OPEN_LEG.format(now=":now"))
-    .bindparams(_ids("clients"), _ids("accounts"), bindparam("keys", expanding=True, type_=String()),
+    .bindparams(ids("clients"), ids("accounts"), bindparam("keys", expanding=True, type_=String()),
                 bindparam("now", type_=UTCDateTime()))
     .columns(kind=String(), client_id=Integer(), account_id=Integer(), leg_key=String(), calls=Integer(),
              amount=Money(), held=Money()),
     "existing": text("SELECT 'client' AS kind, id FROM clients WHERE id IN :clients"
                      " UNION ALL SELECT 'account', id FROM accounts WHERE id IN :accounts")
-    .bindparams(_ids("clients"), _ids("accounts")),
+    .bindparams(ids("clients"), ids("accounts")),
     "upsert": text(
         "INSERT INTO active_calls (" + ", ".join(_COLUMNS) + ") VALUES ("
         + ", ".join([f":{n}" for n in RESERVATION_FIELDS] + [constant(v) for v in RESERVED.values()]) + ")"
