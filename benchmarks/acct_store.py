@@ -32,7 +32,7 @@ from sqlalchemy import text  # noqa: E402
 from radiusd.config import Settings  # noqa: E402
 from radiusd.core.facts import AcctFacts  # noqa: E402
 from radiusd.db import make_engine, make_sessionmaker  # noqa: E402
-from radiusd.store.accounting_writer import AccountingWriter  # noqa: E402
+from radiusd.pipeline.accounting_writer import AccountingWriter  # noqa: E402
 from radiusd.store.snapshot_loader import load_snapshot_from  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")

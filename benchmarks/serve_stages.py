@@ -28,7 +28,7 @@ import threading
 import time
 
 from radiusd.radius import endpoint as _endpoint, server as _server
-from radiusd.store import accounting_writer as _writer, capacity as _capacity
+from radiusd.pipeline import accounting_writer as _writer, reservation_batcher as _batcher
 
 clock = time.perf_counter
 arrived: dict = {}     # (ip, port, Identifier) -> admitted at
@@ -154,7 +154,7 @@ def main() -> int:
     for cls, name, make in ((_endpoint.Endpoint, "admit", _admit),
                             (_endpoint.Endpoint, "_access_request", _access_request),
                             (_endpoint.Endpoint, "_answer", _answer),
-                            (_capacity.ReservationBatcher, "_decide", _decide),
+                            (_batcher.ReservationBatcher, "_decide", _decide),
                             (_server.RadiusServer, "_deliver_reservations", _deliver),
                             (_server.RadiusServer, "_reserved", _reserved),
                             (_writer.AccountingWriter, "_commit_or_spool", _group)):

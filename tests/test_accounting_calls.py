@@ -12,7 +12,7 @@ from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept, Reject
 from radiusd.models import Cdr
-from radiusd.store.capacity import reserve_call
+from test_accounting_support import reserve_call
 from radiusd.store.sweeper import sweep
 from test_accounting_support import (
     CUSTOMER_IP, T0, VENDOR_IP, acct, auth, balance, cdrs, feed, open_calls, seed, snapshot_of,

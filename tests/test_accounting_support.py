@@ -15,9 +15,12 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
+from radiusd.config import Settings
+from radiusd.core.decision import Accept, CallPlan, Reject
 from radiusd.core.facts import AcctFacts, AuthFacts
 from radiusd.models import Account, AccountNetwork, ActiveCall, Cdr, Client, Nas, Rate, RateTable
 from radiusd.store.accounting import apply
+from radiusd.store.capacity import reserve_batch
 from radiusd.store.sealing import seal_column
 from radiusd.store.snapshot_loader import load_snapshot
 
@@ -109,3 +112,11 @@ def open_calls(sessions, **where) -> list[ActiveCall]:
 def balance(sessions, client_id: int) -> Decimal:
     with sessions() as s:
         return s.scalar(select(Client.balance).where(Client.id == client_id))
+
+
+def reserve_call(sessions, plan: CallPlan, now: dt.datetime, settings: Settings) -> Accept | Reject:
+    """One call through the store's admission (reserve_batch, as the batcher runs it); store errors raise."""
+    [result] = reserve_batch(sessions, [(plan, now)], settings)
+    if isinstance(result, BaseException):
+        raise result
+    return result

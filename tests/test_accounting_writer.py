@@ -21,8 +21,8 @@ from radiusd.core.facts import AcctFacts
 from radiusd.db import make_engine, make_sessionmaker
 from radiusd.models import ActiveCall, Cdr, CdrLeg, Client
 from radiusd.store.accounting import apply, apply_group
-from radiusd.store.accounting_writer import AccountingWriter
-from radiusd.store.capacity import reserve_call
+from radiusd.pipeline.accounting_writer import AccountingWriter
+from test_accounting_support import reserve_call
 from test_accounting_support import CUSTOMER_IP, T0, VENDOR_IP, acct, auth, balance, cdrs, seed, snapshot_of
 
 S = dt.timedelta(seconds=1)
@@ -174,7 +174,7 @@ def test_two_writers_given_the_same_legs_at_once_write_each_cdr_and_debit_once(p
     assert balance(sessions, ids["acme"]) == Decimal("100") - 150 * Decimal("0.08")
     assert state(sessions)["calls"] == []
     for writer in writers:
-        writer.sessions.kw["bind"].dispose()
+        writer.groups.sessions.kw["bind"].dispose()
 
 
 

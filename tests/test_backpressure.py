@@ -20,7 +20,8 @@ from radius_packets import DICTIONARY, SECRET, acct_request
 from radius_server import ServerProcess, exchange, seeded_store
 from radiusd.db import make_engine
 from radiusd.store import sql
-from radiusd.store.accounting_writer import GroupDeadline, is_timeout
+from radiusd.store.group_commit import GroupDeadline
+from radiusd.store.sql import is_timeout
 
 CONF_ID = "h323-conf-id=5B5B5B5B 00000000 00000000 {:08X}"
 LOCK_SECONDS = 7.0
@@ -210,7 +211,7 @@ def test_sqlite_locked_by_another_writer_spools_within_store_timeout(sqlite_url,
     from radiusd.config import Settings
     from radiusd.core.facts import AcctFacts
     from radiusd.db import open_store
-    from radiusd.store.accounting_writer import AccountingWriter
+    from radiusd.pipeline.accounting_writer import AccountingWriter
     from radiusd.store.snapshot_loader import load_snapshot_from
 
     seeded_store(sqlite_url)

@@ -15,15 +15,16 @@ FOUNDATION = {"radiusd", "radiusd.config", "radiusd.errors", "radiusd.models", "
               "radiusd.logging_setup", "radiusd.metrics", "radiusd.plain", "radiusd.secrets_at_rest",
               # pure SQL text (no imports): the DDL radiusd.db runs beyond the models' tables
               "radiusd.store.sql.postgresql.ddl", "radiusd.store.sql.sqlite.ddl"}
-# core <- store <- {edge, admin, bench} <- {cli, commands, web}: a module may import its own
-# layer and those below.
+# core <- store <- pipeline <- {edge, admin, bench} <- {cli, commands, web}: a module may import
+# its own layer and those below.
 LAYERS = {
     "radiusd.core": 0,
     "radiusd.store": 1,
-    "radiusd.radius": 2, "radiusd.admin": 2, "radiusd.bench": 2,
-    "radiusd.cli": 3, "radiusd.cli_output": 3, "radiusd.__main__": 3, "radiusd.commands": 3, "radiusd.web": 3,
+    "radiusd.pipeline": 2,
+    "radiusd.radius": 3, "radiusd.admin": 3, "radiusd.bench": 3,
+    "radiusd.cli": 4, "radiusd.cli_output": 4, "radiusd.__main__": 4, "radiusd.commands": 4, "radiusd.web": 4,
 }
-LAYER_NAMES = {0: "core", 1: "store", 2: "edge/admin/bench", 3: "CLI/web"}
+LAYER_NAMES = {0: "core", 1: "store", 2: "pipeline", 3: "edge/admin/bench", 4: "CLI/web"}
 SQL_LAYER = PACKAGE / "store" / "sql"
 # SQL text allowed outside the SQL layer, by file and the name of the assignment or function
 # holding it — all in the foundation, which cannot import the store:
@@ -259,4 +260,4 @@ def test_the_checks_themselves_catch_what_they_look_for():
         "radiusd.models (foundation) imports radiusd.store.sql (store)"]
     probe = ROOT / "radiusd" / "store" / "capacity.py"
     assert "radiusd.core.keys" in _imports("radiusd.store.capacity", probe)   # a module-level import
-    assert _layer("radiusd.models") == "foundation" and _layer("radiusd.commands.calls") == 3
+    assert _layer("radiusd.models") == "foundation" and _layer("radiusd.commands.calls") == 4

@@ -14,7 +14,7 @@ from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept
 from radiusd.core.round_robin import RoundRobin
-from radiusd.store.capacity import ReservationBatcher
+from radiusd.pipeline.reservation_batcher import ReservationBatcher
 from test_accounting_support import T0, auth, seed, snapshot_of
 
 WAIT = 30   # seconds: a bound on waiting for the batcher thread, never a speed assertion
@@ -161,7 +161,7 @@ def test_stop_decides_every_queued_request_of_every_nas(sessions, store):
 # --- the accounting writer's queue ------------------------------------------------------------
 
 def test_one_nas_cannot_fill_the_accounting_queue_for_the_others(sessions, store, tmp_path):
-    from radiusd.store.accounting_writer import AccountingWriter
+    from radiusd.pipeline.accounting_writer import AccountingWriter
     from test_accounting_writer import Acks, stop_record
 
     ids, snap = store

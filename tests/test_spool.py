@@ -21,8 +21,8 @@ from radiusd.core.facts import AcctFacts
 from radiusd.core.snapshot import build_snapshot
 from radiusd.db import create_schema, make_engine, make_sessionmaker
 from radiusd.models import Cdr
-from radiusd.store.accounting_writer import AccountingWriter
-from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
+from radiusd.pipeline.accounting_writer import AccountingWriter
+from radiusd.pipeline.spool import JOURNAL, WORK, Spool, SpoolBusy
 from test_accounting_support import CUSTOMER_IP, T0, balance, cdrs, open_calls, seed, snapshot_of
 
 S = dt.timedelta(seconds=1)
@@ -298,7 +298,7 @@ sys.path.insert(0, ROOT)
 from radiusd.config import Settings
 from radiusd.core.snapshot import build_snapshot
 from radiusd.db import make_engine, make_sessionmaker
-from radiusd.store.accounting_writer import AccountingWriter
+from radiusd.pipeline.accounting_writer import AccountingWriter
 from radiusd.store.snapshot_loader import load_snapshot_from
 sys.path.insert(0, ROOT + "/tests")
 from test_spool import stop_packet

@@ -11,7 +11,7 @@ from radiusd.config import Settings
 from radiusd.core.authorize import plan_call
 from radiusd.core.decision import Accept, Reject
 from radiusd.db import make_engine, make_sessionmaker
-from radiusd.store.capacity import reserve_call
+from test_accounting_support import reserve_call
 from test_accounting_support import T0, acct, auth, feed, open_calls, seed, snapshot_of
 
 SETTINGS = Settings(reservation_ttl=30)

@@ -14,7 +14,8 @@ from radiusd.core.decision import Accept, Reject
 from radiusd.core.facts import AuthFacts, PapCredentials
 from radiusd.db import create_schema, make_engine, make_sessionmaker
 from radiusd.models import Account
-from radiusd.store.capacity import ReservationBatcher, reserve_batch
+from radiusd.pipeline.reservation_batcher import ReservationBatcher
+from radiusd.store.capacity import reserve_batch
 from test_accounting_support import T0, auth, open_calls, seed, snapshot_of
 
 SETTINGS = Settings(reservation_ttl=30)

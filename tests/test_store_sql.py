@@ -30,7 +30,7 @@ def test_prepared_statements_are_made_once_per_connection_and_take_any_text(pg_u
     create_schema(engine)
     probe = sql.Prepared("radiusd_test_probe", ("varchar[]", "numeric[]", "timestamptz[]"),
                          "SELECT * FROM unnest($1, $2, $3)")
-    fairy = sql.raw_connection(engine)
+    fairy = engine.raw_connection()
     try:
         cur = fairy.driver_connection.cursor()
         cur.execute(probe.prepare)
@@ -69,7 +69,7 @@ def test_column_arrays_follow_the_models_types(pg_url):
     rows = [{"leg_key": "k1", "max_cost": Decimal("0.123456"),
              "created_at": dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2)))}]
     engine = make_engine(pg_url)
-    fairy = sql.raw_connection(engine)
+    fairy = engine.raw_connection()
     try:
         cur = fairy.driver_connection.cursor()
         cur.execute(statement.prepare)

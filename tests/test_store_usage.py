@@ -17,7 +17,9 @@ from radiusd.core.decision import Accept, Reject
 from radiusd.db import make_sessionmaker
 from radiusd.models import Account, AccountUsage, ActiveCall, Client
 from radiusd.store.accounting import apply_group, expire_reservations, remove_call
-from radiusd.store.capacity import _store_for, reserve_batch, reserve_call
+from radiusd.store import sql
+from radiusd.store.capacity import reserve_batch, store_for
+from test_accounting_support import reserve_call
 from radiusd.store.sweeper import sweep
 from test_accounting_support import CUSTOMER_IP, T0, acct, auth, open_calls, seed, snapshot_of
 
@@ -193,12 +195,12 @@ def test_admission_plans_stay_on_their_indexes_on_a_new_store(pg_engine):
     sessions = make_sessionmaker(engine)
     ids = seed(sessions, capacity=1000, balance="100000")
     snap = snapshot_of(sessions)
-    store = _store_for(engine, 1500)          # a kept connection, set up as the batcher's
+    store = store_for(engine, 1500)          # a kept connection, set up as the batcher's
     try:
         for n in range(8):   # past PostgreSQL's first five custom plans: the generic plan stays
             batch = [(plan_call(auth(ids["gw-a"], f"c{n}-{i}"), snap, T0), T0) for i in range(3)]
             assert all(isinstance(d, Accept) for d in reserve_batch(sessions, batch, SETTINGS, store=store))
-        with store._fairy.driver_connection.cursor() as cur:
+        with sql.driver_connection(store._conn).cursor() as cur:
             cur.execute("EXPLAIN EXECUTE radiusd_admit_usage (ARRAY[1], ARRAY[1], now(), ARRAY['x']::varchar[])")
             plan = "\n".join(row[0] for row in cur.fetchall())
     finally:

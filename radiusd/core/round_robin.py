@@ -1,7 +1,7 @@
 """Per-NAS queues served round robin: the one serving rule behind fairness between NAS.
 
 Used where requests wait — the event loop's datagrams (radiusd.radius.fairness) and the
-Access-Requests waiting for the store's admission batches (radiusd.store.capacity) — so a NAS
+Access-Requests waiting for the store's admission batches (radiusd.pipeline.reservation_batcher) — so a NAS
 with one request waiting is served within one turn, whatever another NAS has queued.
 
 Deficit round robin with a quantum of one request: every request costs about the same, so one

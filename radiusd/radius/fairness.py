@@ -12,7 +12,7 @@ source address, before any decoding); the event loop then `take`s them for proce
 
 Past the loop, a NAS may have at most `in_flight` Access-Requests waiting for the store (the
 endpoint counts them), and the store's admission queue and the accounting writer's queue give each
-NAS its share too (radiusd.store.capacity.ReservationBatcher: per-NAS queues, batches formed round
+NAS its share too (radiusd.pipeline.reservation_batcher: per-NAS queues, batches formed round
 robin; both: `fair_share` of the queue per NAS).
 
 The queues decide in which order work is done; only the bucket decides how much of a worker one

@@ -50,8 +50,8 @@ from radiusd.radius.endpoint import (
 from radiusd.radius.fairness import ADAPT_WINDOW, FairnessLimits
 from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
-from radiusd.store.accounting_writer import AccountingWriter
-from radiusd.store.capacity import ReservationBatcher
+from radiusd.pipeline.accounting_writer import AccountingWriter
+from radiusd.pipeline.reservation_batcher import ReservationBatcher
 from radiusd.store.nas_learning import learned_message_authenticator, record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
@@ -401,7 +401,7 @@ class RadiusServer:
             # worker i > 0 uses <spool>/worker-<i>.
             settings = replace(settings, spool_path=str(Path(settings.spool_path) / f"worker-{self.worker_index}"))
         writer = AccountingWriter(self.sessions, lambda: self.state.snapshot, settings)
-        writer.on_anomaly = lambda kind: self.metrics.inc("radiusd_cdr_anomalies_total", kind=kind)
+        writer.groups.on_anomaly = lambda kind: self.metrics.inc("radiusd_cdr_anomalies_total", kind=kind)
         return writer
 
     _WRITER_EVENTS = {"timeouts": ("radiusd_store_timeouts_total", {"operation": "accounting"}),
@@ -410,7 +410,10 @@ class RadiusServer:
                       "nas_share": ("radiusd_backpressure_total", {"queue": "accounting", "reason": "nas_share"})}
 
     def _count_writer_event(self, event: str, amount: int) -> None:
-        """From the writer thread (prometheus counters are thread-safe)."""
+        """From the writer thread (prometheus counters are thread-safe); events without a metric
+        (group_retries) are left to the writer's own counters."""
+        if event not in self._WRITER_EVENTS:
+            return
         name, labels = self._WRITER_EVENTS[event]
         self.metrics.inc(name, amount, **labels)
         if event == "timeouts":

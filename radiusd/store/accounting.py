@@ -2,7 +2,7 @@
 
 Every rule (which leg, which account, duration, cause, rate, cost, idempotency, the leg states)
 lives in radiusd.core.accounting; the statements are the SQL layer's (radiusd.store.sql, area
-`accounting`). Callers: `apply_group`/`apply` (the writer, radiusd.store.accounting_writer),
+`accounting`). Callers: `apply_group`/`apply` (group commit, radiusd.store.group_commit),
 `close_stale`/`expire_reservations` (the sweeper), `remove_call` (`radiusd calls remove`),
 `forget_references` (a NAS or rate table deleted: the hot tables have no foreign keys to them).
 

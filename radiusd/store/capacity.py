@@ -34,11 +34,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import threading
-import time
 import uuid
 from decimal import Decimal
-from typing import Callable, Sequence
+from typing import Sequence
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -47,13 +45,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiusd.config import Settings
 from radiusd.core.admission import (RESERVATION_FIELDS, ClientUsage, Decision, Loaded, Replaced, Request,
                                     admit_batch, counted_accounts, limited_clients, request)
-from radiusd.core.decision import Accept, CallPlan, Reject
+from radiusd.core.decision import CallPlan
 from radiusd.core.keys import fit_key
-from radiusd.core.round_robin import RoundRobin, fair_share
 from radiusd.store import sql
 
 LOCK_WAIT_MS = 100          # longest wait for a client lock inside a multi-client batch
-MAX_BATCH = 64              # Access-Requests decided in one transaction
 _RETRY_ONE_BY_ONE = {"55P03"} | sql.CONFLICT_CODES   # lock_not_available, deadlock, serialization
 
 
@@ -112,7 +108,7 @@ class _SqliteStore:
 
 
 class _PgStore:
-    """Batches over one kept psycopg2 connection in autocommit mode, so that BEGIN, SET LOCAL,
+    """Batches over one kept connection (sql.kept_connection), so that BEGIN, SET LOCAL,
     the locks and the reads travel together in the first round trip, the upsert and COMMIT in the
     second; a batch without limits is one round trip (one statement, one implicit transaction)."""
 
@@ -120,19 +116,14 @@ class _PgStore:
         self.engine = engine
         self.st = sql.statements("postgresql", "admission")
         self.timeout_ms = timeout_ms
-        self._fairy = None   # pooled connection, kept between batches
+        self._conn = None   # kept between batches (sql.kept_connection)
 
     def _cursor(self):
-        fresh = self._fairy is None
-        if fresh:
-            self._fairy = sql.raw_connection(self.engine)
-        cur = self._fairy.driver_connection.cursor()
+        if self._conn is None:
+            self._conn = sql.kept_connection(self.engine, self.timeout_ms)
+        cur = sql.driver_connection(self._conn).cursor()
         try:
-            if fresh:
-                self._fairy.driver_connection.autocommit = True
-                if self.timeout_ms:   # once per connection: no cost per batch
-                    cur.execute(sql.statement("postgresql", "timeouts", "session"), {"ms": self.timeout_ms})
-            sql.prepare(self._fairy, cur, "admission")   # once per DBAPI connection
+            sql.prepare(sql.pool_connection(self._conn), cur, "admission")   # once per DBAPI connection
         except Exception:
             cur.close()
             self.reset()
@@ -184,7 +175,8 @@ class _PgStore:
             except BaseException as exc:
                 # roll back an open transaction (never leave locks behind on a kept connection);
                 # a dead connection is dropped, as SQLAlchemy would judge
-                conn = self._fairy.driver_connection
+                pool = sql.pool_connection(self._conn)
+                conn = pool.driver_connection
                 dead = isinstance(exc, psycopg2.Error) and self.engine.dialect.is_disconnect(exc, conn, None)
                 if in_block and not dead:
                     try:
@@ -196,25 +188,13 @@ class _PgStore:
                     self.reset()
                 if not isinstance(exc, psycopg2.Error):
                     raise
-                raise sql.driver_error(exc, self.engine.dialect, self._fairy, sent[:200],
-                                       invalidated=dead) from None
-
-    def reset(self) -> None:
-        fairy, self._fairy = self._fairy, None
-        if fairy is not None:
-            fairy.invalidate()   # (SQLAlchemy logs a failing close, never raises)
+                raise sql.driver_error(exc, self.engine.dialect, pool, sent[:200], invalidated=dead) from None
 
     def close(self) -> None:
-        fairy, self._fairy = self._fairy, None
-        if fairy is not None:
-            try:
-                if self.timeout_ms:
-                    with fairy.driver_connection.cursor() as cur:
-                        cur.execute(sql.statement("postgresql", "timeouts", "reset"))
-                fairy.driver_connection.autocommit = False
-                fairy.close()   # back to the pool, as it came
-            except Exception:
-                fairy.invalidate()
+        conn, self._conn = self._conn, None
+        sql.drop_connection(conn)
+
+    reset = close
 
 
 def _run(store, items: list[Request], settings: Settings, lock_wait: bool) -> list[Decision]:
@@ -252,14 +232,14 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
     for client_id in sorted(by_client):
         indexes = by_client[client_id]
         decided = [stuck] * len(indexes) if stuck else _decide_items(store, [items[i] for i in indexes], settings)
-        if sql.pgcode(decided[0]) in sql.TIMEOUT_CODES:
+        if sql.is_timeout(decided[0]):
             stuck = decided[0]
         for i, result in zip(indexes, decided):
             results[i] = result
     return results
 
 
-def _store_for(bind, timeout_ms: int | None = None):
+def store_for(bind, timeout_ms: int | None = None):
     """The batch store for a sessionmaker or an engine, by dialect."""
     if isinstance(bind, sessionmaker):
         with bind() as session:   # its engine, through the public API (no connection is taken)
@@ -286,139 +266,5 @@ def reserve_batch(sessions: sessionmaker[Session] | Engine, requests: Sequence[t
              for plan, now in requests]
     if store is not None:
         return _decide_items(store, items, settings)
-    with contextlib.closing(_store_for(sessions)) as store:
+    with contextlib.closing(store_for(sessions)) as store:
         return _decide_items(store, items, settings)
-
-
-def reserve_call(sessions: sessionmaker[Session], plan: CallPlan, now: dt.datetime,
-                 settings: Settings) -> Accept | Reject:
-    """Check capacity and money for `plan` and, on Accept, hold a reservation, atomically.
-    Store errors raise."""
-    [result] = reserve_batch(sessions, [(plan, now)], settings)
-    if isinstance(result, BaseException):
-        raise result
-    return result
-
-
-class ReservationBatcher:
-    """A thread that takes the Access-Requests waiting (up to `max_batch`) and decides them in
-    one `reserve_batch` call: while one batch is in the store the next one gathers, so the
-    number of transactions adapts to the load (one per request when idle).
-
-    Requests wait in one queue per NAS and batches are formed round robin across them, so a
-    request of a quiet NAS waits for at most the batch in the store, then its own, whatever a
-    flooding NAS has queued. Refused at once (the edge answers code 8 and counts the reason):
-    past `reservation_queue` requests ('queue_full'), past a NAS's `fair_share` of them
-    ('nas_share'), while the store is stuck ('store_stuck').
-
-    `submit(plan, now, token)` is called from one thread (the event loop); the results (Accept,
-    Reject or the exception) go out through `deliver([(token, result), ...])` once per batch, from
-    the batcher thread (default: call each token with its result).
-    """
-
-    def __init__(self, sessions, settings: Settings, deliver: Callable[[list], None] | None = None,
-                 max_batch: int = MAX_BATCH, name: str = "reserve"):
-        self.sessions = sessions
-        self.settings = settings
-        self.max_batch = max(1, max_batch)
-        self._deliver = deliver or _deliver_here
-        self._waiting = RoundRobin()               # nas_id -> (plan, now, token), under _ready's lock
-        self._ready = threading.Condition(threading.Lock())
-        self._idle = False                         # the thread waits on _ready: wake it
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._store = None
-        self.queue_max = settings.reservation_queue
-        self.stall_after = settings.degraded_after
-        self._busy_since: float | None = None      # monotonic start of the batch in the store
-        self._slow_until = 0.0                     # monotonic: refuse at once until then
-        self.batches = 0
-        self.decided = 0
-        self.refused = {"queue_full": 0, "store_stuck": 0, "nas_share": 0}
-
-    def start(self) -> "ReservationBatcher":
-        self._thread.start()
-        return self
-
-    def submit(self, plan: CallPlan, now: dt.datetime, token) -> str | None:
-        """Queue one request; returns None, or why it was refused at once (see the class)."""
-        waiting = self._waiting
-        if len(waiting) >= self.queue_max:
-            self.refused["queue_full"] += 1
-            return "queue_full"
-        if self.stalled():
-            self.refused["store_stuck"] += 1
-            return "store_stuck"
-        with self._ready:
-            mine = waiting.waiting(plan.nas_id)
-            if mine >= fair_share(self.queue_max, waiting.keys() + (0 if mine else 1)):
-                self.refused["nas_share"] += 1
-                return "nas_share"
-            waiting.put(plan.nas_id, (plan, now, token))
-            if self._idle:
-                self._idle = False
-                self._ready.notify()
-        return None
-
-    def queue_depth(self) -> int:
-        return len(self._waiting)
-
-    def waiting(self, nas_id: int) -> int:
-        """Requests of one NAS waiting for a batch."""
-        with self._ready:
-            return self._waiting.waiting(nas_id)
-
-    def stall(self) -> float:
-        """Seconds the batch now in the store has been there (0 when idle)."""
-        since = self._busy_since
-        return 0.0 if since is None else max(0.0, time.monotonic() - since)
-
-    def stalled(self) -> bool:
-        return self.stall() > self.stall_after or time.monotonic() < self._slow_until
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Decide what is queued, then end the thread."""
-        if self._thread.is_alive():
-            with self._ready:
-                self._stopping = True
-                self._ready.notify()
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._waiting and not self._stopping:
-                    self._idle = True
-                    self._ready.wait()
-                self._idle = False
-                batch = self._waiting.take_many(self.max_batch)   # round robin across NAS
-                if not batch:   # stopping, nothing left
-                    break
-                self._busy_since = time.monotonic()
-            try:
-                results = self._decide([(plan, now) for plan, now, _ in batch])
-            finally:
-                self._busy_since = None
-            if any(isinstance(r, BaseException) and sql.pgcode(r) in sql.TIMEOUT_CODES for r in results):
-                self._slow_until = time.monotonic() + self.stall_after
-            self.batches += 1
-            self.decided += len(batch)
-            with contextlib.suppress(Exception):   # the receiver is gone (event loop closed at shutdown)
-                self._deliver([(token, result) for (_, _, token), result in zip(batch, results)])
-        if self._store is not None:
-            self._store.close()
-
-    def _decide(self, requests) -> list:
-        """reserve_batch on a store (connection) kept for the next batch: no pool checkout and
-        no ping per batch; a dead connection is replaced inside reserve_batch."""
-        try:
-            if self._store is None:
-                self._store = _store_for(self.sessions, int(self.settings.store_timeout * 1000))
-            return reserve_batch(self.sessions, requests, self.settings, store=self._store)
-        except Exception as exc:  # a bug must cost this batch, never the thread
-            return [exc] * len(requests)
-
-
-def _deliver_here(pairs) -> None:
-    for done, result in pairs:
-        done(result)

@@ -21,12 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from radiusd.core.partitions import (DEFAULT, month_of, month_start, months_wanted, next_month, partition_name,
+                                     plan)
 from radiusd.store import sql
 
 log = structlog.get_logger("radiusd.partitions")
 
-PARENT = "cdrs"
-DEFAULT = "cdrs_default"
 LOCK_TIMEOUT_MS = 200
 INIT_MONTHS_AHEAD = 1          # `db init`: this month and the next
 SWEEP_MONTHS_AHEAD = 2         # the sweeper: this month and the next two
@@ -45,38 +45,6 @@ class PartitionReport:
     present: list[str] = field(default_factory=list)         # wanted partitions that already existed
     skipped: dict[str, str] = field(default_factory=dict)    # wanted but not created: why
     in_default: dict[str, int] = field(default_factory=dict)  # rows left in cdrs_default, by month's partition name
-
-
-# -- pure: months, names, what to do ---------------------------------------------------------
-
-def month_start(at: dt.datetime) -> dt.datetime:
-    at = at.astimezone(dt.timezone.utc)
-    return dt.datetime(at.year, at.month, 1, tzinfo=dt.timezone.utc)
-
-
-def next_month(start: dt.datetime) -> dt.datetime:
-    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-
-
-def partition_name(start: dt.datetime) -> str:
-    return f"{PARENT}_{start.year:04d}_{start.month:02d}"
-
-
-def plan(wanted: list[dt.datetime], attached: set[str], in_default: dict[str, int]
-         ) -> tuple[list[dt.datetime], list[str], dict[str, str]]:
-    """(months to create, partitions present, partitions skipped -> why) for the wanted months:
-    a month whose CDRs already sit in the default partition is left to `--move-default`."""
-    create, present, skipped = [], [], {}
-    for start in wanted:
-        name = partition_name(start)
-        if name in attached:
-            present.append(name)
-        elif in_default.get(name):
-            skipped[name] = (f"{in_default[name]} CDRs of this month are in {DEFAULT}: not attached under "
-                             f"traffic; move them with `radiusd db partitions --move-default`")
-        else:
-            create.append(start)
-    return create, present, skipped
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -196,9 +164,7 @@ def ensure_cdr_partitions(bind, now: dt.datetime, months_ahead: int = SWEEP_MONT
         if not _partitioned(conn):
             return PartitionReport(partitioned=False)
         report = PartitionReport()
-        wanted = [month_start(now)]
-        for _ in range(months_ahead):
-            wanted.append(next_month(wanted[-1]))
+        wanted = months_wanted(now, months_ahead)
         attached = _attached(conn)
         if any(partition_name(start) not in attached for start in wanted):
             report.in_default = _in_default(conn)   # scanned only when a month is missing
@@ -230,8 +196,7 @@ def move_default_rows(bind, month: dt.datetime | None = None, attempts: int = 20
     names = sorted(in_default) if month is None else [partition_name(month_start(month))]
     for name in names:
         if in_default.get(name):
-            start = dt.datetime.strptime(name, f"{PARENT}_%Y_%m").replace(tzinfo=dt.timezone.utc)
-            _create(report, engine, start, True, attempts)
+            _create(report, engine, month_of(name), True, attempts)
     with engine.connect() as conn:
         report.in_default = _in_default(conn)
     return report

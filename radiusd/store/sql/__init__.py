@@ -154,6 +154,12 @@ def pgcode(exc) -> str | None:
     return getattr(getattr(exc, "orig", None), "pgcode", None)
 
 
+def is_timeout(exc) -> bool:
+    """The store was too slow: a lock wait past lock_timeout (55P03) or a statement past
+    statement_timeout (57014), i.e. past `store_timeout`. The connection itself is fine."""
+    return pgcode(exc) in TIMEOUT_CODES
+
+
 def driver_error(exc, dialect, pool_connection, statement: str | None, *, invalidated: bool):
     """The SQLAlchemy error to raise for psycopg2 error `exc` met on our own cursor, as SQLAlchemy
     would raise it (OperationalError: the store is away); on SQLSTATE 26000 the prepared
@@ -166,12 +172,6 @@ def driver_error(exc, dialect, pool_connection, statement: str | None, *, invali
                                       connection_invalidated=invalidated)
 
 
-def raw_connection(engine):
-    """A pooled DBAPI connection through SQLAlchemy's public API: `.driver_connection` (psycopg2's
-    own), `.info` (where prepared state lives), `.invalidate()`, `.close()` (back to the pool)."""
-    return engine.raw_connection()
-
-
 def pool_connection(conn):
     """The pool connection under a SQLAlchemy Connection (has `.info`, per DBAPI connection)."""
     return conn.connection
@@ -180,6 +180,31 @@ def pool_connection(conn):
 def driver_connection(conn):
     """The driver's own connection under a SQLAlchemy Connection (psycopg2 / sqlite3)."""
     return conn.connection.driver_connection
+
+
+def kept_connection(engine, timeout_ms: int | None):
+    """A PostgreSQL connection one thread keeps between its transactions (a pool checkout pings:
+    a round trip): the driver in autocommit mode (the caller spells out BEGIN and COMMIT), the
+    `timeouts` session limits set once. Never given back to the pool, where they would leak:
+    `drop_connection` it."""
+    connection = engine.connect()
+    try:
+        if timeout_ms:
+            connection.exec_driver_sql(statement("postgresql", "timeouts", "session"), {"ms": timeout_ms})
+            connection.commit()
+        driver_connection(connection).autocommit = True
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def drop_connection(connection) -> None:
+    """Close a kept connection for good (invalidated: it does not go back to the pool)."""
+    if connection is not None:
+        with contextlib.suppress(Exception):   # already broken: nothing to give back
+            connection.invalidate()
+            connection.close()
 
 
 def limit_sqlite_waits(engine, seconds: float) -> None:

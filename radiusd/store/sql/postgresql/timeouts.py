@@ -17,5 +17,4 @@ STATEMENTS = {
     # the spool's replay probes a store that was stuck: a short lock wait, so that records
     # arriving meanwhile are not held up behind the probe
     "local_lock": "SET LOCAL lock_timeout = %(ms)s",
-    "reset": "RESET statement_timeout; RESET lock_timeout; RESET enable_seqscan",
 }

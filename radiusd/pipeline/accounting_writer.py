@@ -1,22 +1,16 @@
-"""The accounting writer: group commit to the store, the spool when the store is away, replay.
+"""The accounting writer: a bounded queue, group commit, the spool when the store is away, replay.
 
 The RADIUS edge calls `submit(facts, on_done)` from any thread and answers the switch only after
 `on_done(True)`; `on_done(False)` means the record is stored nowhere, so the edge must not answer
 (the switch retransmits) — RFC 2866 §4.1. One writer thread owns every accounting write:
 - **Group commit**: what queued up while the last group was written (up to `batch_max`; when
-  idle, what arrives within `linger` of the first) is applied in ONE transaction, each record
-  acknowledged after the COMMIT (one fsync for the group). On PostgreSQL two round trips
-  (`apply_group`) on a connection the writer keeps; a broken one is replaced once before the
-  store counts as away. A group that fails otherwise is redone with a SAVEPOINT per record; a
-  record refused for data reasons goes to the spool's dead-letter file (fsync'ed), then is
-  acknowledged (not if even that fails).
-- **Store away or slow** (connection lost, database locked, past `store_timeout`: lock_timeout/
-  statement_timeout, SQLSTATE 55P03/57014, or SQLite's busy_timeout): the group is appended to
-  the spool journal (fsync) and acknowledged; new records follow it there, order kept, until the
-  replay has emptied it. On PostgreSQL a group's statements together get `store_timeout` too
-  (`GroupDeadline`). After a timeout the replay probes with a short lock wait, so that
-  arrivals are not held up behind it. Deadlocks (40P01) and serialization failures (40001) are
-  retried (`_CONFLICT_RETRIES`, counted `conflicts`), never taken for an outage.
+  idle, what arrives within `linger` of the first) is committed in ONE transaction
+  (radiusd.store.group_commit), each record acknowledged after the COMMIT (one fsync for the
+  group). A record refused for data reasons goes to the spool's dead-letter file (fsync'ed),
+  then is acknowledged (not if even that fails).
+- **Store away or slow** (`StoreUnavailable`): the group is appended to the spool journal
+  (fsync) and acknowledged; new records follow it there, order kept, until the replay has
+  emptied it. After a timeout the replay probes with a short lock wait.
 - **Bounded queue**: past `settings.accounting_queue` records `submit` refuses at once (counted
   `queue_full`); once it is half full, a NAS holding its share (`accounting_queue / (n + 1)`, n =
   NAS waiting, itself included) is refused too (`nas_share`): one switch's flood cannot starve
@@ -34,100 +28,26 @@ import collections
 import contextlib
 import dataclasses
 import datetime as dt
-import itertools
-import random
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 import structlog
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.config import Settings
 from radiusd.core.facts import AcctFacts
 from radiusd.core.round_robin import fair_share
 from radiusd.core.snapshot import Snapshot
+from radiusd.pipeline.spool import JOURNAL, WORK, Spool, SpoolBusy
 from radiusd.store import sql
-from radiusd.store.accounting import apply, apply_group
-from radiusd.store.spool import JOURNAL, WORK, Spool, SpoolBusy
+from radiusd.store.group_commit import GroupCommit, Refused, StoreUnavailable
 
 log = structlog.get_logger("radiusd.accounting_writer")
 
 OnDone = Callable[[bool], None]
-_CONFLICT_RETRIES = 6
-_CONFLICT_PAUSE = 0.02      # seconds; the n-th retry waits a random 0..n times this
-_PROBE_LOCK_MS = 200        # lock wait of a replay group after the store was found stuck
 SPOOL_RETRY = 0.2           # seconds between two tries to take a spool we do not hold yet
-
-
-class GroupDeadline:
-    """Cancels a group's store work that runs past `seconds` in all. PostgreSQL applies
-    statement_timeout and lock_timeout to each statement of a query string, and a group sends
-    several, so a group meeting two held locks waits twice `store_timeout` (seen in the chaos
-    suite's table lock: answers 3 s late, dropped). One thread
-    watches the group in hand and sends PostgreSQL's cancel request (which ends with SQLSTATE
-    57014, a timeout: the group is spooled)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self._armed: tuple | None = None   # (psycopg2 connection, monotonic deadline)
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._sleeping = False   # the watcher waits for a group (not for a deadline)
-
-    @contextlib.contextmanager
-    def armed(self, driver_connection):
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, name="accounting-deadline", daemon=True)
-                self._thread.start()
-            self._armed = (driver_connection, time.monotonic() + self.seconds)
-            if self._sleeping:   # else it wakes at an earlier deadline and finds this one
-                self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._armed = None
-
-    def _watch(self) -> None:
-        with self._cond:
-            while True:
-                if self._armed is None:
-                    self._sleeping = True
-                    self._cond.wait()
-                    self._sleeping = False
-                    continue
-                connection, deadline = self._armed
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self._cond.wait(left)
-                    continue
-                self._armed = None
-                try:
-                    connection.cancel()
-                except Exception as exc:  # the connection is gone already: its own error ends the group
-                    log.debug("accounting_cancel_failed", error=repr(exc))
-
-
-class StoreUnavailable(Exception):
-    """The store could not take the group: spool it."""
-
-
-def is_timeout(exc: BaseException | None) -> bool:
-    """The store was too slow: a lock wait past lock_timeout (55P03) or a statement past
-    statement_timeout (57014). The connection itself is fine."""
-    return sql.pgcode(exc) in sql.TIMEOUT_CODES
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Errors that say the store is away (retry later), not that the record is bad."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                            ConnectionError, sa_exc.DisconnectionError))
 
 
 class AccountingWriter:
@@ -135,17 +55,7 @@ class AccountingWriter:
                  settings: Settings, *, batch_max: int = 200, linger: float = 0.003,
                  retry_interval: float = 1.0, replay_batch: int = 500, replay_pause: float = 0.0,
                  spool_path: str | None = None):
-        self.sessions = sessions
-        self.snapshot_getter = snapshot_getter
-        with sessions() as probe:  # (no connection is made: only the bind is read)
-            engine = probe.get_bind()
-        self._engine = engine if engine.dialect.name == "postgresql" else None
-        sql.limit_sqlite_waits(engine, settings.store_timeout)   # SQLite: "database is locked" after it
-        self._connection = None   # PostgreSQL: kept between groups (a pool checkout pings: a round trip)
-        self.limits = settings.accounting_limits   # accounting sanity bounds (radiusd.core.sanity)
-        self.on_anomaly: Callable[[str], None] | None = None   # the server counts CDR anomalies
-        self.timeout_ms = settings.store_timeout_ms
-        self._deadline = GroupDeadline(settings.store_timeout) if self._engine is not None else None
+        self.groups = GroupCommit(sessions, snapshot_getter, settings, self._count)
         self.queue_max = settings.accounting_queue
         self.batch_max = batch_max
         self.linger = linger
@@ -172,11 +82,10 @@ class AccountingWriter:
         self._offsets: dict[str, int] = {}  # spool dir -> bytes of its work file already committed
         self._next_orphan_scan = 0.0
         self.store_ok = True
-        self._store_stuck = False   # the last failure was a timeout: replay probes with a short lock wait
         self.counters = {"committed": 0, "spooled": 0, "replayed": 0, "dead_lettered": 0, "refused": 0,
                          "groups": 0, "group_retries": 0, "conflicts": 0, "timeouts": 0, "queue_full": 0,
                          "nas_share": 0}
-        # on_count(event, amount) for "timeouts", "conflicts", "queue_full", "nas_share" (metrics); any thread
+        # on_count(event, amount) for every counted event but the acknowledgements (metrics); any thread
         self.on_count: Callable[[str, int], None] | None = None
 
     # -- public --------------------------------------------------------------------------------
@@ -264,7 +173,7 @@ class AccountingWriter:
                     log.exception("accounting_writer_error")
                     time.sleep(0.1)
         finally:
-            self._drop_connection()
+            self.groups.close()
 
     def _step(self) -> bool:
         """One round: take a group, commit or spool it, replay if due. True when stopping."""
@@ -319,136 +228,19 @@ class AccountingWriter:
 
     # -- store ---------------------------------------------------------------------------------
 
-    def _transaction(self, records: list[AcctFacts], savepoints: bool = True,
-                     probe: bool = False) -> list[tuple[AcctFacts, str]]:
-        """Apply records in one transaction; returns those refused for data reasons.
-
-        Without savepoints (the fast path, `apply_group`) any error fails the whole group; with
-        them a record that fails is rolled back alone and returned as refused."""
-        try:
-            snapshot = self.snapshot_getter()
-        except Exception as exc:  # no snapshot yet (store down at startup): not the records' fault
-            raise StoreUnavailable(f"no snapshot: {exc!r}") from exc
-        args = (snapshot, dt.datetime.now(dt.timezone.utc), self.limits, self.on_anomaly)
-        refused: list[tuple[AcctFacts, str]] = []
-        try:
-            if not savepoints and self._engine is not None:
-                # PostgreSQL: on the kept connection, the group begins with its load and commits with its write
-                with self._session() as session, self._deadline.armed(sql.driver_connection(self._connection)):
-                    apply_group(session, records, *args, commit=True, lock_ms=_PROBE_LOCK_MS if probe else None)
-                return refused
-            with sql.bounded_transaction(self.sessions, self.timeout_ms) as session, self._group_deadline(session):
-                if not savepoints:
-                    apply_group(session, records, *args)
-                for facts in records if savepoints else ():
-                    try:
-                        with session.begin_nested():
-                            apply(session, facts, *args)
-                    except Exception as exc:
-                        if is_unavailable(exc):
-                            raise
-                        refused.append((facts, repr(exc)))
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise StoreUnavailable(str(exc)) from exc
-            raise
-        return refused
-
-    @contextlib.contextmanager
-    def _group_deadline(self, session: Session):
-        """On a pooled PostgreSQL connection: the whole transaction under the group deadline."""
-        if self._engine is None:
-            yield
-            return
-        with self._deadline.armed(sql.driver_connection(session.connection())):
-            yield
-
-    def _session(self) -> Session:
-        kept = self._connection
-        if kept is None or kept.closed or kept.invalidated or kept.in_transaction():
-            # (a transaction left open by a failure we did not see end: start clean)
-            self._drop_connection()
-            connection = self._engine.connect()
-            try:
-                # its timeouts are set once here instead of once per group; the connection is
-                # never given back to the pool (invalidated when dropped), so they never leak
-                connection.exec_driver_sql(sql.statement("postgresql", "timeouts", "session"),
-                                           {"ms": self.timeout_ms})
-                connection.commit()
-                sql.driver_connection(connection).autocommit = True   # apply_group spells out BEGIN/COMMIT
-            except BaseException:
-                connection.close()
-                raise
-            self._connection = connection
-        return Session(bind=self._connection, expire_on_commit=False)
-
-    def _drop_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                connection.invalidate()   # closes it: its session timeouts must not reach the pool
-                connection.close()
-            except Exception as exc:  # already broken: nothing to give back
-                log.debug("accounting_connection_close_failed", error=repr(exc))
-
-    def _store(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]]:
-        """Commit records: the group in one go; if that fails, again with a savepoint per record.
-        Returns the records refused for data reasons; raises StoreUnavailable."""
-        reconnected = False
-        for attempt in itertools.count(1):
-            try:
-                return self._transaction(records, savepoints=False, probe=probe)
-            except StoreUnavailable as exc:
-                # a deadlock / serialization failure with another writer is no outage: try again
-                conflict = sql.pgcode(exc.__cause__) in sql.CONFLICT_CODES
-                if is_timeout(exc.__cause__):
-                    # a lock held by someone else or a stalled server: waiting again would only
-                    # hold up every record behind this group; spool, and probe later
-                    self._count("timeouts")
-                    self._store_stuck = True
-                    raise
-                if not conflict and self._connection is not None and not reconnected:
-                    # our kept connection broke (store restarted, idle timeout): the store is only
-                    # away if a new connection (pinged at checkout) fails too
-                    self._drop_connection()
-                    reconnected = True
-                    continue
-                if not conflict or attempt >= _CONFLICT_RETRIES:
-                    raise
-                self._count("conflicts")
-                log.info("accounting_group_conflict_retry", attempt=attempt, error=str(exc)[:200])
-                time.sleep(random.uniform(0, _CONFLICT_PAUSE * attempt))   # let the other one finish
-            except Exception as exc:  # a record the fast path can't take: find it with savepoints
-                log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
-                self.counters["group_retries"] += 1
-                return self._savepoints(records)
-
-    def _savepoints(self, records: list[AcctFacts]) -> list[tuple[AcctFacts, str]]:
-        try:
-            return self._transaction(records)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
-            if len(records) == 1:
-                return [(records[0], repr(exc))]
-            # the group failed at commit: find the record(s) to blame, one by one
-            log.warning("accounting_group_failed", error=repr(exc), records=len(records))
-            return [bad for facts in records for bad in self._savepoints([facts])]
-
-    def _stored(self, records: list[AcctFacts], probe: bool = False) -> list[tuple[AcctFacts, str]] | None:
+    def _stored(self, records: list[AcctFacts], probe: bool = False) -> Refused | None:
         """`_store`, noting whether the store is there: None when it is away (tried again after
         `retry_interval`), else the records refused."""
         try:
-            refused = self._store(records, probe)
+            refused = self.groups.commit(records, probe)
         except StoreUnavailable as exc:
             if self.store_ok:
                 log.error("store_unavailable_spooling", error=str(exc).splitlines()[0][:200] if str(exc) else "",
-                          slow=is_timeout(exc.__cause__))
+                          slow=sql.is_timeout(exc.__cause__))
             self.store_ok = False
             self._next_replay = time.monotonic() + self.retry_interval
             return None
         self.store_ok = True
-        self._store_stuck = False
         return refused
 
     def _commit_or_spool(self, batch: list) -> None:
@@ -458,7 +250,7 @@ class AccountingWriter:
         self.counters["groups"] += 1
         self._answer(batch, refused)
 
-    def _answer(self, batch: list, refused: list[tuple[AcctFacts, str]]) -> None:
+    def _answer(self, batch: list, refused: Refused) -> None:
         """Acknowledge a committed batch; its refused records once they are in the dead-letter file."""
         bad = {id(facts) for facts, _ in refused}
         kept = self._dead_letter(refused)
@@ -466,7 +258,7 @@ class AccountingWriter:
         for facts, on_done, _ in batch:
             _call(on_done, kept if id(facts) in bad else True)
 
-    def _dead_letter(self, refused: list[tuple[AcctFacts, str]]) -> bool:
+    def _dead_letter(self, refused: Refused) -> bool:
         if not refused:
             return True
         for facts, error in refused:
@@ -567,7 +359,7 @@ class AccountingWriter:
         return True
 
     def _replay_group(self, spool: Spool, group: list[AcctFacts], end: int) -> bool:
-        refused = self._stored(group, probe=self._store_stuck)
+        refused = self._stored(group, probe=self.groups.stuck)
         if refused is None:
             return False
         if refused and not self._dead_letter(refused):
