@@ -1,1 +1,1 @@
-"""The store's operations per request: capacity reservations, accounting, the spool, snapshot loading."""
+"""The store: loads what the core needs and writes what it decided (capacity, accounting, snapshot, partitions, secrets); every SQL text in `sql/`."""

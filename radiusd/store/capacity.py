@@ -241,9 +241,7 @@ def _decide_items(store, items: list[Request], settings: Settings) -> list[Decis
 
 def store_for(bind, timeout_ms: int | None = None):
     """The batch store for a sessionmaker or an engine, by dialect."""
-    if isinstance(bind, sessionmaker):
-        with bind() as session:   # its engine, through the public API (no connection is taken)
-            bind = session.get_bind()
+    bind = sql.engine_of(bind)
     if bind.dialect.name == "postgresql":
         return _PgStore(bind, timeout_ms)
     if timeout_ms:

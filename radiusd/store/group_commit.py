@@ -115,8 +115,7 @@ class GroupCommit:
         self.sessions = sessions
         self.snapshot_getter = snapshot_getter
         self.count = count
-        with sessions() as probe:  # (no connection is made: only the bind is read)
-            engine = probe.get_bind()
+        engine = sql.engine_of(sessions)
         self._engine = engine if engine.dialect.name == "postgresql" else None
         sql.limit_sqlite_waits(engine, settings.store_timeout)   # SQLite: "database is locked" after it
         self._connection = None   # PostgreSQL: kept between groups (a pool checkout pings: a round trip)

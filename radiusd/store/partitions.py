@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import structlog
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session, sessionmaker
 
 from radiusd.core.partitions import (DEFAULT, month_of, month_start, months_wanted, next_month, partition_name,
                                      plan)
@@ -67,9 +66,7 @@ def _in_default(conn: Connection) -> dict[str, int]:
 def _pg_engine(bind) -> Engine | None:
     """The engine of `bind` (Engine, Connection, Session or sessionmaker) if it is PostgreSQL;
     None on SQLite."""
-    if isinstance(bind, sessionmaker):
-        bind = bind.kw["bind"]
-    engine = bind.get_bind() if isinstance(bind, Session) else bind.engine
+    engine = sql.engine_of(bind)
     return engine if engine.dialect.name == "postgresql" else None
 
 

@@ -126,6 +126,19 @@ class Opener:
             return None
 
 
+def sealed_counts(session: Session) -> dict[str, dict[str, int]]:
+    """{table.column: {key id, "clear" or "malformed": values}}"""
+    out: dict[str, dict[str, int]] = {}
+    for table, column, _place in SEALED_COLUMNS:
+        col = table.c[column]
+        per: dict[str, int] = {}
+        for value, in session.execute(select(col).where(col.is_not(None), col != "")):
+            kind = key_id_of(value) or ("malformed" if value.startswith(PREFIX) else "clear")
+            per[kind] = per.get(kind, 0) + 1
+        out[f"{table.name}.{column}"] = per
+    return out
+
+
 # --- re-sealing everything ----------------------------------------------------------------------
 
 def reseal_all(session: Session, old: KeyRing, new: KeyRing, *, only_clear: bool) -> dict[str, int]:

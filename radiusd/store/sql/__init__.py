@@ -172,6 +172,16 @@ def driver_error(exc, dialect, pool_connection, statement: str | None, *, invali
                                       connection_invalidated=invalidated)
 
 
+def engine_of(bind):
+    """The engine under an Engine, Connection, Session or sessionmaker (no connection is taken)."""
+    from sqlalchemy.orm import Session, sessionmaker
+
+    if isinstance(bind, sessionmaker):
+        with bind() as session:
+            return session.get_bind()
+    return bind.get_bind() if isinstance(bind, Session) else bind.engine
+
+
 def pool_connection(conn):
     """The pool connection under a SQLAlchemy Connection (has `.info`, per DBAPI connection)."""
     return conn.connection
