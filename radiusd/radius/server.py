@@ -25,6 +25,7 @@ import concurrent.futures
 import datetime as dt
 import errno
 import gc
+import ipaddress
 import os
 import signal
 import socket
@@ -43,6 +44,8 @@ from radiusd.core.snapshot import Snapshot
 from radiusd.db import current_store_version, open_store, safe_url
 from radiusd.logging_setup import configure, get_logger, log_line
 from radiusd.metrics import Metrics, MetricsServer, WorkerReport, supervised
+from radiusd.pipeline.accounting_writer import AccountingWriter
+from radiusd.pipeline.reservation_batcher import ReservationBatcher
 from radiusd.radius.codec import DictionaryError, load_dictionary
 from radiusd.radius.endpoint import (
     ACCT, AUTH, Authorize, Count, Drop, EdgeState, Endpoint, LearnMessageAuthenticator, Log, Now, Record, Send,
@@ -50,8 +53,6 @@ from radiusd.radius.endpoint import (
 from radiusd.radius.fairness import ADAPT_WINDOW, FairnessLimits
 from radiusd.radius.nas_table import NasTable
 from radiusd.store import sweeper
-from radiusd.pipeline.accounting_writer import AccountingWriter
-from radiusd.pipeline.reservation_batcher import ReservationBatcher
 from radiusd.store.nas_learning import learned_message_authenticator, record_message_authenticator_seen
 from radiusd.store.snapshot_loader import load_snapshot_from
 
@@ -274,6 +275,36 @@ class _Listener:
         if suppressed is not None:
             server.log.warning("socket.send_failed", port=self.kind, error=str(exc), suppressed=suppressed or None)
 
+    def retire(self) -> None:
+        """On a handover: the kernel stops choosing this socket for new datagrams (they go to the
+        successor's socket), what is queued here stays readable. Done by connecting the socket to
+        its own address, a peer nothing sends from: Linux's SO_REUSEPORT selection skips a
+        connected UDP socket, and a connected one matches only datagrams from its peer. Not for a
+        socket bound to a wildcard address: connecting it would also fix its source address for
+        the replies still to go out."""
+        host, port = self.sock.getsockname()[:2]
+        if ipaddress.ip_address(host.partition("%")[0]).is_unspecified:
+            return
+        try:
+            self.sock.connect((host, port))
+        except OSError as exc:   # never worse than not retiring: close() decides the same way
+            self.server.log.warning("socket.retire_failed", port=self.kind, error=str(exc))
+
+    def close_if_empty(self) -> bool:
+        """Close unless a datagram waits (it must be read first); True once closed. The check and
+        the close are adjacent: the window in which a datagram can still arrive is one syscall."""
+        if self.transport.closing:
+            return True
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            return False
+        except BlockingIOError:
+            pass
+        except OSError:   # e.g. an ICMP error queued on the socket: the reader reports it
+            return False
+        self.close()
+        return True
+
     def close(self) -> None:
         if not self.transport.closing:
             self.transport.closing = True
@@ -451,16 +482,22 @@ class RadiusServer:
         writer flushes: the kernel then gives this worker's share of the datagrams to the others
         at once, instead of to a worker that would drop them for as long as its writer takes to
         flush. Closing a socket loses what is queued in it and the answers not yet sent, so the
-        worker first keeps serving until a quiet moment (`_quiet`), HANDOVER_GRACE at most, and
-        closes the sockets in that same loop turn. What is still lost (a flood leaves no quiet
-        moment) is counted `handover`; the switch's retransmission reaches the successor, and
-        accounting is idempotent per leg."""
+        worker first retires its sockets (no new datagrams reach them) and keeps serving what they
+        hold until a quiet moment (`_idle` and the socket empty), HANDOVER_GRACE at most. What is
+        still lost (a flood leaves no quiet moment) is counted `handover`; the switch's
+        retransmission reaches the successor, and accounting is idempotent per leg."""
         if self._stopping:
             return
         self._stopping = True
         if self._handover:
+            for listener in self.listeners:
+                listener.retire()
             deadline = time.monotonic() + HANDOVER_GRACE
-            while not self._quiet() and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                # each socket closes as soon as nothing waits in it, nothing is being decided
+                # and every answer is out
+                if self._idle() and all([listener.close_if_empty() for listener in self.listeners]):
+                    break
                 await asyncio.sleep(0.001)
             for listener in self.listeners:
                 listener.close()
@@ -484,22 +521,12 @@ class RadiusServer:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.log.info("server.stopped", worker=self.worker_index)
 
-    def _quiet(self) -> bool:
-        """Nothing queued in our sockets, admitted or deciding, and every accounting record
-        answered: closing now loses nothing."""
+    def _idle(self) -> bool:
+        """Nothing admitted or deciding, and every accounting record answered: closing a socket
+        with nothing queued in it now loses nothing."""
         if self.endpoint.in_flight or len(self.endpoint.fair) or self._acks:
             return False
-        if self.writer is not None and self.writer.lag():   # 0 only when nothing waits or is being written
-            return False
-        for listener in self.listeners:
-            try:   # a datagram waits (even an empty one) unless peeking would block
-                listener.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                return False
-            except BlockingIOError:
-                pass
-            except OSError:   # e.g. an ICMP error queued on the socket: the reader reports it
-                return False
-        return True
+        return not (self.writer is not None and self.writer.lag())   # 0 only when nothing waits or is being written
 
     def _spawn(self, coro) -> asyncio.Task:
         """A background task (snapshot poll, sweeper), cancelled at stop."""
