@@ -11,7 +11,7 @@ radiusd.radius.fairness; this is only the carrying.
 Layout: one slot per worker process, two per worker index (a successor and its predecessor serve
 side by side during a reload: each posts in its own slot, `slot` = 2 × index + generation % 2).
 A slot is a seqlock: an odd sequence number while its worker writes, so a reader that meets one,
-or a number that moved while it read, skips that slot for this look (it is read again in 0.2 s).
+or a number that moved while it read, skips that slot for this look (it is read again at the next, ADAPT_WINDOW later).
 """
 from __future__ import annotations
 

@@ -133,8 +133,7 @@ class GroupCommit:
         for attempt in itertools.count(1):
             try:
                 refused = self._transaction(records, savepoints=False, probe=probe)
-                self.stuck = False
-                return refused
+                break
             except StoreUnavailable as exc:
                 # a deadlock / serialization failure with another writer is no outage: try again
                 conflict = sql.pgcode(exc.__cause__) in sql.CONFLICT_CODES
@@ -159,8 +158,9 @@ class GroupCommit:
                 log.info("accounting_group_retry_with_savepoints", error=repr(exc)[:300], records=len(records))
                 self.count("group_retries")
                 refused = self._savepoints(records)
-                self.stuck = False
-                return refused
+                break
+        self.stuck = False   # the store took the group
+        return refused
 
     def close(self) -> None:
         """Drop the kept connection."""
